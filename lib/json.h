@@ -1,0 +1,80 @@
+/* JSON values and a bounded stream parser for QMP.
+ *
+ * This is the only module that sees yajl.  Bytes are fed as they arrive,
+ * in any chunking; every time a top-level value closes, a complete message
+ * is queued and can be taken with ovl_json_parser_next().  The parser caps
+ * the size of one message and the nesting depth: QMP input comes from a
+ * daemon we trust more than the domain XML, but a wedged or hostile peer
+ * must not make the hook allocate without limit.
+ */
+#ifndef OVL_JSON_H
+#define OVL_JSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum ovl_json_type {
+  OVL_JSON_NULL,
+  OVL_JSON_BOOL,
+  OVL_JSON_INT,
+  OVL_JSON_DOUBLE,
+  OVL_JSON_STRING,
+  OVL_JSON_ARRAY,
+  OVL_JSON_OBJECT,
+};
+
+struct ovl_json {
+  enum ovl_json_type type;
+  union {
+    bool b;
+    long long i;
+    double d;
+    char *s;
+    struct {
+      struct ovl_json **items;
+      char **keys;              /* objects only */
+      size_t n, cap;
+    } c;
+  } u;
+};
+
+void ovl_json_free (struct ovl_json *v);
+#define CLEANUP_JSON __attribute__((cleanup (ovl_json_cleanup)))
+void ovl_json_cleanup (struct ovl_json **v);
+
+/* Lookups: NULL when absent or of another type. */
+const struct ovl_json *ovl_json_get (const struct ovl_json *obj, const char *key);
+/* Dotted path of object keys: "data.status". */
+const struct ovl_json *ovl_json_path (const struct ovl_json *v, const char *path);
+const char *ovl_json_get_string (const struct ovl_json *obj, const char *path);
+int ovl_json_get_int (const struct ovl_json *obj, const char *path, long long *out);
+size_t ovl_json_array_len (const struct ovl_json *arr);
+const struct ovl_json *ovl_json_array_at (const struct ovl_json *arr, size_t i);
+
+/* Serialise (compact) into a new string; used for diagnostics and tests. */
+char *ovl_json_to_string (const struct ovl_json *v);
+
+struct ovl_buf;
+/* Append S to B as a JSON string literal, quotes included. */
+int ovl_json_append_string (struct ovl_buf *b, const char *s);
+
+/* Stream parser. */
+struct ovl_json_parser;
+
+#define OVL_JSON_DEFAULT_MAX_BYTES (1024 * 1024)
+#define OVL_JSON_DEFAULT_MAX_DEPTH 64
+
+struct ovl_json_parser *ovl_json_parser_new (size_t max_bytes, unsigned max_depth);
+void ovl_json_parser_free (struct ovl_json_parser *p);
+/* Feed bytes; completed messages are queued.  -1 on malformed input or a
+ * broken limit; after that the parser refuses further input. */
+int ovl_json_parser_feed (struct ovl_json_parser *p, const void *data, size_t len);
+/* End of input: -1 if a message was left incomplete. */
+int ovl_json_parser_finish (struct ovl_json_parser *p);
+/* Take the oldest complete message (caller frees), or NULL. */
+struct ovl_json *ovl_json_parser_next (struct ovl_json_parser *p);
+/* True while a message has started but not closed. */
+bool ovl_json_parser_in_message (const struct ovl_json_parser *p);
+
+#endif

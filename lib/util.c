@@ -1,0 +1,168 @@
+/* Shared helpers; see util.h. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+#include "util.h"
+
+int64_t
+ovl_now_ms (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_MONOTONIC, &ts);
+  return (int64_t) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int
+ovl_ms_left (int64_t deadline)
+{
+  int64_t left;
+  if (deadline < 0)
+    return -1;
+  left = deadline - ovl_now_ms ();
+  if (left < 0)
+    return 0;
+  return left > 0x7fffffff ? 0x7fffffff : (int) left;
+}
+
+static int
+buf_reserve (struct ovl_buf *b, size_t extra)
+{
+  size_t need = b->len + extra + 1, cap;
+  char *p;
+
+  if (need <= b->cap)
+    return 0;
+  cap = b->cap ? b->cap : 256;
+  while (cap < need)
+    cap *= 2;
+  p = realloc (b->data, cap);
+  if (!p) {
+    ovl_error ("out of memory");
+    return -1;
+  }
+  b->data = p;
+  b->cap = cap;
+  return 0;
+}
+
+int
+ovl_buf_append (struct ovl_buf *b, const void *data, size_t len)
+{
+  if (buf_reserve (b, len) == -1)
+    return -1;
+  memcpy (b->data + b->len, data, len);
+  b->len += len;
+  b->data[b->len] = '\0';
+  return 0;
+}
+
+int
+ovl_buf_printf (struct ovl_buf *b, const char *fmt, ...)
+{
+  va_list ap;
+  int n;
+
+  va_start (ap, fmt);
+  n = vsnprintf (NULL, 0, fmt, ap);
+  va_end (ap);
+  if (n < 0 || buf_reserve (b, (size_t) n) == -1)
+    return -1;
+  va_start (ap, fmt);
+  vsnprintf (b->data + b->len, (size_t) n + 1, fmt, ap);
+  va_end (ap);
+  b->len += (size_t) n;
+  return 0;
+}
+
+void
+ovl_buf_consume (struct ovl_buf *b, size_t n)
+{
+  if (n >= b->len) {
+    b->len = 0;
+    if (b->data)
+      b->data[0] = '\0';
+    return;
+  }
+  memmove (b->data, b->data + n, b->len - n);
+  b->len -= n;
+  b->data[b->len] = '\0';
+}
+
+void
+ovl_buf_reset (struct ovl_buf *b)
+{
+  free (b->data);
+  b->data = NULL;
+  b->len = b->cap = 0;
+}
+
+char *
+ovl_buf_steal (struct ovl_buf *b)
+{
+  char *p = b->data;
+  if (!p)
+    p = ovl_strdup ("");
+  b->data = NULL;
+  b->len = b->cap = 0;
+  return p;
+}
+
+int
+ovl_parse_u64 (const char *s, uint64_t *out)
+{
+  char *end;
+  unsigned long long v;
+
+  if (!s || *s < '0' || *s > '9') {
+    ovl_error ("'%s' is not a whole number", s ? s : "");
+    return -1;
+  }
+  errno = 0;
+  v = strtoull (s, &end, 10);
+  if (errno || *end) {
+    ovl_error ("'%s' is not a whole number in range", s);
+    return -1;
+  }
+  *out = v;
+  return 0;
+}
+
+int
+ovl_parse_bool (const char *s, bool *out)
+{
+  static const char *yes[] = { "on", "yes", "true", "1" };
+  static const char *no[] = { "off", "no", "false", "0" };
+  size_t i;
+
+  for (i = 0; i < sizeof yes / sizeof yes[0]; i++) {
+    if (strcmp (s, yes[i]) == 0) { *out = true; return 0; }
+    if (strcmp (s, no[i]) == 0) { *out = false; return 0; }
+  }
+  ovl_error ("'%s' is not on/off", s);
+  return -1;
+}
+
+char *
+ovl_strdup (const char *s)
+{
+  char *p = strdup (s);
+  if (!p)
+    ovl_error ("out of memory");
+  return p;
+}
+
+void *
+ovl_calloc (size_t n, size_t size)
+{
+  void *p = calloc (n, size);
+  if (!p)
+    ovl_error ("out of memory");
+  return p;
+}

@@ -1,0 +1,39 @@
+/* Small shared helpers: monotonic deadlines, a growable string buffer,
+ * checked allocation and whole-number parsing.
+ */
+#ifndef OVL_UTIL_H
+#define OVL_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Milliseconds on CLOCK_MONOTONIC. */
+int64_t ovl_now_ms (void);
+/* Milliseconds left until DEADLINE (>= 0), for poll(2); -1 if DEADLINE < 0 (none). */
+int ovl_ms_left (int64_t deadline);
+
+struct ovl_buf {
+  char *data;
+  size_t len, cap;
+};
+#define OVL_BUF_INIT { NULL, 0, 0 }
+
+int ovl_buf_append (struct ovl_buf *b, const void *data, size_t len);
+int ovl_buf_printf (struct ovl_buf *b, const char *fmt, ...)
+  __attribute__((format (printf, 2, 3)));
+/* Drop the first N bytes. */
+void ovl_buf_consume (struct ovl_buf *b, size_t n);
+void ovl_buf_reset (struct ovl_buf *b);
+/* Hand out the NUL-terminated contents; the buffer is emptied. */
+char *ovl_buf_steal (struct ovl_buf *b);
+
+/* Parse an unsigned decimal integer, no sign, no trailing junk. */
+int ovl_parse_u64 (const char *s, uint64_t *out);
+/* "on"/"yes"/"true"/"1" and "off"/"no"/"false"/"0". */
+int ovl_parse_bool (const char *s, bool *out);
+
+char *ovl_strdup (const char *s);
+void *ovl_calloc (size_t n, size_t size);
+
+#endif

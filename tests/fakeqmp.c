@@ -1,0 +1,199 @@
+/* Scripted fake QMP server; see fakeqmp.h. */
+#include <config.h>
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "fakeqmp.h"
+
+struct fake_qmp {
+  int listen_fd;
+  char *sock;
+  const struct fake_step *steps;
+  size_t nsteps;
+  pthread_t thread;
+  char *why;
+  char inbuf[65536];
+  size_t inlen;
+};
+
+static void __attribute__((format (printf, 2, 3)))
+fake_fail (struct fake_qmp *f, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  if (!f->why && vasprintf (&f->why, fmt, ap) == -1)
+    f->why = NULL;
+  va_end (ap);
+}
+
+/* Read one line (one command); NULL on EOF. */
+static char *
+read_command (struct fake_qmp *f, int fd)
+{
+  for (;;) {
+    char *nl = memchr (f->inbuf, '\n', f->inlen);
+    ssize_t n;
+    if (nl) {
+      size_t len = (size_t) (nl - f->inbuf) + 1;
+      char *line = strndup (f->inbuf, len - 1);
+      memmove (f->inbuf, f->inbuf + len, f->inlen - len);
+      f->inlen -= len;
+      return line;
+    }
+    if (f->inlen == sizeof f->inbuf)
+      return NULL;
+    n = read (fd, f->inbuf + f->inlen, sizeof f->inbuf - f->inlen);
+    if (n <= 0)
+      return NULL;
+    f->inlen += (size_t) n;
+  }
+}
+
+static bool
+command_is (const char *line, const char *execute)
+{
+  char want[256];
+  snprintf (want, sizeof want, "\"execute\":\"%s\"", execute);
+  return strstr (line, want) != NULL;
+}
+
+static char *
+substitute_id (const char *text, const char *line)
+{
+  const char *idp = line ? strstr (line, "\"id\":") : NULL;
+  char id[32] = "0";
+  const char *at = strstr (text, "$ID");
+  char *out;
+
+  if (idp)
+    snprintf (id, sizeof id, "%lld", strtoll (idp + 5, NULL, 10));
+  if (!at)
+    return strdup (text);
+  if (asprintf (&out, "%.*s%s%s", (int) (at - text), text, id, at + 3) == -1)
+    return NULL;
+  return out;
+}
+
+static void
+write_all (int fd, const char *p, size_t len, bool split)
+{
+  while (len) {
+    ssize_t n = send (fd, p, split ? 1 : len, MSG_NOSIGNAL);
+    if (n <= 0)
+      return;
+    p += n;
+    len -= (size_t) n;
+  }
+}
+
+static void *
+fake_thread (void *arg)
+{
+  struct fake_qmp *f = arg;
+  int fd = accept (f->listen_fd, NULL, NULL);
+  size_t i;
+  char *extra;
+
+  if (fd == -1) {
+    fake_fail (f, "accept: %s", strerror (errno));
+    return NULL;
+  }
+  for (i = 0; i < f->nsteps; i++) {
+    const struct fake_step *s = &f->steps[i];
+    char *line = NULL, *text;
+
+    if (s->expect) {
+      line = read_command (f, fd);
+      if (!line) {
+        fake_fail (f, "client left before sending %s", s->expect);
+        goto out;
+      }
+      if (!command_is (line, s->expect)) {
+        fake_fail (f, "unexpected command: %s", line);
+        free (line);
+        goto out;
+      }
+    }
+    switch (s->action) {
+    case FAKE_SEND:
+    case FAKE_SEND_SPLIT:
+      text = substitute_id (s->text, line);
+      write_all (fd, text, strlen (text), s->action == FAKE_SEND_SPLIT);
+      free (text);
+      break;
+    case FAKE_STALL:
+      /* Hold the connection until the client gives up. */
+      while ((extra = read_command (f, fd)))
+        free (extra);
+      free (line);
+      goto out;
+    case FAKE_CLOSE:
+      free (line);
+      goto out;
+    }
+    free (line);
+  }
+  /* The script is over: anything more is unexpected. */
+  if ((extra = read_command (f, fd))) {
+    fake_fail (f, "command after the end of the script: %s", extra);
+    free (extra);
+  }
+ out:
+  close (fd);
+  return NULL;
+}
+
+struct fake_qmp *
+fake_qmp_start (const char *dir, const struct fake_step *steps, size_t n)
+{
+  struct fake_qmp *f = calloc (1, sizeof *f);
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+
+  if (asprintf (&f->sock, "%s/fake.sock", dir) == -1)
+    abort ();
+  unlink (f->sock);
+  snprintf (sun.sun_path, sizeof sun.sun_path, "%s", f->sock);
+  f->listen_fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (f->listen_fd == -1 ||
+      bind (f->listen_fd, (struct sockaddr *) &sun, sizeof sun) == -1 ||
+      listen (f->listen_fd, 4) == -1)
+    abort ();
+  f->steps = steps;
+  f->nsteps = n;
+  pthread_create (&f->thread, NULL, fake_thread, f);
+  return f;
+}
+
+const char *
+fake_qmp_socket (const struct fake_qmp *f)
+{
+  return f->sock;
+}
+
+int
+fake_qmp_finish (struct fake_qmp *f, char **why)
+{
+  int r;
+
+  pthread_join (f->thread, NULL);
+  close (f->listen_fd);
+  unlink (f->sock);
+  r = f->why ? -1 : 0;
+  if (why)
+    *why = f->why;
+  else
+    free (f->why);
+  free (f->sock);
+  free (f);
+  return r;
+}

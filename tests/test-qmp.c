@@ -1,0 +1,338 @@
+/* The QMP client against the scripted fake server: pipelining, events
+ * between a command and its reply, split output, and every fault. */
+#include <config.h>
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "error.h"
+#include "qmp.h"
+#include "util.h"
+#include "fakeqmp.h"
+#include "testutil.h"
+
+#define CAPS { "qmp_capabilities", FAKE_SEND, FAKE_OK }
+#define GREET { NULL, FAKE_SEND, FAKE_GREETING }
+
+static char *dir;
+
+static int
+setup (void **state)
+{
+  dir = t_mkdtemp ();
+  return 0;
+}
+
+static int
+teardown (void **state)
+{
+  t_rmtree (dir);
+  free (dir);
+  return 0;
+}
+
+static void
+finish (struct fake_qmp *f)
+{
+  char *why = NULL;
+  if (fake_qmp_finish (f, &why) == -1)
+    fail_msg ("fake server: %s", why);
+}
+
+/* Run SCRIPT; connect with a 2 s budget; expect connect to succeed. */
+static struct ovl_qmp *
+connect_fake (struct fake_qmp *f)
+{
+  struct ovl_qmp *q = ovl_qmp_connect (fake_qmp_socket (f), ovl_now_ms () + 2000);
+  if (!q)
+    fail_msg ("connect: %s", ovl_error_msg ());
+  return q;
+}
+
+static void
+test_roundtrip (void **state)
+{
+  static const struct fake_step script[] = {
+    GREET, CAPS,
+    { "query-version", FAKE_SEND,
+      "{\"return\": {\"qemu\": {\"major\": 7, \"minor\": 2, \"micro\": 0}, \"package\": \"\"}, \"id\": $ID}\n" },
+  };
+  struct fake_qmp *f = fake_qmp_start (dir, script, 3);
+  struct ovl_qmp *q = connect_fake (f);
+  struct ovl_json *r;
+  long long major;
+
+  assert_int_equal (ovl_qmp_version (q), 70200);
+  r = ovl_qmp_command (q, "query-version", NULL, ovl_now_ms () + 2000);
+  assert_non_null (r);
+  assert_int_equal (ovl_json_get_int (r, "qemu.major", &major), 0);
+  assert_int_equal (major, 7);
+  ovl_json_free (r);
+  ovl_qmp_close (q);
+  finish (f);
+}
+
+/* Three commands in flight, replies out of order with events between. */
+static void
+test_pipelined_out_of_order (void **state)
+{
+  static const struct fake_step script[] = {
+    GREET, CAPS,
+    { "a", FAKE_SEND, "" },
+    { "b", FAKE_SEND, "" },
+    { "c", FAKE_SEND,
+      "{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"status\": \"running\", \"id\": \"j1\"}, \"timestamp\": {}}\n"
+      "{\"return\": 3, \"id\": 4}\n"
+      "{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"status\": \"concluded\", \"id\": \"j2\"}, \"timestamp\": {}}\n"
+      "{\"return\": 1, \"id\": 2}{\"return\": 2, \"id\": 3}\n"
+      "{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"status\": \"concluded\", \"id\": \"j1\"}, \"timestamp\": {}}\n" },
+  };
+  struct fake_qmp *f = fake_qmp_start (dir, script, 5);
+  struct ovl_qmp *q = connect_fake (f);
+  int64_t dl = ovl_now_ms () + 2000;
+  uint64_t a = ovl_qmp_send (q, "a", NULL);
+  uint64_t b = ovl_qmp_send (q, "b", "{\"x\": 1}");
+  uint64_t c = ovl_qmp_send (q, "c", NULL);
+  struct ovl_json *r;
+
+  assert_true (a && b && c);
+  r = ovl_qmp_wait (q, a, dl);
+  assert_non_null (r);
+  assert_int_equal (r->u.i, 1);
+  ovl_json_free (r);
+  r = ovl_qmp_wait (q, c, dl);
+  assert_int_equal (r->u.i, 3);
+  ovl_json_free (r);
+  r = ovl_qmp_wait (q, b, dl);
+  assert_int_equal (r->u.i, 2);
+  ovl_json_free (r);
+
+  /* All three events are queued; take them by matching data. */
+  r = ovl_qmp_wait_event (q, dl, "JOB_STATUS_CHANGE", "id", "j1", "status", "concluded", NULL);
+  assert_non_null (r);
+  ovl_json_free (r);
+  r = ovl_qmp_wait_event (q, dl, "JOB_STATUS_CHANGE", "id", "j2", NULL);
+  assert_non_null (r);
+  ovl_json_free (r);
+  assert_int_equal (ovl_qmp_events_queued (q), 1);
+  /* A reply cannot be taken twice. */
+  assert_null (ovl_qmp_wait (q, a, dl));
+  ovl_qmp_close (q);
+  finish (f);
+}
+
+static void
+test_split_output (void **state)
+{
+  static const struct fake_step script[] = {
+    { NULL, FAKE_SEND_SPLIT, FAKE_GREETING },
+    { "qmp_capabilities", FAKE_SEND_SPLIT, FAKE_OK },
+    { "query-jobs", FAKE_SEND_SPLIT,
+      "{\"event\": \"X\", \"data\": {}, \"timestamp\": {}}{\"return\": [{\"id\": \"j\", \"status\": \"concluded\", \"error\": \"boom \\\"quoted\\\"\"}], \"id\": $ID}" },
+  };
+  struct fake_qmp *f = fake_qmp_start (dir, script, 3);
+  struct ovl_qmp *q = connect_fake (f);
+  struct ovl_json *r = ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 2000);
+
+  assert_non_null (r);
+  assert_string_equal (ovl_json_get_string (ovl_json_array_at (r, 0), "error"), "boom \"quoted\"");
+  ovl_json_free (r);
+  assert_int_equal (ovl_qmp_events_queued (q), 1);
+  ovl_qmp_close (q);
+  finish (f);
+}
+
+static void
+test_error_reply (void **state)
+{
+  static const struct fake_step script[] = {
+    GREET, CAPS,
+    { "blockdev-add", FAKE_SEND,
+      "{\"id\": $ID, \"error\": {\"class\": \"GenericError\", \"desc\": \"Could not open '/x': Permission denied\"}}\n" },
+    { "query-jobs", FAKE_SEND, "{\"return\": [], \"id\": $ID}\n" },
+  };
+  struct fake_qmp *f = fake_qmp_start (dir, script, 4);
+  struct ovl_qmp *q = connect_fake (f);
+  struct ovl_json *r = ovl_qmp_command (q, "blockdev-add", "{}", ovl_now_ms () + 2000);
+
+  assert_null (r);
+  assert_string_equal (ovl_error_msg (),
+                       "blockdev-add: GenericError: Could not open '/x': Permission denied");
+  /* An error reply is not fatal for the connection. */
+  r = ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 2000);
+  assert_non_null (r);
+  assert_int_equal (ovl_json_array_len (r), 0);
+  ovl_json_free (r);
+  ovl_qmp_close (q);
+  finish (f);
+}
+
+/* Faults that end the connection: each gives its message, and the
+ * connection refuses further use with the same error. */
+struct fault {
+  const char *name;
+  struct fake_step step;
+  const char *want;
+};
+
+static const struct fault faults[] = {
+  { "stall", { "query-jobs", FAKE_STALL, NULL }, "timed out" },
+  { "stall-mid-message", { "query-jobs", FAKE_SEND, "{\"return\": [" }, "in the middle of a message" },
+  { "close", { "query-jobs", FAKE_CLOSE, NULL }, "closed the connection" },
+  { "close-mid-message", { "query-jobs", FAKE_SEND, "{\"return\": [], \"i" }, "in the middle of a message" },
+  { "corrupt", { "query-jobs", FAKE_SEND, "{\"return\": [}, \"id\": $ID}\n" }, "malformed JSON" },
+  { "no-return", { "query-jobs", FAKE_SEND, "{\"id\": $ID, \"foo\": 1}\n" }, "neither a reply nor an event" },
+  { "unknown-id", { "query-jobs", FAKE_SEND, "{\"return\": [], \"id\": 999}\n" }, "unknown id" },
+  { "no-id", { "query-jobs", FAKE_SEND, "{\"return\": []}\n" }, "missing or unknown id" },
+  { "string-id", { "query-jobs", FAKE_SEND, "{\"return\": [], \"id\": \"1\"}\n" }, "missing or unknown id" },
+};
+
+static void
+test_faults (void **state)
+{
+  size_t i;
+
+  for (i = 0; i < sizeof faults / sizeof faults[0]; i++) {
+    struct fake_step script[3] = { GREET, CAPS, faults[i].step };
+    struct fake_qmp *f;
+    struct ovl_qmp *q;
+    int64_t t0;
+    struct ovl_json *r;
+    bool closes = strstr (faults[i].name, "close") != NULL;
+
+    /* After "close-mid-message" the fake closes; after the others it
+     * must see us leave, so it stalls. */
+    if (closes && faults[i].step.action == FAKE_SEND) {
+      static struct fake_step tail[4];
+      memcpy (tail, script, sizeof script);
+      tail[3] = (struct fake_step) { NULL, FAKE_CLOSE, NULL };
+      f = fake_qmp_start (dir, tail, 4);
+    }
+    else if (faults[i].step.action == FAKE_SEND) {
+      static struct fake_step tail[4];
+      memcpy (tail, script, sizeof script);
+      tail[3] = (struct fake_step) { NULL, FAKE_STALL, NULL };
+      f = fake_qmp_start (dir, tail, 4);
+    }
+    else
+      f = fake_qmp_start (dir, script, 3);
+    q = connect_fake (f);
+    t0 = ovl_now_ms ();
+    r = ovl_qmp_command (q, "query-jobs", NULL, t0 + 300);
+    if (r)
+      fail_msg ("%s: command succeeded", faults[i].name);
+    if (!strstr (ovl_error_msg (), faults[i].want))
+      fail_msg ("%s: got '%s', want '%s'", faults[i].name, ovl_error_msg (), faults[i].want);
+    /* Only the stalls wait for the deadline. */
+    if (strstr (faults[i].name, "stall"))
+      assert_true (ovl_now_ms () - t0 >= 290);
+    else
+      assert_true (ovl_now_ms () - t0 < 290);
+    assert_null (ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 300));
+    assert_non_null (strstr (ovl_error_msg (), faults[i].want));
+    ovl_qmp_close (q);
+    finish (f);
+  }
+}
+
+static void
+test_oversize_reply (void **state)
+{
+  size_t n = 2 * 1024 * 1024;
+  char *big = malloc (n + 64);
+  struct fake_step script[4] = { GREET, CAPS, { "query-jobs", FAKE_SEND, NULL },
+                                 { NULL, FAKE_STALL, NULL } };
+  struct fake_qmp *f;
+  struct ovl_qmp *q;
+
+  strcpy (big, "{\"return\": \"");
+  memset (big + 12, 'x', n);
+  strcpy (big + 12 + n, "\", \"id\": 2}\n");
+  script[2].text = big;
+  f = fake_qmp_start (dir, script, 4);
+  q = connect_fake (f);
+  assert_null (ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 2000));
+  assert_non_null (strstr (ovl_error_msg (), "message too large"));
+  ovl_qmp_close (q);
+  finish (f);
+  free (big);
+}
+
+static void
+test_bad_greeting (void **state)
+{
+  static const struct fake_step script[] = {
+    { NULL, FAKE_SEND, "{\"hello\": 1}\n" },
+    { NULL, FAKE_STALL, NULL },
+  };
+  struct fake_qmp *f = fake_qmp_start (dir, script, 2);
+  struct ovl_qmp *q = ovl_qmp_connect (fake_qmp_socket (f), ovl_now_ms () + 1000);
+
+  assert_null (q);
+  assert_non_null (strstr (ovl_error_msg (), "did not greet"));
+  finish (f);
+}
+
+static void
+test_no_greeting (void **state)
+{
+  static const struct fake_step script[] = { { NULL, FAKE_STALL, NULL } };
+  struct fake_qmp *f = fake_qmp_start (dir, script, 1);
+  struct ovl_qmp *q = ovl_qmp_connect (fake_qmp_socket (f), ovl_now_ms () + 200);
+
+  assert_null (q);
+  assert_non_null (strstr (ovl_error_msg (), "timed out"));
+  finish (f);
+}
+
+static void
+test_no_server (void **state)
+{
+  char *path;
+  assert_true (asprintf (&path, "%s/nothing.sock", dir) > 0);
+  assert_null (ovl_qmp_connect (path, ovl_now_ms () + 200));
+  assert_non_null (strstr (ovl_error_msg (), "No such file"));
+  free (path);
+}
+
+/* The fake itself fails a test on an unexpected command. */
+static void
+test_fake_catches_unexpected (void **state)
+{
+  static const struct fake_step script[] = {
+    GREET, CAPS, { "query-jobs", FAKE_SEND, FAKE_OK },
+  };
+  struct fake_qmp *f = fake_qmp_start (dir, script, 3);
+  struct ovl_qmp *q = connect_fake (f);
+  char *why = NULL;
+
+  ovl_qmp_send (q, "quit", NULL);
+  ovl_qmp_flush (q, ovl_now_ms () + 1000);
+  ovl_qmp_close (q);
+  assert_int_equal (fake_qmp_finish (f, &why), -1);
+  assert_non_null (strstr (why, "unexpected command"));
+  free (why);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_roundtrip),
+    cmocka_unit_test (test_pipelined_out_of_order),
+    cmocka_unit_test (test_split_output),
+    cmocka_unit_test (test_error_reply),
+    cmocka_unit_test (test_faults),
+    cmocka_unit_test (test_oversize_reply),
+    cmocka_unit_test (test_bad_greeting),
+    cmocka_unit_test (test_no_greeting),
+    cmocka_unit_test (test_no_server),
+    cmocka_unit_test (test_fake_catches_unexpected),
+  };
+  return cmocka_run_group_tests_name ("qmp", tests, setup, teardown);
+}

@@ -1,0 +1,32 @@
+/* Helpers shared by the test programs: data files, temporary
+ * directories, required tools, and a real qemu-storage-daemon. */
+#ifndef OVL_TESTUTIL_H
+#define OVL_TESTUTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/* exit 77 (skip) unless PROG is installed; in CI (OVL_REQUIRE_ALL=1) a
+ * missing tool is a failure instead. */
+void t_require (const char *prog);
+/* Read a whole file; NULL if it does not exist. */
+char *t_read_file (const char *path, size_t *len);
+/* $srcdir/tests/data/REL */
+char *t_data_path (const char *rel);
+/* A fresh 0711 directory under $TMPDIR, removed by t_rmtree. */
+char *t_mkdtemp (void);
+void t_rmtree (const char *dir);
+
+/* A real qemu-storage-daemon with one monitor on SOCK. */
+struct t_qsd {
+  pid_t pid;
+  char *sock;
+  char *pidfile;
+};
+/* Alive and not a zombie (a daemonized qsd may have no reaper). */
+bool t_pid_alive (pid_t pid);
+int t_qsd_start (struct t_qsd *q, const char *dir);
+void t_qsd_stop (struct t_qsd *q);
+
+#endif
