@@ -432,6 +432,7 @@ ovl_qmp_open_fd (int fd, int64_t deadline)
 
  fail:
   ovl_qmp_close (q);
+  errno = EPROTO;               /* connected, but not to a working monitor */
   return NULL;
 }
 

@@ -1,0 +1,62 @@
+/* The overlay engine: a batch of qcow2 overlays made by qemu-storage-daemon,
+ * all or nothing, never touching a file it did not create.
+ *
+ * For each request we check the base (image.h) and the overlay path
+ * (paths.h), create the overlay ourselves under a temporary name in its
+ * directory (O_EXCL|O_NOFOLLOW, 0600: qsd's file driver would truncate an
+ * existing file), and have qsd format it.  The whole batch is one
+ * pipelined QMP exchange: every blockdev-add and blockdev-create at once,
+ * then the JOB_STATUS_CHANGE "concluded" events, one query-jobs for the
+ * verdicts, then every job-dismiss and blockdev-del at once.  qsd's own
+ * flushes are turned off (cache.no-flush); we fdatasync each file before
+ * it becomes visible, move it into place with renameat2(RENAME_NOREPLACE)
+ * and fsync the directory.  Any failure removes every temporary file and
+ * leaves nothing at any final path.  Node names, job ids and temporary
+ * files carry our pid, so leftovers of a caller that died are recognised
+ * and removed by the next one.
+ */
+#ifndef OVL_OVERLAY_H
+#define OVL_OVERLAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "config.h"
+#include "image.h"
+
+struct ovl_request {
+  /* What to make. */
+  const char *base;
+  enum ovl_format base_format;
+  const char *overlay;
+  uint64_t size;                /* 0: the base's virtual size */
+  uint64_t cluster_size;
+  bool lazy_refcounts;
+  bool extended_l2;
+
+  /* What happened. */
+  char *error;                  /* why this request failed, or NULL */
+  dev_t dev;                    /* the overlay made, on success */
+  ino_t ino;
+  struct ovl_image base_info;
+};
+
+/* Fill the options of R from the configuration's defaults. */
+void ovl_request_defaults (struct ovl_request *r, const struct ovl_config *cfg);
+
+/* Make every overlay of REQS or none.  Returns 0, or -1 with the error
+ * of each failed request in its .error (and the first in ovl_error). */
+int ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
+                        size_t n, int64_t deadline);
+
+/* Check one request without creating anything (base and overlay path). */
+int ovl_overlay_check (const struct ovl_config *cfg, struct ovl_request *r);
+
+void ovl_request_clear (struct ovl_request *r);
+
+/* Node names, job ids and temporary files carry this prefix. */
+#define OVL_NAME_PREFIX "ovl-"
+#define OVL_TMP_PREFIX ".virt-overlay-"
+
+#endif

@@ -1,0 +1,122 @@
+/* Safe path walking; see paths.h. */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "error.h"
+#include "paths.h"
+
+bool
+ovl_path_is_below (const char *path, const char *dir)
+{
+  size_t n = strlen (dir);
+
+  if (n == 1 && dir[0] == '/')
+    return path[0] == '/';
+  return strncmp (path, dir, n) == 0 && (path[n] == '/' || path[n] == '\0');
+}
+
+static int
+check_syntax (const char *path, const char *what)
+{
+  const char *p = path, *c;
+
+  if (path[0] != '/') {
+    ovl_error ("%s path '%s' is not absolute", what, path);
+    return -1;
+  }
+  if (strlen (path) >= PATH_MAX) {
+    ovl_error ("%s path is too long", what);
+    return -1;
+  }
+  while (*p == '/') {
+    size_t len;
+    c = p + 1;
+    len = strcspn (c, "/");
+    if (len == 0 || (len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.')) {
+      ovl_error ("%s path '%s' is not normalised (empty, '.' or '..' component)", what, path);
+      return -1;
+    }
+    if (len > NAME_MAX) {
+      ovl_error ("%s path '%s' has a component longer than %d bytes", what, path, NAME_MAX);
+      return -1;
+    }
+    p = c + len;
+  }
+  return 0;
+}
+
+int
+ovl_path_open_parent (const char *path, const struct ovl_dirs *dirs,
+                      const char *what, bool strict_parent,
+                      int *dirfd, const char **name)
+{
+  CLEANUP_CLOSE int fd = -1;
+  const char *p, *last;
+  size_t i;
+  struct stat st;
+
+  if (check_syntax (path, what) == -1)
+    return -1;
+  for (i = 0; i < dirs->n; i++)
+    if (ovl_path_is_below (path, dirs->dir[i]) && strcmp (path, dirs->dir[i]) != 0)
+      break;
+  if (i == dirs->n) {
+    ovl_error ("%s path '%s' is outside the allowed directories", what, path);
+    return -1;
+  }
+
+  last = strrchr (path, '/') + 1;
+  fd = open ("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd == -1) {
+    ovl_error ("open /: %m");
+    return -1;
+  }
+  for (p = path + 1; p < last; ) {
+    size_t len = strcspn (p, "/");
+    char comp[NAME_MAX + 1];
+    int nfd;
+
+    memcpy (comp, p, len);
+    comp[len] = '\0';
+    nfd = openat (fd, comp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (nfd == -1) {
+      int e = errno;
+      if ((e == ENOTDIR || e == ELOOP) &&
+          fstatat (fd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK (st.st_mode))
+        ovl_error ("%s path '%s': '%.*s' is a symbolic link", what, path,
+                   (int) (p + len - path), path);
+      else {
+        errno = e;
+        ovl_error ("%s path '%s': '%.*s': %m", what, path, (int) (p + len - path), path);
+      }
+      return -1;
+    }
+    if (fstat (nfd, &st) == -1) {
+      close (nfd);
+      ovl_error ("%s: fstat: %m", path);
+      return -1;
+    }
+    /* A directory others can write to lets them swap what we checked,
+     * unless it is sticky (like /tmp). */
+    if ((st.st_mode & (S_IWGRP | S_IWOTH)) &&
+        ((p + len + 1 == last && strict_parent) || !(st.st_mode & S_ISVTX))) {
+      close (nfd);
+      ovl_error ("%s path '%s': directory '%.*s' is writable by group or others",
+                 what, path, (int) (p + len - path), path);
+      return -1;
+    }
+    close (fd);
+    fd = nfd;
+    p += len + 1;
+  }
+  *name = last;
+  *dirfd = OVL_STEAL_FD (fd);
+  return 0;
+}

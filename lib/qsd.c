@@ -1,0 +1,216 @@
+/* Connecting to, and starting, qemu-storage-daemon; see qsd.h. */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "error.h"
+#include "qsd.h"
+#include "util.h"
+
+/* Put the child on /dev/null, in its own session, with nothing else open. */
+static void
+detach_child (void)
+{
+  int null = open ("/dev/null", O_RDWR);
+
+  setsid ();
+  if (null >= 0) {
+    dup2 (null, 0);
+    dup2 (null, 1);
+    dup2 (null, 2);
+  }
+#ifdef HAVE_CLOSE_RANGE
+  close_range (3, ~0U, 0);
+#else
+  for (int fd = 3; fd < 1024; fd++)
+    close (fd);
+#endif
+  if (chdir ("/") == -1)
+    _exit (127);
+  signal (SIGPIPE, SIG_DFL);
+  umask (077);
+}
+
+int
+ovl_spawn_detached (void (*fn) (void *), void *arg)
+{
+  pid_t pid = fork ();
+  int status;
+
+  if (pid == -1) {
+    ovl_error ("fork: %m");
+    return -1;
+  }
+  if (pid == 0) {
+    /* Double fork: the grandchild is reparented and never waited for. */
+    detach_child ();
+    if (fork () == 0) {
+      fn (arg);
+      _exit (0);
+    }
+    _exit (0);
+  }
+  while (waitpid (pid, &status, 0) == -1)
+    if (errno != EINTR) {
+      ovl_error ("waitpid: %m");
+      return -1;
+    }
+  return 0;
+}
+
+/* QEMU option values escape ',' by doubling it. */
+static char *
+qemu_opt_escape (const char *s)
+{
+  struct ovl_buf b = OVL_BUF_INIT;
+  for (; *s; s++)
+    if (ovl_buf_append (&b, s, 1) == -1 ||
+        (*s == ',' && ovl_buf_append (&b, ",", 1) == -1)) {
+      ovl_buf_reset (&b);
+      return NULL;
+    }
+  return ovl_buf_steal (&b);
+}
+
+static int
+spawn_qsd (const struct ovl_config *cfg, const char *pidfile)
+{
+  CLEANUP_FREE char *esc = qemu_opt_escape (cfg->qsd_socket);
+  CLEANUP_FREE char *chardev = NULL;
+  pid_t pid;
+  int status;
+
+  if (!esc || asprintf (&chardev, "socket,id=ovl0,path=%s,server=on,wait=off", esc) == -1) {
+    ovl_error ("out of memory");
+    return -1;
+  }
+  pid = fork ();
+  if (pid == -1) {
+    ovl_error ("fork: %m");
+    return -1;
+  }
+  if (pid == 0) {
+    detach_child ();
+    execl (cfg->qsd_binary, cfg->qsd_binary,
+           "--chardev", chardev, "--monitor", "chardev=ovl0",
+           "--pidfile", pidfile, "--daemonize", (char *) NULL);
+    _exit (127);
+  }
+  /* With --daemonize the parent exits once the monitor listens. */
+  while (waitpid (pid, &status, 0) == -1)
+    if (errno != EINTR) {
+      ovl_error ("waitpid: %m");
+      return -1;
+    }
+  if (!WIFEXITED (status) || WEXITSTATUS (status) != 0) {
+    if (WIFEXITED (status) && WEXITSTATUS (status) == 127)
+      ovl_error ("cannot run %s", cfg->qsd_binary);
+    else
+      ovl_error ("%s failed to start (status %d)", cfg->qsd_binary, status);
+    return -1;
+  }
+  return 0;
+}
+
+/* Nothing listens there: the socket is absent or left by a dead daemon. */
+static bool
+nobody_listens (void)
+{
+  return errno == ENOENT || errno == ECONNREFUSED;
+}
+
+static struct ovl_qmp *
+try_connect (const char *sock, int64_t deadline, int *err)
+{
+  struct ovl_qmp *q = ovl_qmp_connect (sock, deadline);
+  *err = q ? 0 : errno;
+  return q;
+}
+
+/* mkdir -p for the socket's directory (root-only). */
+static int
+make_parent_dir (const char *path)
+{
+  CLEANUP_FREE char *dir = ovl_strdup (path);
+  char *p;
+
+  if (!dir)
+    return -1;
+  for (p = dir + 1; (p = strchr (p, '/')); p++) {
+    *p = '\0';
+    if (mkdir (dir, 0700) == -1 && errno != EEXIST) {
+      ovl_error ("mkdir %s: %m", dir);
+      return -1;
+    }
+    *p = '/';
+  }
+  return 0;
+}
+
+struct ovl_qmp *
+ovl_qsd_connect (const struct ovl_config *cfg, int64_t deadline)
+{
+  CLEANUP_FREE char *lockpath = NULL, *pidfile = NULL;
+  CLEANUP_CLOSE int lockfd = -1;
+  struct ovl_qmp *q;
+  struct stat st;
+  int err;
+
+  if ((q = try_connect (cfg->qsd_socket, deadline, &err)))
+    return q;
+  errno = err;
+  if (!nobody_listens ())
+    return NULL;
+  if (!cfg->qsd_spawn) {
+    ovl_error_prefix ("qemu-storage-daemon is not running and qsd_spawn is off: ");
+    return NULL;
+  }
+
+  if (asprintf (&lockpath, "%s.lock", cfg->qsd_socket) == -1 ||
+      asprintf (&pidfile, "%s.pid", cfg->qsd_socket) == -1) {
+    ovl_error ("out of memory");
+    return NULL;
+  }
+  if (make_parent_dir (cfg->qsd_socket) == -1)
+    return NULL;
+  lockfd = open (lockpath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (lockfd == -1) {
+    ovl_error ("%s: %m", lockpath);
+    return NULL;
+  }
+  /* Held only while a daemon starts (milliseconds). */
+  while (flock (lockfd, LOCK_EX) == -1)
+    if (errno != EINTR) {
+      ovl_error ("flock %s: %m", lockpath);
+      return NULL;
+    }
+
+  /* Someone may have started it while we waited for the lock. */
+  if ((q = try_connect (cfg->qsd_socket, deadline, &err)))
+    return q;
+  errno = err;
+  if (!nobody_listens ())
+    return NULL;
+  /* Replace a stale socket and pidfile of a dead daemon, nothing else. */
+  if (lstat (cfg->qsd_socket, &st) == 0) {
+    if (!S_ISSOCK (st.st_mode)) {
+      ovl_error ("%s exists and is not a socket", cfg->qsd_socket);
+      return NULL;
+    }
+    unlink (cfg->qsd_socket);
+  }
+  unlink (pidfile);
+  if (spawn_qsd (cfg, pidfile) == -1)
+    return NULL;
+  return ovl_qmp_connect (cfg->qsd_socket, deadline);
+}

@@ -1,0 +1,26 @@
+/* The long-lived qemu-storage-daemon: connect to it, or start it.
+ *
+ * If nothing answers on the configured socket and qsd_spawn is on, we
+ * start qsd there ourselves, under an exclusive lock beside the socket so
+ * that concurrent callers start one daemon, not several.  qsd is started
+ * with --daemonize (the parent exits when the monitor is ready) and
+ * --pidfile, in its own session, with stdio on /dev/null and no inherited
+ * descriptors: libvirt reads the hook's stdout and stderr to EOF, so a
+ * daemon holding them would hang libvirtd.
+ */
+#ifndef OVL_QSD_H
+#define OVL_QSD_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "qmp.h"
+
+struct ovl_qmp *ovl_qsd_connect (const struct ovl_config *cfg, int64_t deadline);
+
+/* Start a fully detached child running FN (ARG): own session, stdio on
+ * /dev/null, every other descriptor closed.  The caller does not wait
+ * for it.  Returns 0 once the intermediate child has exited. */
+int ovl_spawn_detached (void (*fn) (void *), void *arg);
+
+#endif

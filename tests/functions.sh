@@ -1,0 +1,61 @@
+# Shared helpers of the shell tests.  Source after setting $0's name.
+set -eu
+: "${srcdir:=.}" "${builddir:=.}"
+QSD=${QSD:-qemu-storage-daemon}
+QEMU_IMG=${QEMU_IMG:-qemu-img}
+
+# exit 77 when a tool is missing, except in CI (OVL_REQUIRE_ALL=1).
+requires () {
+  if ! command -v "$1" >/dev/null 2>&1; then
+    if [ "${OVL_REQUIRE_ALL:-0}" = 1 ]; then
+      echo "required tool $1 is missing" >&2; exit 1
+    fi
+    echo "SKIP: $1 is not installed"; exit 77
+  fi
+}
+requires_root () {
+  if [ "$(id -u)" != 0 ]; then
+    if [ "${OVL_REQUIRE_ALL:-0}" = 1 ]; then echo "must run as root" >&2; exit 1; fi
+    echo "SKIP: needs root"; exit 77
+  fi
+}
+
+checks=0 failures=0
+pass () { checks=$((checks + 1)); }
+fail () { echo "FAIL: $*" >&2; failures=$((failures + 1)); checks=$((checks + 1)); }
+finish () {
+  echo "$checks checks, $failures failures"
+  [ "$checks" -gt 0 ] || { echo "no check ran" >&2; exit 1; }
+  [ "$failures" = 0 ]
+}
+
+# The program under test, under valgrind with make check-valgrind.
+VO="$builddir/cli/virt-overlay"
+if [ "${OVL_VALGRIND:-0}" = 1 ]; then
+  VO="valgrind -q --error-exitcode=119 --leak-check=full --errors-for-leak-kinds=definite $VO"
+fi
+
+T=$(mktemp -d "${TMPDIR:-/tmp}/ovltest.XXXXXX")
+chmod 0711 "$T"
+cleanup_hooks=""
+at_exit () { cleanup_hooks="$1; $cleanup_hooks"; }
+trap 'eval "$cleanup_hooks"; rm -rf "$T"' EXIT
+
+# Stop the daemon whose pidfile is $1.
+stop_pidfile () {
+  [ -f "$1" ] || return 0
+  pid=$(cat "$1" 2>/dev/null || true)
+  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  rm -f "$1"
+}
+
+# A listing of a directory with checksums, to prove nothing changed.
+snapshot () {
+  (cd "$1" && find . -mindepth 1 -printf '%p %y %l %m %s\n' | sort &&
+     find . -type f -exec sha256sum {} + | sort)
+}
+
+# qemu-img info without the fields that name the file itself.
+info_of () {
+  "$QEMU_IMG" info --output=json "$1" | grep -v -e '"filename"' -e '"actual-size"' -e '"dirty-flag"'
+}

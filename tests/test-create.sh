@@ -1,0 +1,202 @@
+#!/bin/sh
+# virt-overlay create against the real qemu-storage-daemon: results equal
+# to qemu-img create's, every refusal, faults, concurrency, leftovers.
+. "${srcdir:-.}/tests/functions.sh"
+requires "$QSD"
+requires "$QEMU_IMG"
+
+img=$T/img
+mkdir -m 0711 "$img"
+cat > "$T/conf" <<EOC
+qsd_socket = $T/run/qsd.sock
+qsd_binary = $(command -v "$QSD")
+overlay_dirs = $img
+base_dirs = $img
+timeout_ms = 20000
+EOC
+export VIRT_OVERLAY_CONFIG=$T/conf
+at_exit "stop_pidfile $T/run/qsd.sock.pid"
+
+"$QEMU_IMG" create -q -f qcow2 "$img/base.qcow2" 64M
+truncate -s 32M "$img/base.raw"
+
+# ---- results equal qemu-img create's ----
+same_as_qemu_img () { # FMT BASE OVERLAY [qemu-img -o OPTS] [SIZE]
+  ref=$T/ref.qcow2; rm -f "$ref"
+  "$QEMU_IMG" create -q -f qcow2 -F "$1" -b "$2" ${4:+-o "$4"} "$ref" ${5:+"$5"}
+  if info_of "$ref" | diff - "$(info_of "$3" > "$T/got"; echo "$T/got")" >/dev/null; then pass
+  else fail "$3 differs from qemu-img create:"; info_of "$ref" | diff - "$T/got" >&2 || true; fi
+  if "$QEMU_IMG" check -q "$3"; then pass; else fail "qemu-img check $3"; fi
+}
+
+$VO create "$img/base.qcow2" "$img/one.qcow2" && pass || fail "create one"
+same_as_qemu_img qcow2 "$img/base.qcow2" "$img/one.qcow2"
+[ "$(stat -c %a "$img/one.qcow2")" = 600 ] && pass || fail "overlay mode is not 0600"
+
+set --
+for i in $(seq 1 16); do set -- "$@" "$img/many$i.qcow2"; done
+$VO create "$img/base.qcow2" "$@" && pass || fail "create 16"
+for f in "$@"; do same_as_qemu_img qcow2 "$img/base.qcow2" "$f"; done
+
+$VO create --backing-format raw "$img/base.raw" "$img/onraw.qcow2" && pass || fail "create on raw"
+same_as_qemu_img raw "$img/base.raw" "$img/onraw.qcow2"
+
+$VO create --cluster-size 131072 --lazy-refcounts on --extended-l2 on --size 134217728 \
+  "$img/base.qcow2" "$img/opts.qcow2" && pass || fail "create with options"
+same_as_qemu_img qcow2 "$img/base.qcow2" "$img/opts.qcow2" \
+  cluster_size=131072,lazy_refcounts=on,extended_l2=on 134217728
+
+$VO create --cluster-size 4096 --lazy-refcounts off --extended-l2 off \
+  "$img/base.qcow2" "$img/opts2.qcow2" && pass || fail "create with small clusters"
+same_as_qemu_img qcow2 "$img/base.qcow2" "$img/opts2.qcow2" \
+  cluster_size=4096,lazy_refcounts=off,extended_l2=off
+
+ls -a "$img" | grep -q '^\.virt-overlay-' && fail "temporary files left" || pass
+
+# ---- refusals: message, exit code, nothing appears, nothing changes ----
+echo "precious" > "$img/exists.qcow2"
+ln -s "$img/exists.qcow2" "$img/link.qcow2"
+ln -s "$img/nowhere" "$img/dangling.qcow2"
+mkdir -m 0711 "$img/real"; ln -s "$img/real" "$img/linkdir"
+cp "$img/base.qcow2" "$img/real/base.qcow2"
+mkdir -m 0711 "$img/adir"
+mkfifo "$img/fifo"
+mknod "$img/device" c 1 3
+cp "$img/base.qcow2" "$img/qcow2-as-raw"
+printf 'QFI\373\0\0\0\3' > "$img/truncated.qcow2"
+head -c 1048576 /dev/zero > "$img/badmagic.qcow2"
+mkdir -m 0777 "$img/open"; chmod 0777 "$img/open"
+mkdir -p -m 0711 "$T/elsewhere"
+
+refuse () { # MESSAGE ARGS...
+  msg=$1; shift
+  before=$(snapshot "$img")
+  set +e
+  timeout 20 $VO create "$@" > "$T/out" 2> "$T/err"
+  rc=$?
+  set -e
+  if [ "$rc" = 1 ]; then pass; else fail "exit $rc, not 1, for: $*"; fi
+  if grep -q -F -- "$msg" "$T/err"; then pass; else fail "want '$msg' for: $*; got: $(cat "$T/err")"; fi
+  [ "$(wc -l < "$T/err")" -ge 1 ] && pass || fail "no error line for: $*"
+  if [ "$(snapshot "$img")" = "$before" ]; then pass; else fail "files changed for: $*"; fi
+}
+B=$img/base.qcow2
+refuse "overlay '$img/exists.qcow2' already exists" "$B" "$img/exists.qcow2"
+refuse "already exists (a symbolic link)" "$B" "$img/link.qcow2"
+refuse "already exists (a symbolic link)" "$B" "$img/dangling.qcow2"
+refuse "'$img/linkdir' is a symbolic link" "$B" "$img/linkdir/new.qcow2"
+refuse "'$img/linkdir' is a symbolic link" "$img/linkdir/base.qcow2" "$img/new.qcow2"
+refuse "is not absolute" "$B" "img/new.qcow2"
+refuse "is not absolute" "img/base.qcow2" "$img/new.qcow2"
+refuse "is not normalised" "$B" "$img/real/../new.qcow2"
+refuse "is not normalised" "$img/real/../base.qcow2" "$img/new.qcow2"
+refuse "is outside the allowed directories" "$B" "$T/elsewhere/new.qcow2"
+refuse "is outside the allowed directories" "$T/elsewhere/base.qcow2" "$img/new.qcow2"
+refuse "base '$img/missing.qcow2': No such file or directory" "$img/missing.qcow2" "$img/new.qcow2"
+refuse "base '$img/adir' is not a regular file" "$img/adir" "$img/new.qcow2"
+refuse "base '$img/fifo' is not a regular file" "$img/fifo" "$img/new.qcow2"
+refuse "base '$img/device' is not a regular file" "$img/device" "$img/new.qcow2"
+refuse "declared raw but carries a qcow2/qcow header" --backing-format raw "$img/qcow2-as-raw" "$img/new.qcow2"
+refuse "not a qcow2 image (bad magic)" "$img/badmagic.qcow2" "$img/new.qcow2"
+refuse "truncated qcow2 header" "$img/truncated.qcow2" "$img/new.qcow2"
+refuse "is the same file as its base" "$B" "$B"
+refuse "size 1048576 is smaller than the base's 67108864 bytes" --size 1048576 "$B" "$img/new.qcow2"
+refuse "writable by group or others" "$B" "$img/open/new.qcow2"
+refuse "is requested twice" "$B" "$img/new.qcow2" "$img/new.qcow2"
+# One bad overlay in a batch: none of the batch is made.
+refuse "overlay '$img/exists.qcow2' already exists" "$B" "$img/new1.qcow2" "$img/exists.qcow2" "$img/new2.qcow2"
+[ "$(cat "$img/exists.qcow2")" = precious ] && pass || fail "existing file changed"
+
+# Bad options are usage errors (exit 2).
+for args in "--cluster-size 1000" "--lazy-refcounts maybe" "--backing-format vmdk" "--size -5"; do
+  set +e; $VO create $args "$B" "$img/new.qcow2" 2> "$T/err"; rc=$?; set -e
+  [ "$rc" = 2 ] && pass || fail "exit $rc for bad option $args"
+  [ -e "$img/new.qcow2" ] && fail "file made with $args" || pass
+done
+
+# ---- faults, with the fake daemon ----
+fake=$builddir/tests/fake-qsd
+fakeconf () { # SOCKET SPAWN BINARY
+  cat > "$T/fconf" <<EOC
+qsd_socket = $1
+qsd_spawn = $2
+qsd_binary = $3
+overlay_dirs = $img
+base_dirs = $img
+timeout_ms = 1500
+EOC
+}
+start_fake () { # FAULT
+  rm -f "$T/fake.sock"
+  FAKE_QSD_FAULT=$1 "$fake" --chardev "socket,id=m,path=$T/fake.sock" --monitor chardev=m \
+    --pidfile "$T/fake.pid" --daemonize
+}
+fault_case () { # FAULT MESSAGE
+  start_fake "$1"
+  fakeconf "$T/fake.sock" no /nonexistent
+  before=$(snapshot "$img")
+  set +e
+  VIRT_OVERLAY_CONFIG=$T/fconf timeout 20 $VO create "$B" "$img/f1.qcow2" "$img/f2.qcow2" "$img/f3.qcow2" 2> "$T/err"
+  rc=$?; set -e
+  [ "$rc" = 1 ] && pass || fail "$1: exit $rc"
+  grep -q -F -- "$2" "$T/err" && pass || fail "$1: want '$2', got: $(cat "$T/err")"
+  [ "$(snapshot "$img")" = "$before" ] && pass || fail "$1: files left behind: $(ls -a "$img")"
+  stop_pidfile "$T/fake.pid"
+}
+fault_case error-create:2 "overlay '$img/f2.qcow2': qemu-storage-daemon: Could not write qcow2 header"
+grep -c . "$T/err" | grep -qx 1 && pass || fail "error-create: only the failing overlay is reported"
+t0=$(date +%s%N)
+fault_case stall-create:1 "timed out"
+t1=$(date +%s%N)
+[ $(( (t1 - t0) / 1000000 )) -ge 1400 ] && pass || fail "stall: gave up before timeout_ms"
+fault_case kill-create:2 "closed the connection"
+
+# The next call on that socket finds the dead daemon's socket, starts a
+# real qsd there and succeeds.
+fakeconf "$T/fake.sock" yes "$(command -v "$QSD")"
+cp "$T/fconf" "$T/fconf.real"
+at_exit "stop_pidfile $T/fake.sock.pid"
+VIRT_OVERLAY_CONFIG=$T/fconf.real $VO create "$B" "$img/after-kill.qcow2" && pass || fail "create after qsd died"
+same_as_qemu_img qcow2 "$B" "$img/after-kill.qcow2"
+
+# No daemon and qsd_spawn off: a clear error.
+fakeconf "$T/none.sock" no /nonexistent
+set +e; VIRT_OVERLAY_CONFIG=$T/fconf $VO create "$B" "$img/x.qcow2" 2> "$T/err"; rc=$?; set -e
+[ "$rc" = 1 ] && grep -q "not running and qsd_spawn is off" "$T/err" && pass || fail "no daemon: $(cat "$T/err")"
+[ -e "$img/x.qcow2" ] && fail "file made without daemon" || pass
+
+# ---- leftovers of a dead caller are removed by the next one ----
+sock=$T/run/qsd.sock
+deadpid=$(sh -c 'echo $$')
+: > "$img/.virt-overlay-$deadpid-7.tmp"
+"$builddir/tests/qmp-cmd" "$sock" blockdev-add \
+  "{\"driver\":\"file\",\"node-name\":\"ovl-$deadpid-7\",\"filename\":\"$img/.virt-overlay-$deadpid-7.tmp\"}" >/dev/null
+$VO create "$B" "$img/cleaner.qcow2" && pass || fail "create after a dead caller"
+[ -e "$img/.virt-overlay-$deadpid-7.tmp" ] && fail "dead caller's temp file left" || pass
+"$builddir/tests/qmp-cmd" "$sock" query-named-block-nodes '{"flat":true}' | grep -q "ovl-$deadpid" \
+  && fail "dead caller's node left" || pass
+
+# ---- 8 concurrent callers all succeed ----
+pids=""
+for i in 1 2 3 4 5 6 7 8; do
+  $VO create "$B" "$img/conc$i-a.qcow2" "$img/conc$i-b.qcow2" 2> "$T/conc$i.err" & pids="$pids $!"
+done
+ok=0
+for p in $pids; do wait "$p" && ok=$((ok + 1)); done
+[ "$ok" = 8 ] && pass || fail "only $ok of 8 concurrent callers succeeded: $(cat "$T"/conc*.err)"
+for i in 1 2 3 4 5 6 7 8; do "$QEMU_IMG" check -q "$img/conc$i-a.qcow2" || fail "conc$i"; done
+
+# ---- after 1000 creations qsd holds nothing of ours ----
+if [ "${OVL_VALGRIND:-0}" != 1 ]; then
+  mkdir -m 0711 "$img/k"
+  for b in $(seq 1 100); do
+    set --; for i in $(seq 1 10); do set -- "$@" "$img/k/$b-$i.qcow2"; done
+    $VO create "$B" "$@" || { fail "batch $b of 100"; break; }
+  done
+  [ "$(ls "$img/k" | wc -l)" = 1000 ] && pass || fail "1000 overlays not all there"
+  "$builddir/tests/qmp-cmd" "$sock" query-named-block-nodes '{"flat":true}' > "$T/nodes"
+  "$builddir/tests/qmp-cmd" "$sock" query-jobs > "$T/jobs"
+  grep -q '"ovl-' "$T/nodes" && fail "nodes left: $(cat "$T/nodes")" || pass
+  [ "$(cat "$T/jobs")" = "[]" ] && pass || fail "jobs left: $(cat "$T/jobs")"
+fi
+finish
