@@ -35,8 +35,9 @@ struct work {
   char *tmppath;
   char id[48];                  /* node name and job id */
   unsigned long seq;
-  uint64_t add_id, create_id;
-  bool node_added, job_created, renamed;
+  uint64_t create_id, dismiss_id;
+  bool job_created, renamed;
+  bool first_in_dir;            /* the first request in its directory */
 };
 
 static unsigned long batch_seq;
@@ -213,20 +214,9 @@ create_temp (struct work *w)
   return 0;
 }
 
-static char *
-add_args (const struct work *w)
-{
-  struct ovl_buf b = OVL_BUF_INIT;
-
-  if (ovl_buf_printf (&b, "{\"driver\":\"file\",\"node-name\":\"%s\",\"filename\":", w->id) == -1 ||
-      ovl_json_append_string (&b, w->tmppath) == -1 ||
-      ovl_buf_printf (&b, ",\"cache\":{\"no-flush\":true}}") == -1) {
-    ovl_buf_reset (&b);
-    return NULL;
-  }
-  return ovl_buf_steal (&b);
-}
-
+/* blockdev-create with the file node inline: qsd opens the file for the
+ * job and closes it when the job ends, so there is no node to add or
+ * delete (each QMP command costs qsd a main-loop turn). */
 static char *
 create_args (const struct work *w)
 {
@@ -234,8 +224,10 @@ create_args (const struct work *w)
   struct ovl_buf b = OVL_BUF_INIT;
 
   if (ovl_buf_printf (&b, "{\"job-id\":\"%s\",\"options\":{\"driver\":\"qcow2\","
-                      "\"file\":\"%s\",\"size\":%llu,\"backing-file\":",
-                      w->id, w->id, (unsigned long long) r->size) == -1 ||
+                      "\"file\":{\"driver\":\"file\",\"filename\":", w->id) == -1 ||
+      ovl_json_append_string (&b, w->tmppath) == -1 ||
+      ovl_buf_printf (&b, ",\"cache\":{\"no-flush\":true}},\"size\":%llu,\"backing-file\":",
+                      (unsigned long long) r->size) == -1 ||
       ovl_json_append_string (&b, r->base) == -1 ||
       ovl_buf_printf (&b, ",\"backing-fmt\":\"%s\",\"cluster-size\":%llu,"
                       "\"lazy-refcounts\":%s,\"extended-l2\":%s}}",
@@ -249,88 +241,90 @@ create_args (const struct work *w)
   return ovl_buf_steal (&b);
 }
 
-/* Queue "EXECUTE {KEY: NAME}". */
 static uint64_t
-send_named (struct ovl_qmp *q, const char *execute, const char *key, const char *name)
+send_dismiss (struct ovl_qmp *q, const char *job)
 {
   struct ovl_buf b = OVL_BUF_INIT;
   uint64_t id = 0;
 
-  if (ovl_buf_printf (&b, "{\"%s\":", key) == 0 &&
-      ovl_json_append_string (&b, name) == 0 &&
+  if (ovl_buf_printf (&b, "{\"id\":") == 0 &&
+      ovl_json_append_string (&b, job) == 0 &&
       ovl_buf_append (&b, "}", 1) == 0)
-    id = ovl_qmp_send (q, execute, b.data);
+    id = ovl_qmp_send (q, "job-dismiss", b.data);
   ovl_buf_reset (&b);
   return id;
 }
 
-/* Ask for the leftovers of dead callers to be removed too; their replies
- * are not checked (another caller may race us to it). */
-static size_t
-queue_leftovers (struct ovl_qmp *q, const struct ovl_json *jobs,
-                 const struct ovl_json *nodes, uint64_t *ids, size_t max)
+static const struct ovl_json *
+find_job (const struct ovl_json *jobs, const char *id)
 {
-  size_t i, n = 0;
-
-  for (i = 0; i < ovl_json_array_len (jobs) && n < max; i++) {
-    const char *id = ovl_json_get_string (ovl_json_array_at (jobs, i), "id");
-    const char *status = ovl_json_get_string (ovl_json_array_at (jobs, i), "status");
-    if (id && status && strcmp (status, "concluded") == 0 &&
-        pid_is_dead (owner_pid (id, OVL_NAME_PREFIX)))
-      ids[n++] = send_named (q, "job-dismiss", "id", id);
+  size_t j;
+  for (j = 0; j < ovl_json_array_len (jobs); j++) {
+    const char *jid = ovl_json_get_string (ovl_json_array_at (jobs, j), "id");
+    if (jid && strcmp (jid, id) == 0)
+      return ovl_json_array_at (jobs, j);
   }
-  for (i = 0; i < ovl_json_array_len (nodes) && n < max; i++) {
-    const char *node = ovl_json_get_string (ovl_json_array_at (nodes, i), "node-name");
-    if (node && pid_is_dead (owner_pid (node, OVL_NAME_PREFIX)))
-      ids[n++] = send_named (q, "blockdev-del", "node-name", node);
-  }
-  return n;
+  return NULL;
 }
 
-/* The QMP exchange for the whole batch.  Per-request failures go to the
- * request; a failure of the connection is returned as -1. */
+/* Dismiss the concluded jobs that callers which died left behind.  Their
+ * replies are not checked: another caller may get there first. */
+static int
+dismiss_leftovers (struct ovl_qmp *q, const struct ovl_json *jobs, int64_t deadline)
+{
+  uint64_t last = 0;
+  size_t j;
+
+  for (j = 0; j < ovl_json_array_len (jobs); j++) {
+    const struct ovl_json *job = ovl_json_array_at (jobs, j);
+    const char *id = ovl_json_get_string (job, "id");
+    const char *status = ovl_json_get_string (job, "status");
+    if (id && status && strcmp (status, "concluded") == 0 &&
+        pid_is_dead (owner_pid (id, OVL_NAME_PREFIX))) {
+      uint64_t sent = send_dismiss (q, id);
+      if (!sent)
+        return -1;
+      if (last) {
+        struct ovl_json *r = ovl_qmp_wait (q, last, deadline);
+        ovl_json_free (r);
+      }
+      last = sent;
+    }
+  }
+  if (last)
+    ovl_json_free (ovl_qmp_wait (q, last, deadline));
+  return 0;
+}
+
+/* The QMP exchange for the whole batch, three flights in all:
+ *   blockdev-create x N                 (behind the negotiation)
+ *   ... JOB_STATUS_CHANGE concluded x N
+ *   query-jobs, job-dismiss x N         (the verdicts, read before the
+ *                                        dismissals are processed)
+ * Per-request failures go to the request and give 1; a broken connection
+ * or deadline gives -1. */
 static int
 run_batch (struct ovl_qmp *q, struct work *w, size_t n, int64_t deadline)
 {
   CLEANUP_JSON struct ovl_json *jobs = NULL;
-  CLEANUP_JSON struct ovl_json *nodes = NULL;
-  CLEANUP_FREE uint64_t *cleanup_ids = NULL;
-  uint64_t jobs_id, nodes_id;
-  size_t i, ncleanup = 0, max_cleanup;
+  uint64_t jobs_id;
+  size_t i;
   int failed = 0;
 
-  /* 1. Every blockdev-add and blockdev-create at once. */
   for (i = 0; i < n; i++) {
-    CLEANUP_FREE char *a = add_args (&w[i]);
     CLEANUP_FREE char *c = create_args (&w[i]);
-    if (!a || !c)
-      return -1;
-    if (!(w[i].add_id = ovl_qmp_send (q, "blockdev-add", a)) ||
-        !(w[i].create_id = ovl_qmp_send (q, "blockdev-create", c)))
+    if (!c || !(w[i].create_id = ovl_qmp_send (q, "blockdev-create", c)))
       return -1;
   }
-  if (ovl_qmp_flush (q, deadline) == -1)
-    return -1;
-
-  /* 2. Their replies, then each created job's conclusion. */
   for (i = 0; i < n; i++) {
-    struct ovl_json *r = ovl_qmp_wait (q, w[i].add_id, deadline);
+    struct ovl_json *r = ovl_qmp_wait (q, w[i].create_id, deadline);
     if (r) {
-      w[i].node_added = true;
+      w[i].job_created = true;
       ovl_json_free (r);
     }
     else {
       /* qsd refused it, or the connection died (then every later wait
        * fails too and the batch ends below). */
-      req_failf (w[i].r, "overlay '%s': %s", w[i].r->overlay, ovl_error_msg ());
-      failed = 1;
-    }
-    r = ovl_qmp_wait (q, w[i].create_id, deadline);
-    if (r) {
-      w[i].job_created = true;
-      ovl_json_free (r);
-    }
-    else if (w[i].node_added) {
       req_failf (w[i].r, "overlay '%s': %s", w[i].r->overlay, ovl_error_msg ());
       failed = 1;
     }
@@ -346,66 +340,62 @@ run_batch (struct ovl_qmp *q, struct work *w, size_t n, int64_t deadline)
     ovl_json_free (ev);
   }
 
-  /* 3. The verdicts, and the daemon's nodes to spot leftovers. */
-  if (!(jobs_id = ovl_qmp_send (q, "query-jobs", NULL)) ||
-      !(nodes_id = ovl_qmp_send (q, "query-named-block-nodes", "{\"flat\":true}")))
+  if (!(jobs_id = ovl_qmp_send (q, "query-jobs", NULL)))
     return -1;
-  if (!(jobs = ovl_qmp_wait (q, jobs_id, deadline)) ||
-      !(nodes = ovl_qmp_wait (q, nodes_id, deadline)))
+  for (i = 0; i < n; i++)
+    if (w[i].job_created && !(w[i].dismiss_id = send_dismiss (q, w[i].id)))
+      return -1;
+  if (!(jobs = ovl_qmp_wait (q, jobs_id, deadline)))
     return -1;
   for (i = 0; i < n; i++) {
-    size_t j;
+    const struct ovl_json *job;
+    const char *err;
     if (!w[i].job_created)
       continue;
-    for (j = 0; j < ovl_json_array_len (jobs); j++) {
-      const struct ovl_json *job = ovl_json_array_at (jobs, j);
-      const char *id = ovl_json_get_string (job, "id");
-      const char *err = ovl_json_get_string (job, "error");
-      if (id && strcmp (id, w[i].id) == 0) {
-        if (err) {
-          req_failf (w[i].r, "overlay '%s': qemu-storage-daemon: %s", w[i].r->overlay, err);
-          failed = 1;
-        }
-        break;
-      }
-    }
-    if (j == ovl_json_array_len (jobs)) {
+    job = find_job (jobs, w[i].id);
+    if (!job) {
       req_failf (w[i].r, "overlay '%s': job %s vanished from qemu-storage-daemon",
                  w[i].r->overlay, w[i].id);
       failed = 1;
     }
-  }
-
-  /* 4. Dismiss every job and delete every node we added, at once. */
-  max_cleanup = 2 * n + ovl_json_array_len (jobs) + ovl_json_array_len (nodes);
-  if (!(cleanup_ids = ovl_calloc (max_cleanup + 1, sizeof *cleanup_ids)))
-    return -1;
-  for (i = 0; i < n; i++) {
-    if (w[i].job_created &&
-        !(cleanup_ids[ncleanup++] = send_named (q, "job-dismiss", "id", w[i].id)))
-      return -1;
-    if (w[i].node_added &&
-        !(cleanup_ids[ncleanup++] = send_named (q, "blockdev-del", "node-name", w[i].id)))
-      return -1;
-  }
-  {
-    size_t ours = ncleanup;
-    ncleanup += queue_leftovers (q, jobs, nodes, cleanup_ids + ncleanup, max_cleanup - ncleanup);
-    for (i = 0; i < ncleanup; i++) {
-      struct ovl_json *r;
-      if (!cleanup_ids[i])
-        return -1;
-      r = ovl_qmp_wait (q, cleanup_ids[i], deadline);
-      if (r)
-        ovl_json_free (r);
-      else if (i < ours) {
-        /* A node or job of ours stays behind: not all-or-nothing. */
-        ovl_error_prefix ("cleaning up in qemu-storage-daemon: ");
-        return -1;
-      }
+    else if ((err = ovl_json_get_string (job, "error"))) {
+      req_failf (w[i].r, "overlay '%s': qemu-storage-daemon: %s", w[i].r->overlay, err);
+      failed = 1;
     }
   }
-  return failed ? 1 : 0;
+  for (i = 0; i < n; i++) {
+    struct ovl_json *r;
+    if (!w[i].job_created)
+      continue;
+    /* A job of ours left in qsd is not all-or-nothing. */
+    if (!(r = ovl_qmp_wait (q, w[i].dismiss_id, deadline))) {
+      ovl_error_prefix ("cleaning up in qemu-storage-daemon: ");
+      return -1;
+    }
+    ovl_json_free (r);
+  }
+  if (dismiss_leftovers (q, jobs, deadline) == -1)
+    return -1;
+  return failed;
+}
+
+/* Work done once per directory is done by its first request. */
+static void
+mark_first_in_dir (struct work *w, size_t n)
+{
+  size_t i, j;
+  struct stat a, b;
+
+  for (i = 0; i < n; i++) {
+    w[i].first_in_dir = true;
+    if (fstat (w[i].dirfd, &a) == -1)
+      continue;
+    for (j = 0; j < i; j++)
+      if (fstat (w[j].dirfd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino) {
+        w[i].first_in_dir = false;
+        break;
+      }
+  }
 }
 
 /* Make the temporary files durable and move them into place. */
@@ -438,7 +428,7 @@ commit_batch (struct work *w, size_t n)
     w[i].r->ino = st.st_ino;
   }
   for (i = 0; i < n; i++)
-    if (fsync (w[i].dirfd) == -1) {
+    if (w[i].first_in_dir && fsync (w[i].dirfd) == -1) {
       req_failf (w[i].r, "overlay '%s': fsync of its directory: %m", w[i].r->overlay);
       return -1;
     }
@@ -542,8 +532,10 @@ ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
   if (bad)
     goto fail;
 
+  mark_first_in_dir (w, n);
   for (i = 0; i < n; i++) {
-    remove_stale_temps (w[i].dirfd);
+    if (w[i].first_in_dir)
+      remove_stale_temps (w[i].dirfd);
     if (create_temp (&w[i]) == -1)
       goto fail;
   }

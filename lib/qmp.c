@@ -34,6 +34,7 @@ struct ovl_qmp {
   uint64_t next_id;
   unsigned version;
   bool greeted;
+  uint64_t caps_id;             /* qmp_capabilities in flight, or 0 */
   char *fatal;                  /* first fatal error, repeated afterwards */
 
   struct pending *pending;
@@ -107,6 +108,8 @@ remove_pending (struct ovl_qmp *q, struct pending *p)
   *p = q->pending[--q->npending];
 }
 
+static struct ovl_json *take_return (struct ovl_json *reply, const char *execute);
+
 /* The first message must be the banner; remember the version. */
 static int
 greeting (struct ovl_qmp *q, struct ovl_json *msg)
@@ -164,6 +167,17 @@ dispatch (struct ovl_qmp *q, struct ovl_json *msg)
     return -1;
   }
   idv = ovl_json_get (msg, "id");
+  if (q->caps_id && idv && idv->type == OVL_JSON_INT && (uint64_t) idv->u.i == q->caps_id) {
+    struct ovl_json *ret;
+    p = find_pending (q, q->caps_id);
+    q->caps_id = 0;
+    ret = take_return (msg, "qmp_capabilities");
+    remove_pending (q, p);
+    if (!ret)
+      return -1;
+    ovl_json_free (ret);
+    return 0;
+  }
   if (!idv || idv->type != OVL_JSON_INT || idv->u.i <= 0 ||
       !(p = find_pending (q, (uint64_t) idv->u.i)) || p->reply) {
     ovl_json_free (msg);
@@ -393,25 +407,8 @@ ovl_qmp_wait_event (struct ovl_qmp *q, int64_t deadline, const char *name, ...)
   }
 }
 
-static int
-read_greeting (struct ovl_qmp *q, int64_t deadline)
-{
-  CLEANUP_JSON struct ovl_json *caps = NULL;
-  uint64_t id;
-
-  /* Negotiate at once; qsd reads it after sending the greeting. */
-  if (!(id = ovl_qmp_send (q, "qmp_capabilities", NULL)))
-    return -1;
-  while (!q->greeted)
-    if (pump (q, deadline) == -1)
-      return -1;
-  if (!(caps = ovl_qmp_wait (q, id, deadline)))
-    return -1;
-  return 0;
-}
-
-struct ovl_qmp *
-ovl_qmp_open_fd (int fd, int64_t deadline)
+static struct ovl_qmp *
+open_fd (int fd, int64_t deadline, bool lazy)
 {
   struct ovl_qmp *q = ovl_calloc (1, sizeof *q);
 
@@ -426,8 +423,15 @@ ovl_qmp_open_fd (int fd, int64_t deadline)
   }
   if (!(q->parser = ovl_json_parser_new (0, 0)))
     goto fail;
-  if (read_greeting (q, deadline) == -1)
+  /* Negotiate at once: qsd reads it after sending its greeting, and
+   * commands queued behind it are handled after it. */
+  if (!(q->caps_id = ovl_qmp_send (q, "qmp_capabilities", NULL)))
     goto fail;
+  if (lazy)
+    return q;
+  while (!q->greeted || q->caps_id)
+    if (pump (q, deadline) == -1)
+      goto fail;
   return q;
 
  fail:
@@ -436,8 +440,8 @@ ovl_qmp_open_fd (int fd, int64_t deadline)
   return NULL;
 }
 
-struct ovl_qmp *
-ovl_qmp_connect (const char *path, int64_t deadline)
+static struct ovl_qmp *
+connect_path (const char *path, int64_t deadline, bool lazy)
 {
   struct sockaddr_un sun = { .sun_family = AF_UNIX };
   CLEANUP_CLOSE int fd = -1;
@@ -472,7 +476,25 @@ ovl_qmp_connect (const char *path, int64_t deadline)
       ovl_error ("QMP: %s: %m", path);
     return NULL;
   }
-  return ovl_qmp_open_fd (OVL_STEAL_FD (fd), deadline);
+  return open_fd (OVL_STEAL_FD (fd), deadline, lazy);
+}
+
+struct ovl_qmp *
+ovl_qmp_open_fd (int fd, int64_t deadline)
+{
+  return open_fd (fd, deadline, false);
+}
+
+struct ovl_qmp *
+ovl_qmp_connect (const char *path, int64_t deadline)
+{
+  return connect_path (path, deadline, false);
+}
+
+struct ovl_qmp *
+ovl_qmp_connect_lazy (const char *path, int64_t deadline)
+{
+  return connect_path (path, deadline, true);
 }
 
 unsigned

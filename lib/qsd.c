@@ -132,7 +132,7 @@ nobody_listens (void)
 static struct ovl_qmp *
 try_connect (const char *sock, int64_t deadline, int *err)
 {
-  struct ovl_qmp *q = ovl_qmp_connect (sock, deadline);
+  struct ovl_qmp *q = ovl_qmp_connect_lazy (sock, deadline);
   *err = q ? 0 : errno;
   return q;
 }
@@ -212,5 +212,5 @@ ovl_qsd_connect (const struct ovl_config *cfg, int64_t deadline)
   unlink (pidfile);
   if (spawn_qsd (cfg, pidfile) == -1)
     return NULL;
-  return ovl_qmp_connect (cfg->qsd_socket, deadline);
+  return ovl_qmp_connect_lazy (cfg->qsd_socket, deadline);
 }

@@ -166,15 +166,18 @@ set +e; VIRT_OVERLAY_CONFIG=$T/fconf $VO create "$B" "$img/x.qcow2" 2> "$T/err";
 [ -e "$img/x.qcow2" ] && fail "file made without daemon" || pass
 
 # ---- leftovers of a dead caller are removed by the next one ----
+# A caller killed between blockdev-create and job-dismiss leaves its
+# temporary file and a concluded job.
 sock=$T/run/qsd.sock
 deadpid=$(sh -c 'echo $$')
 : > "$img/.virt-overlay-$deadpid-7.tmp"
-"$builddir/tests/qmp-cmd" "$sock" blockdev-add \
-  "{\"driver\":\"file\",\"node-name\":\"ovl-$deadpid-7\",\"filename\":\"$img/.virt-overlay-$deadpid-7.tmp\"}" >/dev/null
+"$builddir/tests/qmp-cmd" "$sock" blockdev-create \
+  "{\"job-id\":\"ovl-$deadpid-7\",\"options\":{\"driver\":\"qcow2\",\"size\":1048576,\"file\":{\"driver\":\"file\",\"filename\":\"$img/.virt-overlay-$deadpid-7.tmp\"}}}" >/dev/null
+"$builddir/tests/qmp-cmd" "$sock" query-jobs | grep -q "ovl-$deadpid-7" && pass || fail "no leftover job to clean"
 $VO create "$B" "$img/cleaner.qcow2" && pass || fail "create after a dead caller"
 [ -e "$img/.virt-overlay-$deadpid-7.tmp" ] && fail "dead caller's temp file left" || pass
-"$builddir/tests/qmp-cmd" "$sock" query-named-block-nodes '{"flat":true}' | grep -q "ovl-$deadpid" \
-  && fail "dead caller's node left" || pass
+"$builddir/tests/qmp-cmd" "$sock" query-jobs | grep -q "ovl-$deadpid" \
+  && fail "dead caller's job left" || pass
 
 # ---- 8 concurrent callers all succeed ----
 pids=""
