@@ -143,6 +143,35 @@ check_request (const struct ovl_config *cfg, struct ovl_request *r,
 }
 
 int
+ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
+                          dev_t dev, ino_t ino)
+{
+  CLEANUP_CLOSE int dirfd = -1;
+  const char *name;
+  struct stat st;
+
+  if (ovl_path_open_parent (path, &cfg->overlay_dirs, "overlay", false, &dirfd, &name) == -1)
+    return errno == ENOENT ? 0 : -1;
+  if (fstatat (dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1) {
+    if (errno == ENOENT)
+      return 0;
+    ovl_error ("overlay '%s': %m", path);
+    return -1;
+  }
+  if (!S_ISREG (st.st_mode) || st.st_dev != dev || st.st_ino != ino)
+    return 0;
+  if (unlinkat (dirfd, name, 0) == -1) {
+    ovl_error ("overlay '%s': unlink: %m", path);
+    return -1;
+  }
+  if (fsync (dirfd) == -1) {
+    ovl_error ("overlay '%s': fsync of its directory: %m", path);
+    return -1;
+  }
+  return 1;
+}
+
+int
 ovl_overlay_check (const struct ovl_config *cfg, struct ovl_request *r)
 {
   CLEANUP_CLOSE int dirfd = -1;

@@ -55,6 +55,12 @@ int ovl_overlay_check (const struct ovl_config *cfg, struct ovl_request *r);
 
 void ovl_request_clear (struct ovl_request *r);
 
+/* Remove PATH (in the overlay directories, reached without symlinks) only
+ * if it is still the regular file DEV/INO.  1 removed, 0 absent or not
+ * that file (left alone), -1 error. */
+int ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
+                              dev_t dev, ino_t ino);
+
 /* Node names, job ids and temporary files carry this prefix. */
 #define OVL_NAME_PREFIX "ovl-"
 #define OVL_TMP_PREFIX ".virt-overlay-"

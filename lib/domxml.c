@@ -1,0 +1,366 @@
+/* Domain XML parsing with libxml2; see domxml.h. */
+#include <config.h>
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libxml/parser.h>
+#include <libxml/tree.h>
+
+#include "cleanup.h"
+#include "domxml.h"
+#include "error.h"
+#include "util.h"
+
+#define MAX_DISKS 256
+
+void
+ovl_domain_free (struct ovl_domain *d)
+{
+  size_t i;
+
+  if (!d)
+    return;
+  for (i = 0; i < d->ndisks; i++) {
+    free (d->disks[i].target);
+    free (d->disks[i].overlay);
+    free (d->disks[i].base);
+  }
+  free (d->disks);
+  free (d->name);
+  free (d->uuid);
+  free (d);
+}
+
+void
+ovl_domain_cleanup (struct ovl_domain **d)
+{
+  ovl_domain_free (*d);
+}
+
+static void
+doc_cleanup (xmlDocPtr *doc)
+{
+  if (*doc)
+    xmlFreeDoc (*doc);
+}
+#define CLEANUP_XMLFREEDOC __attribute__((cleanup (doc_cleanup)))
+
+static void
+xmlfree_cleanup (xmlChar **p)
+{
+  if (*p)
+    xmlFree (*p);
+}
+#define CLEANUP_XMLFREE __attribute__((cleanup (xmlfree_cleanup)))
+
+static bool
+is_elem (xmlNodePtr n, const char *name)
+{
+  return n->type == XML_ELEMENT_NODE && xmlStrcmp (n->name, BAD_CAST name) == 0 &&
+    (!n->ns || !n->ns->href);
+}
+
+/* First child element NAME without a namespace, or NULL. */
+static xmlNodePtr
+child (xmlNodePtr parent, const char *name)
+{
+  xmlNodePtr n;
+  for (n = parent ? parent->children : NULL; n; n = n->next)
+    if (is_elem (n, name))
+      return n;
+  return NULL;
+}
+
+/* Attribute as a malloc'd C string (NULL if absent). */
+static char *
+attr (xmlNodePtr n, const char *name)
+{
+  CLEANUP_XMLFREE xmlChar *v = n ? xmlGetNoNsProp (n, BAD_CAST name) : NULL;
+  return v ? strdup ((const char *) v) : NULL;
+}
+
+static bool
+attr_is (xmlNodePtr n, const char *name, const char *want)
+{
+  CLEANUP_FREE char *v = attr (n, name);
+  return v && strcmp (v, want) == 0;
+}
+
+static char *
+text_of (xmlNodePtr n)
+{
+  CLEANUP_XMLFREE xmlChar *v = n ? xmlNodeGetContent (n) : NULL;
+  return v ? strdup ((const char *) v) : NULL;
+}
+
+/* Paths end up in messages, the ledger and QMP: no control characters. */
+static bool
+clean_string (const char *s)
+{
+  for (; *s; s++)
+    if ((unsigned char) *s < 0x20 || *s == 0x7f)
+      return false;
+  return true;
+}
+
+static bool
+valid_uuid (const char *u)
+{
+  size_t i;
+  if (strlen (u) != 36)
+    return false;
+  for (i = 0; i < 36; i++) {
+    if (i == 8 || i == 13 || i == 18 || i == 23) {
+      if (u[i] != '-')
+        return false;
+    }
+    else if (!isxdigit ((unsigned char) u[i]))
+      return false;
+  }
+  return true;
+}
+
+/* Apply one <ovl:disk> element to DISK. */
+static int
+apply_policy (xmlNodePtr n, struct ovl_disk *disk)
+{
+  CLEANUP_FREE char *mode = attr (n, "mode");
+  CLEANUP_FREE char *cluster = attr (n, "cluster-size");
+  CLEANUP_FREE char *lazy = attr (n, "lazy-refcounts");
+  CLEANUP_FREE char *ext = attr (n, "extended-l2");
+  CLEANUP_FREE char *size = attr (n, "size");
+  xmlAttrPtr a;
+
+  for (a = n->properties; a; a = a->next) {
+    static const char *known[] = { "target", "mode", "cluster-size", "lazy-refcounts",
+                                   "extended-l2", "size" };
+    size_t i;
+    for (i = 0; i < sizeof known / sizeof known[0]; i++)
+      if (xmlStrcmp (a->name, BAD_CAST known[i]) == 0)
+        break;
+    if (i == sizeof known / sizeof known[0]) {
+      ovl_error ("disk %s: unknown metadata attribute '%s'", disk->target, (const char *) a->name);
+      return -1;
+    }
+  }
+  if (mode) {
+    if (strcmp (mode, "ephemeral") == 0)
+      disk->mode = OVL_MODE_EPHEMERAL;
+    else if (strcmp (mode, "persistent") == 0)
+      disk->mode = OVL_MODE_PERSISTENT;
+    else {
+      ovl_error ("disk %s: mode '%s' is not persistent or ephemeral", disk->target, mode);
+      return -1;
+    }
+  }
+  if ((cluster && (ovl_parse_u64 (cluster, &disk->cluster_size) == -1 ||
+                   ovl_check_cluster_size (disk->cluster_size) == -1)) ||
+      (lazy && ovl_parse_bool (lazy, &disk->lazy_refcounts) == -1) ||
+      (ext && ovl_parse_bool (ext, &disk->extended_l2) == -1) ||
+      (size && ovl_parse_u64 (size, &disk->size) == -1)) {
+    ovl_error_prefix ("disk %s: metadata: ", disk->target);
+    return -1;
+  }
+  return 0;
+}
+
+/* Read <disk> N into OUT if we handle it: 1 handled, 0 ignored, -1 error. */
+static int
+parse_disk (xmlNodePtr n, const struct ovl_config *cfg, struct ovl_disk *out)
+{
+  xmlNodePtr driver = child (n, "driver"), source = child (n, "source");
+  xmlNodePtr target = child (n, "target"), bs = child (n, "backingStore");
+  xmlNodePtr bsformat, bssource;
+  CLEANUP_FREE char *dev = NULL, *file = NULL, *bfile = NULL, *bfmt = NULL;
+
+  if (!attr_is (n, "type", "file") || !attr_is (n, "device", "disk") ||
+      !attr_is (driver, "type", "qcow2") || child (n, "transient") ||
+      !bs || !attr_is (bs, "type", "file"))
+    return 0;
+  bsformat = child (bs, "format");
+  bssource = child (bs, "source");
+  if (!(file = attr (source, "file")) || !(bfile = attr (bssource, "file")) ||
+      !(bfmt = attr (bsformat, "type")))
+    return 0;
+  if (strcmp (bfmt, "qcow2") != 0 && strcmp (bfmt, "raw") != 0)
+    return 0;
+  if (!(dev = attr (target, "dev")) || !*dev) {
+    ovl_error ("disk with source '%s' has no <target dev>", file);
+    return -1;
+  }
+  if (!clean_string (dev) || !clean_string (file) || !clean_string (bfile)) {
+    ovl_error ("disk %s: control characters in a name or path", clean_string (dev) ? dev : "?");
+    return -1;
+  }
+  memset (out, 0, sizeof *out);
+  out->target = OVL_STEAL (dev);
+  out->overlay = OVL_STEAL (file);
+  out->base = OVL_STEAL (bfile);
+  ovl_format_parse (bfmt, &out->base_format);
+  out->mode = OVL_MODE_PERSISTENT;
+  out->cluster_size = cfg->cluster_size;
+  out->lazy_refcounts = cfg->lazy_refcounts;
+  out->extended_l2 = cfg->extended_l2;
+  return 1;
+}
+
+static int
+parse_policies (xmlNodePtr root, struct ovl_domain *d)
+{
+  xmlNodePtr md = child (root, "metadata"), o, n;
+  size_t i;
+
+  for (o = md ? md->children : NULL; o; o = o->next) {
+    if (o->type != XML_ELEMENT_NODE || !o->ns ||
+        xmlStrcmp (o->ns->href, BAD_CAST OVL_XML_NS) != 0)
+      continue;
+    if (xmlStrcmp (o->name, BAD_CAST "overlays") != 0) {
+      ovl_error ("metadata: unknown element '%s' in " OVL_XML_NS, (const char *) o->name);
+      return -1;
+    }
+    for (n = o->children; n; n = n->next) {
+      CLEANUP_FREE char *tgt = NULL;
+      if (n->type != XML_ELEMENT_NODE)
+        continue;
+      if (!n->ns || xmlStrcmp (n->ns->href, BAD_CAST OVL_XML_NS) != 0 ||
+          xmlStrcmp (n->name, BAD_CAST "disk") != 0) {
+        ovl_error ("metadata: unexpected element '%s' in <overlays>", (const char *) n->name);
+        return -1;
+      }
+      if (!(tgt = attr (n, "target"))) {
+        ovl_error ("metadata: <disk> without a target");
+        return -1;
+      }
+      for (i = 0; i < d->ndisks; i++)
+        if (strcmp (d->disks[i].target, tgt) == 0)
+          break;
+      if (i == d->ndisks) {
+        ovl_error ("disk %s: metadata names a disk that has no qcow2 overlay on a "
+                   "<backingStore> of type file", clean_string (tgt) ? tgt : "?");
+        return -1;
+      }
+      if (apply_policy (n, &d->disks[i]) == -1)
+        return -1;
+    }
+  }
+  return 0;
+}
+
+struct ovl_domain *
+ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
+{
+  CLEANUP_XMLFREEDOC xmlDocPtr doc = NULL;
+  CLEANUP_DOMAIN struct ovl_domain *d = NULL;
+  xmlNodePtr root, devices, n;
+  CLEANUP_FREE char *uuid = NULL;
+
+  if (len > OVL_XML_MAX) {
+    ovl_error ("domain XML is larger than %d bytes", OVL_XML_MAX);
+    return NULL;
+  }
+  if (len > (size_t) 0x7fffffff)
+    return NULL;
+  /* No network, no entity substitution, no DTD loading, no XInclude. */
+  doc = xmlReadMemory (xml, (int) len, "domain.xml", NULL,
+                       XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
+                       XML_PARSE_NOCDATA);
+  if (!doc) {
+    const xmlError *e = xmlGetLastError ();
+    char msg[256];
+    snprintf (msg, sizeof msg, "%s", e && e->message ? e->message : "parse error");
+    msg[strcspn (msg, "\n")] = '\0';
+    ovl_error ("domain XML is malformed: line %d: %s", e ? e->line : 0, msg);
+    return NULL;
+  }
+  if (doc->intSubset || doc->extSubset) {
+    ovl_error ("domain XML carries a DTD; refused");
+    return NULL;
+  }
+  root = xmlDocGetRootElement (doc);
+  if (!root || !is_elem (root, "domain")) {
+    ovl_error ("domain XML: the root element is not <domain>");
+    return NULL;
+  }
+  if (!(d = ovl_calloc (1, sizeof *d)))
+    return NULL;
+  d->name = text_of (child (root, "name"));
+  uuid = text_of (child (root, "uuid"));
+  if (!d->name || !*d->name || !clean_string (d->name)) {
+    ovl_error ("domain XML: missing or bad <name>");
+    return NULL;
+  }
+  if (uuid) {
+    if (!valid_uuid (uuid)) {
+      ovl_error ("domain XML: bad <uuid>");
+      return NULL;
+    }
+    for (char *p = uuid; *p; p++)
+      *p = (char) tolower ((unsigned char) *p);
+    d->uuid = OVL_STEAL (uuid);
+  }
+
+  if (!(d->disks = ovl_calloc (MAX_DISKS, sizeof *d->disks)))
+    return NULL;
+  devices = child (root, "devices");
+  for (n = devices ? devices->children : NULL; n; n = n->next) {
+    int r;
+    size_t i;
+    if (!is_elem (n, "disk"))
+      continue;
+    if (d->ndisks == MAX_DISKS) {
+      ovl_error ("domain XML: more than %d disks", MAX_DISKS);
+      return NULL;
+    }
+    r = parse_disk (n, cfg, &d->disks[d->ndisks]);
+    if (r == -1)
+      return NULL;
+    if (r == 0)
+      continue;
+    for (i = 0; i < d->ndisks; i++)
+      if (strcmp (d->disks[i].target, d->disks[d->ndisks].target) == 0) {
+        ovl_error ("disk %s: target used twice", d->disks[i].target);
+        d->ndisks++;
+        return NULL;
+      }
+    d->ndisks++;
+  }
+  if (parse_policies (root, d) == -1)
+    return NULL;
+  if (d->ndisks && !d->uuid) {
+    ovl_error ("domain XML: missing <uuid>");
+    return NULL;
+  }
+  return OVL_STEAL (d);
+}
+
+bool
+ovl_domain_has_ephemeral (const struct ovl_domain *d)
+{
+  size_t i;
+  for (i = 0; i < d->ndisks; i++)
+    if (d->disks[i].mode == OVL_MODE_EPHEMERAL)
+      return true;
+  return false;
+}
+
+char *
+ovl_domain_plan (const struct ovl_domain *d)
+{
+  struct ovl_buf b = OVL_BUF_INIT;
+  size_t i;
+
+  ovl_buf_printf (&b, "domain %s uuid %s\n", d->name, d->uuid ? d->uuid : "-");
+  for (i = 0; i < d->ndisks; i++) {
+    const struct ovl_disk *k = &d->disks[i];
+    ovl_buf_printf (&b, "disk %s mode=%s overlay=%s base=%s format=%s size=%llu "
+                    "cluster-size=%llu lazy-refcounts=%s extended-l2=%s\n",
+                    k->target, k->mode == OVL_MODE_EPHEMERAL ? "ephemeral" : "persistent",
+                    k->overlay, k->base, ovl_format_name (k->base_format),
+                    (unsigned long long) k->size, (unsigned long long) k->cluster_size,
+                    k->lazy_refcounts ? "on" : "off", k->extended_l2 ? "on" : "off");
+  }
+  return ovl_buf_steal (&b);
+}

@@ -1,0 +1,61 @@
+/* The domain XML: which disks get overlays, and how.
+ *
+ * The XML is untrusted (whoever may define a domain need not be root):
+ * input is capped, no network, no DTD (a document with one is refused, so
+ * no entity can be declared), no XInclude processing.  A disk is handled
+ * when it is <disk type='file' device='disk'> with <driver type='qcow2'>,
+ * a <source file>, and a <backingStore type='file'> giving
+ * <format type='qcow2|raw'> and <source file>; every other disk is left to
+ * libvirt.  Per-disk policy comes from our element in <metadata>:
+ *
+ *   <ovl:overlays xmlns:ovl="urn:virt-overlay:domain:1">
+ *     <ovl:disk target="vda" mode="ephemeral" cluster-size="131072"
+ *               lazy-refcounts="on" extended-l2="on" size="21474836480"/>
+ *   </ovl:overlays>
+ */
+#ifndef OVL_DOMXML_H
+#define OVL_DOMXML_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "image.h"
+
+#define OVL_XML_NS "urn:virt-overlay:domain:1"
+#define OVL_XML_MAX (4 * 1024 * 1024)
+
+enum ovl_mode { OVL_MODE_PERSISTENT, OVL_MODE_EPHEMERAL };
+
+struct ovl_disk {
+  char *target;
+  char *overlay;
+  char *base;
+  enum ovl_format base_format;
+  enum ovl_mode mode;
+  uint64_t size;                /* 0: the base's */
+  uint64_t cluster_size;
+  bool lazy_refcounts;
+  bool extended_l2;
+};
+
+struct ovl_domain {
+  char *name;
+  char *uuid;                   /* validated: 36 chars of hex and '-' */
+  struct ovl_disk *disks;
+  size_t ndisks;
+};
+
+/* Parse LEN bytes of domain XML; options default to CFG's. */
+struct ovl_domain *ovl_domxml_parse (const char *xml, size_t len,
+                                     const struct ovl_config *cfg);
+void ovl_domain_free (struct ovl_domain *d);
+#define CLEANUP_DOMAIN __attribute__((cleanup (ovl_domain_cleanup)))
+void ovl_domain_cleanup (struct ovl_domain **d);
+
+bool ovl_domain_has_ephemeral (const struct ovl_domain *d);
+/* One line per handled disk, for tests and --plan. */
+char *ovl_domain_plan (const struct ovl_domain *d);
+
+#endif
