@@ -5,7 +5,8 @@
  * prepare begin  create missing overlays (all in one batch), recreate
  *                ephemeral ones at a cold boot; exit 1 with one line per
  *                failing disk and libvirt stops the start.
- * release end    remove the ephemeral overlays we created, unless the
+ * release end    remove the ephemeral overlays we created (same path,
+ *                device, inode and birth time), unless the
  *                domain was saved or migrated; always exit 0.
  * restore begin  remember that the next prepare is a restore: ephemeral
  *                overlays must then be found as they were.
@@ -121,7 +122,7 @@ remove_created (const struct ovl_config *cfg, struct ovl_request *reqs, size_t n
 {
   size_t i;
   for (i = 0; i < n; i++)
-    ovl_overlay_remove_owned (cfg, reqs[i].overlay, reqs[i].dev, reqs[i].ino);
+    ovl_overlay_remove_owned (cfg, reqs[i].overlay, &reqs[i].made);
 }
 
 static int
@@ -165,7 +166,7 @@ do_prepare (const struct ovl_config *cfg)
       if (restoring)
         continue;               /* the saved state runs on it */
       e = ovl_ledger_find (ledger, k->overlay);
-      r = e ? ovl_overlay_remove_owned (cfg, k->overlay, e->dev, e->ino) : 0;
+      r = e ? ovl_overlay_remove_owned (cfg, k->overlay, &e->id) : 0;
       if (r == 1)
         ovl_ledger_remove (ledger, e);
       else {
@@ -207,7 +208,7 @@ do_prepare (const struct ovl_config *cfg)
   else {
     for (i = 0; i < n; i++)
       if (which[i]->mode == OVL_MODE_EPHEMERAL &&
-          ovl_ledger_add (ledger, reqs[i].overlay, reqs[i].dev, reqs[i].ino) == -1)
+          ovl_ledger_add (ledger, reqs[i].overlay, &reqs[i].made) == -1)
         recorded = false;
   }
   free (ledger->domain);
@@ -252,7 +253,7 @@ do_release (const struct ovl_config *cfg, const char *reason)
   if (!keep) {
     for (i = ledger->n; i-- > 0; ) {
       struct ovl_ledger_entry *e = &ledger->entries[i];
-      int r = ovl_overlay_remove_owned (cfg, e->path, e->dev, e->ino);
+      int r = ovl_overlay_remove_owned (cfg, e->path, &e->id);
       if (r == -1) {
         report (LOG_WARNING, "release: %s", ovl_error_msg ());
         continue;               /* keep the entry: try again next time */

@@ -38,7 +38,7 @@ ovl_ledger_cleanup (struct ovl_ledger **l)
 }
 
 int
-ovl_ledger_add (struct ovl_ledger *l, const char *path, dev_t dev, ino_t ino)
+ovl_ledger_add (struct ovl_ledger *l, const char *path, const struct ovl_file_id *id)
 {
   struct ovl_ledger_entry *e = ovl_ledger_find (l, path);
 
@@ -52,8 +52,7 @@ ovl_ledger_add (struct ovl_ledger *l, const char *path, dev_t dev, ino_t ino)
       return -1;
     l->n++;
   }
-  e->dev = dev;
-  e->ino = ino;
+  e->id = *id;
   return 0;
 }
 
@@ -77,7 +76,10 @@ ovl_ledger_remove (struct ovl_ledger *l, struct ovl_ledger_entry *e)
 static int
 parse_line (struct ovl_ledger *l, char *line)
 {
+  struct ovl_file_id id;
   unsigned long long dev, ino;
+  long long bsec;
+  unsigned bnsec;
   int off = 0;
 
   line[strcspn (line, "\n")] = '\0';
@@ -91,9 +93,14 @@ parse_line (struct ovl_ledger *l, char *line)
     free (l->domain);
     return (l->domain = ovl_strdup (line + 7)) ? 0 : -1;
   }
-  if (sscanf (line, "ephemeral %llu %llu %n", &dev, &ino, &off) == 2 && off > 0 &&
-      line[off] == '/')
-    return ovl_ledger_add (l, line + off, (dev_t) dev, (ino_t) ino);
+  if (sscanf (line, "ephemeral %llu %llu %lld %u %n", &dev, &ino, &bsec, &bnsec, &off) == 4 &&
+      off > 0 && line[off] == '/') {
+    id.dev = dev;
+    id.ino = ino;
+    id.btime_sec = bsec;
+    id.btime_nsec = bnsec;
+    return ovl_ledger_add (l, line + off, &id);
+  }
   ovl_error ("ledger %s: unreadable line '%s'", l->file, line);
   return -1;
 }
@@ -191,8 +198,11 @@ ovl_ledger_save (struct ovl_ledger *l)
   if (l->restore_pending)
     ovl_buf_printf (&b, "restore-pending\n");
   for (i = 0; i < l->n; i++)
-    ovl_buf_printf (&b, "ephemeral %llu %llu %s\n", (unsigned long long) l->entries[i].dev,
-                    (unsigned long long) l->entries[i].ino, l->entries[i].path);
+    ovl_buf_printf (&b, "ephemeral %llu %llu %lld %u %s\n",
+                    (unsigned long long) l->entries[i].id.dev,
+                    (unsigned long long) l->entries[i].id.ino,
+                    (long long) l->entries[i].id.btime_sec, l->entries[i].id.btime_nsec,
+                    l->entries[i].path);
   if (!b.data || mkdir_p (dir, 0700) == -1 || asprintf (&tmp, "%s.tmp", l->file) == -1)
     goto fail;
   fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);

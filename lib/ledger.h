@@ -10,7 +10,7 @@
  *   # virt-overlay ledger 1
  *   domain NAME
  *   restore-pending
- *   ephemeral DEV INO PATH
+ *   ephemeral DEV INO BIRTH-SEC BIRTH-NSEC PATH
  */
 #ifndef OVL_LEDGER_H
 #define OVL_LEDGER_H
@@ -19,10 +19,11 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include "util.h"
+
 struct ovl_ledger_entry {
   char *path;
-  dev_t dev;
-  ino_t ino;
+  struct ovl_file_id id;
 };
 
 struct ovl_ledger {
@@ -42,7 +43,7 @@ void ovl_ledger_free (struct ovl_ledger *l);
 #define CLEANUP_LEDGER __attribute__((cleanup (ovl_ledger_cleanup)))
 void ovl_ledger_cleanup (struct ovl_ledger **l);
 
-int ovl_ledger_add (struct ovl_ledger *l, const char *path, dev_t dev, ino_t ino);
+int ovl_ledger_add (struct ovl_ledger *l, const char *path, const struct ovl_file_id *id);
 /* The entry for PATH, or NULL. */
 struct ovl_ledger_entry *ovl_ledger_find (struct ovl_ledger *l, const char *path);
 void ovl_ledger_remove (struct ovl_ledger *l, struct ovl_ledger_entry *e);

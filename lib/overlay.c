@@ -144,21 +144,22 @@ check_request (const struct ovl_config *cfg, struct ovl_request *r,
 
 int
 ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
-                          dev_t dev, ino_t ino)
+                          const struct ovl_file_id *id)
 {
   CLEANUP_CLOSE int dirfd = -1;
   const char *name;
-  struct stat st;
+  struct ovl_file_id now;
+  bool is_reg;
 
   if (ovl_path_open_parent (path, &cfg->overlay_dirs, "overlay", false, &dirfd, &name) == -1)
     return errno == ENOENT ? 0 : -1;
-  if (fstatat (dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1) {
+  if (ovl_file_id_at (dirfd, name, &now, &is_reg) == -1) {
     if (errno == ENOENT)
       return 0;
     ovl_error ("overlay '%s': %m", path);
     return -1;
   }
-  if (!S_ISREG (st.st_mode) || st.st_dev != dev || st.st_ino != ino)
+  if (!is_reg || !ovl_file_id_equal (&now, id))
     return 0;
   if (unlinkat (dirfd, name, 0) == -1) {
     ovl_error ("overlay '%s': unlink: %m", path);
@@ -439,9 +440,8 @@ commit_batch (struct work *w, size_t n)
       return -1;
     }
   for (i = 0; i < n; i++) {
-    struct stat st;
-    if (fstat (w[i].tmpfd, &st) == -1) {
-      req_failf (w[i].r, "overlay '%s': fstat: %m", w[i].r->overlay);
+    if (ovl_file_id_at (w[i].tmpfd, "", &w[i].r->made, NULL) == -1) {
+      req_failf (w[i].r, "overlay '%s': statx: %m", w[i].r->overlay);
       return -1;
     }
     if (renameat2 (w[i].dirfd, w[i].tmpname, w[i].dirfd, w[i].name, RENAME_NOREPLACE) == -1) {
@@ -453,8 +453,6 @@ commit_batch (struct work *w, size_t n)
       return -1;
     }
     w[i].renamed = true;
-    w[i].r->dev = st.st_dev;
-    w[i].r->ino = st.st_ino;
   }
   for (i = 0; i < n; i++)
     if (w[i].first_in_dir && fsync (w[i].dirfd) == -1) {
@@ -469,15 +467,15 @@ static void
 rollback (struct work *w, size_t n)
 {
   size_t i;
-  struct stat st;
+  struct ovl_file_id now;
 
   for (i = 0; i < n; i++) {
     if (w[i].tmpfd < 0)
       continue;
     if (w[i].renamed) {
-      /* Ours only if it is still the inode we made. */
-      if (fstatat (w[i].dirfd, w[i].name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-          st.st_dev == w[i].r->dev && st.st_ino == w[i].r->ino)
+      /* Ours only if it is still the file we made. */
+      if (ovl_file_id_at (w[i].dirfd, w[i].name, &now, NULL) == 0 &&
+          ovl_file_id_equal (&now, &w[i].r->made))
         unlinkat (w[i].dirfd, w[i].name, 0);
     }
     else

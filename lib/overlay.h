@@ -24,6 +24,7 @@
 
 #include "config.h"
 #include "image.h"
+#include "util.h"
 
 struct ovl_request {
   /* What to make. */
@@ -37,8 +38,7 @@ struct ovl_request {
 
   /* What happened. */
   char *error;                  /* why this request failed, or NULL */
-  dev_t dev;                    /* the overlay made, on success */
-  ino_t ino;
+  struct ovl_file_id made;      /* the overlay made, on success */
   struct ovl_image base_info;
 };
 
@@ -56,10 +56,10 @@ int ovl_overlay_check (const struct ovl_config *cfg, struct ovl_request *r);
 void ovl_request_clear (struct ovl_request *r);
 
 /* Remove PATH (in the overlay directories, reached without symlinks) only
- * if it is still the regular file DEV/INO.  1 removed, 0 absent or not
- * that file (left alone), -1 error. */
+ * if it is still the regular file ID.  1 removed, 0 absent or not that
+ * file (left alone), -1 error. */
 int ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
-                              dev_t dev, ino_t ino);
+                              const struct ovl_file_id *id);
 
 /* Node names, job ids and temporary files carry this prefix. */
 #define OVL_NAME_PREFIX "ovl-"

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 
 #include "error.h"
 #include "util.h"
@@ -147,6 +149,30 @@ ovl_parse_bool (const char *s, bool *out)
   }
   ovl_error ("'%s' is not on/off", s);
   return -1;
+}
+
+int
+ovl_file_id_at (int dirfd, const char *name, struct ovl_file_id *id, bool *is_reg)
+{
+  struct statx stx;
+
+  if (statx (dirfd, name, AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH),
+             STATX_TYPE | STATX_INO | STATX_BTIME, &stx) == -1)
+    return -1;
+  id->dev = ((uint64_t) stx.stx_dev_major << 32) | stx.stx_dev_minor;
+  id->ino = stx.stx_ino;
+  id->btime_sec = (stx.stx_mask & STATX_BTIME) ? stx.stx_btime.tv_sec : 0;
+  id->btime_nsec = (stx.stx_mask & STATX_BTIME) ? stx.stx_btime.tv_nsec : 0;
+  if (is_reg)
+    *is_reg = S_ISREG (stx.stx_mode);
+  return 0;
+}
+
+bool
+ovl_file_id_equal (const struct ovl_file_id *a, const struct ovl_file_id *b)
+{
+  return a->dev == b->dev && a->ino == b->ino &&
+    a->btime_sec == b->btime_sec && a->btime_nsec == b->btime_nsec;
 }
 
 char *

@@ -33,6 +33,20 @@ int ovl_parse_u64 (const char *s, uint64_t *out);
 /* "on"/"yes"/"true"/"1" and "off"/"no"/"false"/"0". */
 int ovl_parse_bool (const char *s, bool *out);
 
+/* Which file this is, robustly: device and inode numbers are reused as
+ * soon as a file is deleted, so the birth time (statx) is part of it
+ * where the filesystem records one (0 otherwise).  It survives the chown
+ * libvirt does at start and stop, unlike ctime. */
+struct ovl_file_id {
+  uint64_t dev, ino;
+  int64_t btime_sec;
+  uint32_t btime_nsec;
+};
+/* Of NAME in DIRFD (not following a symlink), or of DIRFD itself when
+ * NAME is "".  -1 with errno set. */
+int ovl_file_id_at (int dirfd, const char *name, struct ovl_file_id *id, bool *is_reg);
+bool ovl_file_id_equal (const struct ovl_file_id *a, const struct ovl_file_id *b);
+
 char *ovl_strdup (const char *s);
 void *ovl_calloc (size_t n, size_t size);
 

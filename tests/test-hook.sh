@@ -1,0 +1,202 @@
+#!/bin/sh
+# virt-overlay-hook, operation by operation, against the real
+# qemu-storage-daemon: exit codes, messages, files, and the ledger.
+. "${srcdir:-.}/tests/functions.sh"
+requires "$QSD"
+requires "$QEMU_IMG"
+
+HOOK="$builddir/hook/virt-overlay-hook"
+if [ "${OVL_VALGRIND:-0}" = 1 ]; then
+  HOOK="valgrind -q --error-exitcode=119 --leak-check=full --errors-for-leak-kinds=definite $HOOK"
+fi
+img=$T/img
+mkdir -m 0711 "$img" "$T/save"
+cat > "$T/conf" <<EOC
+qsd_socket = $T/run/qsd.sock
+qsd_binary = $(command -v "$QSD")
+overlay_dirs = $img
+base_dirs = $img
+state_dir = $T/state
+managed_save_dir = $T/save
+timeout_ms = 20000
+EOC
+export VIRT_OVERLAY_CONFIG=$T/conf
+at_exit "stop_pidfile $T/run/qsd.sock.pid"
+"$QEMU_IMG" create -q -f qcow2 "$img/base.qcow2" 64M
+truncate -s 32M "$img/base.raw"
+UUID=4f9c2a3e-1b7d-4e2a-9c1f-0123456789ab
+
+# domain NAME then DISK lines "target mode overlay base format"
+domain () {
+  name=$1; shift
+  echo "<domain type='qemu'><name>$name</name><uuid>$UUID</uuid>"
+  echo "<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>"
+  for d in "$@"; do
+    # shellcheck disable=SC2086
+    (set -- $d; echo "<ovl:disk target='$1' mode='$2'/>")
+  done
+  echo "</ovl:overlays></metadata><devices>"
+  for d in "$@"; do
+    (set -- $d
+    cat <<EOD
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+<source file='$3'/>
+<backingStore type='file'><format type='$5'/><source file='$4'/><backingStore/></backingStore>
+<target dev='$1' bus='virtio'/></disk>
+EOD
+    )
+  done
+  echo "</devices></domain>"
+}
+
+# hook OP SUBOP [EXTRA [REASON]] < xml: records rc, stdout, stderr
+hook () {
+  set +e
+  $HOOK dom "$@" > "$T/stdout" 2> "$T/stderr"
+  rc=$?
+  set -e
+}
+expect_rc () { [ "$rc" = "$1" ] && pass || fail "$2: exit $rc, want $1 ($(cat "$T/stderr"))"; }
+expect_err () { grep -q -F -- "$1" "$T/stderr" && pass || fail "want '$1' in: $(cat "$T/stderr")"; }
+expect_quiet_stdout () { [ -s "$T/stdout" ] && fail "$1: stdout not empty: $(cat "$T/stdout")" || pass; }
+# Inode numbers are reused at once: tell files apart by a mark we append.
+mark () { printf 'OVLMARK' >> "$1"; }
+marked () { [ "$(tail -c 7 "$1")" = OVLMARK ]; }
+
+# ---- operations we ignore: exit 0 at once, read nothing, contact nothing ----
+mkfifo "$T/fifo"
+for op in "reconnect begin" "started begin" "stopped end" "start begin" "migrate end"; do
+  # stdin never reaches EOF and the configuration does not even exist
+  sleep 5 > "$T/fifo" & writer=$!
+  t0=$(date +%s)
+  set +e
+  VIRT_OVERLAY_CONFIG=/nonexistent $HOOK dom $op - < "$T/fifo" > "$T/stdout" 2> "$T/stderr"
+  rc=$?
+  set -e
+  t1=$(date +%s)
+  kill "$writer" 2>/dev/null || true
+  wait "$writer" 2>/dev/null || true
+  [ "$rc" = 0 ] && pass || fail "$op: exit $rc"
+  [ $((t1 - t0)) -lt 4 ] && pass || fail "$op waited for stdin"
+  expect_quiet_stdout "$op"
+done
+
+# ---- persistent: created when missing, left alone when present ----
+domain dom "vda persistent $img/p.qcow2 $img/base.qcow2 qcow2" "vdb persistent $img/pr.qcow2 $img/base.raw raw" > "$T/p.xml"
+hook prepare begin - < "$T/p.xml"; expect_rc 0 "prepare persistent"
+expect_quiet_stdout prepare
+"$QEMU_IMG" info --output=json "$img/p.qcow2" | grep -q "\"backing-filename\": \"$img/base.qcow2\"" && pass || fail "p.qcow2 backing"
+"$QEMU_IMG" info --output=json "$img/pr.qcow2" | grep -q '"backing-filename-format": "raw"' && pass || fail "pr.qcow2 backing format"
+echo "guest data" > "$img/p.qcow2"
+sum=$(sha256sum "$img/p.qcow2")
+hook prepare begin - < "$T/p.xml"; expect_rc 0 "prepare persistent again"
+[ "$(sha256sum "$img/p.qcow2")" = "$sum" ] && pass || fail "persistent overlay touched"
+hook release end - < "$T/p.xml"; expect_rc 0 "release persistent"
+[ -e "$img/p.qcow2" ] && [ -e "$img/pr.qcow2" ] && pass || fail "release removed a persistent overlay"
+rm -f "$img/p.qcow2" "$img/pr.qcow2"
+
+# ---- ephemeral: fresh at every cold boot, gone at release ----
+domain dom "vda ephemeral $img/e.qcow2 $img/base.qcow2 qcow2" > "$T/e.xml"
+hook prepare begin - < "$T/e.xml"; expect_rc 0 "prepare ephemeral"
+[ -f "$img/e.qcow2" ] && pass || fail "ephemeral overlay not made"
+grep -q "ephemeral .* $img/e.qcow2" "$T/state/domains/$UUID" && pass || fail "ledger entry missing"
+mark "$img/e.qcow2"
+hook prepare begin - < "$T/e.xml"; expect_rc 0 "prepare ephemeral again"
+marked "$img/e.qcow2" && fail "ephemeral overlay not recreated at a cold boot" || pass
+hook release end - < "$T/e.xml"; expect_rc 0 "release ephemeral"
+[ -e "$img/e.qcow2" ] && fail "ephemeral overlay not removed" || pass
+[ -e "$T/state/domains/$UUID" ] && fail "ledger left behind" || pass
+hook release end - < "$T/e.xml"; expect_rc 0 "release twice"
+
+# Not ours: refused, untouched.
+echo "someone's disk" > "$img/e.qcow2"
+sum=$(sha256sum "$img/e.qcow2")
+hook prepare begin - < "$T/e.xml"; expect_rc 1 "prepare over a foreign file"
+expect_err "disk vda: ephemeral overlay '$img/e.qcow2' exists and was not created by virt-overlay for this domain"
+[ "$(sha256sum "$img/e.qcow2")" = "$sum" ] && pass || fail "foreign file touched"
+hook release end - < "$T/e.xml"; expect_rc 0 "release after a failed prepare"
+[ "$(sha256sum "$img/e.qcow2")" = "$sum" ] && pass || fail "release removed a foreign file"
+rm -f "$img/e.qcow2"
+
+# Replaced behind our back: release leaves the new file alone.
+hook prepare begin - < "$T/e.xml"; expect_rc 0 "prepare"
+rm "$img/e.qcow2"; echo "new" > "$img/e.qcow2"
+hook release end - < "$T/e.xml"; expect_rc 0 "release of a replaced overlay"
+[ "$(cat "$img/e.qcow2")" = new ] && pass || fail "replaced file removed"
+expect_err "no longer the overlay virt-overlay made"
+rm -f "$img/e.qcow2"
+
+# Saved: kept (libvirt >= 10.5 reason, and a managed-save image).
+hook prepare begin - < "$T/e.xml"; mark "$img/e.qcow2"
+hook release end saved < "$T/e.xml"; expect_rc 0 "release saved (argv[4])"
+[ -e "$img/e.qcow2" ] && pass || fail "saved domain lost its ephemeral overlay"
+hook release end - saved < "$T/e.xml"; expect_rc 0 "release saved (argv[5])"
+[ -e "$img/e.qcow2" ] && pass || fail "saved domain lost its ephemeral overlay (argv[5])"
+: > "$T/save/dom.save"
+hook release end - < "$T/e.xml"; expect_rc 0 "release with a managed save"
+[ -e "$img/e.qcow2" ] && pass || fail "managed-saved domain lost its ephemeral overlay"
+# ... and the start from the managed save finds it as it was.
+hook prepare begin - < "$T/e.xml"; expect_rc 0 "prepare of a managed-saved domain"
+marked "$img/e.qcow2" && pass || fail "ephemeral overlay recreated under a managed save"
+rm "$T/save/dom.save"
+
+# Restore: restore begin, then prepare keeps the overlay.
+hook restore begin - < "$T/e.xml"; expect_rc 0 "restore begin"
+expect_quiet_stdout "restore begin"
+hook prepare begin - < "$T/e.xml"; expect_rc 0 "prepare after restore"
+marked "$img/e.qcow2" && pass || fail "restore recreated the ephemeral overlay"
+# The restore flag is used once: the next cold boot recreates it.
+hook prepare begin - < "$T/e.xml"; expect_rc 0 "cold boot after restore"
+marked "$img/e.qcow2" && fail "cold boot kept a stale ephemeral overlay" || pass
+hook release end - < "$T/e.xml"
+# A restore whose ephemeral overlay is gone is refused.
+hook restore begin - < "$T/e.xml"; expect_rc 0 "restore begin"
+hook prepare begin - < "$T/e.xml"; expect_rc 1 "restore without its overlay"
+expect_err "disk vda: ephemeral overlay '$img/e.qcow2' is missing"
+[ -e "$img/e.qcow2" ] && fail "restore made a fresh ephemeral disk" || pass
+hook release end - < "$T/e.xml"
+
+# Incoming migration.
+hook migrate begin - < "$T/e.xml"; expect_rc 1 "migrate ephemeral"
+expect_err "disk vda: an ephemeral overlay ('$img/e.qcow2') cannot be migrated in"
+expect_quiet_stdout "migrate begin"
+hook migrate begin - < "$T/p.xml"; expect_rc 0 "migrate persistent"
+expect_quiet_stdout "migrate begin"
+
+# ---- refusals through the hook: one line per failing disk, no files ----
+printf 'QFI\373' > "$img/liar.raw"; truncate -s 1M "$img/liar.raw"
+domain dom "vda persistent $img/ok.qcow2 $img/base.qcow2 qcow2" \
+  "vdb ephemeral $img/bad1.qcow2 $img/liar.raw raw" \
+  "vdc persistent $img/bad2.qcow2 $img/missing.qcow2 qcow2" \
+  "vdd persistent $T/outside.qcow2 $img/base.qcow2 qcow2" > "$T/bad.xml"
+before=$(snapshot "$img")
+hook prepare begin - < "$T/bad.xml"; expect_rc 1 "prepare with bad disks"
+expect_err "disk vdb: base '$img/liar.raw': declared raw but carries a qcow2/qcow header"
+expect_err "disk vdc: base '$img/missing.qcow2': No such file or directory"
+expect_err "disk vdd: overlay path '$T/outside.qcow2' is outside the allowed directories"
+[ "$(grep -c '^virt-overlay: disk' "$T/stderr")" = 3 ] && pass || fail "want 3 lines: $(cat "$T/stderr")"
+[ "$(snapshot "$img")" = "$before" ] && pass || fail "files changed by a refused prepare"
+[ -e "$T/outside.qcow2" ] && fail "file made outside" || pass
+
+# Malformed or hostile XML.
+echo "<domain><name>x" > "$T/broken.xml"
+hook prepare begin - < "$T/broken.xml"; expect_rc 1 "malformed prepare"
+expect_err "domain XML is malformed"
+hook release end - < "$T/broken.xml"; expect_rc 0 "malformed release"
+head -c 5000000 /dev/zero | tr '\0' ' ' > "$T/huge.xml"
+hook prepare begin - < "$T/huge.xml"; expect_rc 1 "oversize prepare"
+expect_err "larger than"
+
+# ---- the hook never leaves a process on its stdout/stderr ----
+# (a fresh socket: this prepare starts qemu-storage-daemon itself)
+sed -i "s|^qsd_socket = .*|qsd_socket = $T/run2/qsd.sock|" "$T/conf"
+at_exit "stop_pidfile $T/run2/qsd.sock.pid"
+domain dom "vda persistent $img/spawn.qcow2 $img/base.qcow2 qcow2" > "$T/s.xml"
+set +e
+timeout 20 sh -c "$HOOK dom prepare begin - < '$T/s.xml' 2>&1 | cat > '$T/piped'"
+rc=$?
+set -e
+[ "$rc" = 0 ] && pass || fail "hook output pipe held open (exit $rc)"
+[ -S "$T/run2/qsd.sock" ] && pass || fail "qsd not started by the hook"
+[ -f "$img/spawn.qcow2" ] && pass || fail "overlay not made by the spawning hook"
+finish
