@@ -209,7 +209,7 @@ config_defaults (void)
   if (set_string (&c->qsd_socket, RUNSTATEDIR "/virt-overlay/qsd.sock") == -1 ||
       set_string (&c->qsd_binary, OVL_QSD_BINARY) == -1 ||
       set_string (&c->state_dir, LOCALSTATEDIR "/lib/virt-overlay") == -1 ||
-      set_string (&c->managed_save_dir, LOCALSTATEDIR "/lib/libvirt/qemu/save") == -1 ||
+      set_string (&c->managed_save_dir, OVL_LIBVIRT_SAVE_DIR) == -1 ||
       ovl_parse_dirs ("/var/lib/libvirt/images", &c->overlay_dirs) == -1 ||
       ovl_parse_dirs ("/var/lib/libvirt/images", &c->base_dirs) == -1) {
     ovl_config_free (c);
