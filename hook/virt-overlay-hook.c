@@ -2,7 +2,8 @@
  *
  *   virt-overlay-hook DOMAIN OPERATION SUBOP EXTRA [REASON]   < domain XML
  *
- * prepare begin  create missing overlays (all in one batch), recreate
+ * prepare begin  create missing overlays (from the warm pool when it has
+ *                them, else all in one batch through qsd), recreate
  *                ephemeral ones at a cold boot; exit 1 with one line per
  *                failing disk and libvirt stops the start.
  * release end    remove the ephemeral overlays we created (same path,
@@ -36,6 +37,7 @@
 #include "error.h"
 #include "ledger.h"
 #include "overlay.h"
+#include "pool.h"
 #include "util.h"
 
 static const char *domain_arg = "?";
@@ -221,6 +223,10 @@ do_prepare (const struct ovl_config *cfg)
       remove_created (cfg, reqs, n);
     status = 1;
   }
+  /* Top the pool up again, off the critical path: a detached process
+   * with nothing of ours open, so libvirt does not wait for it. */
+  if (status == 0 && n)
+    ovl_pool_fill_detached (cfg, reqs, n);
   for (i = 0; i < n; i++)
     ovl_request_clear (&reqs[i]);
   return status;

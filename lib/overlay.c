@@ -17,6 +17,7 @@
 #include "json.h"
 #include "overlay.h"
 #include "paths.h"
+#include "pool.h"
 #include "qmp.h"
 #include "qsd.h"
 #include "util.h"
@@ -37,6 +38,7 @@ struct work {
   unsigned long seq;
   uint64_t create_id, dismiss_id;
   bool job_created, renamed;
+  bool pooled;                  /* handed out from the pool: no qsd work */
   bool first_in_dir;            /* the first request in its directory */
 };
 
@@ -81,15 +83,56 @@ req_failf (struct ovl_request *r, const char *fmt, ...)
   req_fail (r);
 }
 
+/* A component of PATH starts with our reserved prefix. */
+static bool
+has_reserved_component (const char *path)
+{
+  return strstr (path, "/" OVL_RESERVED) != NULL;
+}
+
+static int
+check_base (const struct ovl_config *cfg, struct ovl_request *r)
+{
+  CLEANUP_CLOSE int bdir = -1;
+  const char *bname;
+
+  if (!r->internal && has_reserved_component (r->base)) {
+    req_failf (r, "base path '%s' uses a name reserved for virt-overlay", r->base);
+    return -1;
+  }
+  if (ovl_path_open_parent (r->base, &cfg->base_dirs, "base", false, &bdir, &bname) == -1 ||
+      ovl_image_probe (bdir, bname, r->base, r->base_format, &r->base_info) == -1) {
+    req_fail (r);
+    return -1;
+  }
+  if (!r->size)
+    r->size = r->base_info.size;
+  if (r->size < r->base_info.size) {
+    req_failf (r, "size %llu is smaller than the base's %llu bytes",
+               (unsigned long long) r->size, (unsigned long long) r->base_info.size);
+    return -1;
+  }
+  if (r->size % 512) {
+    req_failf (r, "size %llu is not a multiple of 512", (unsigned long long) r->size);
+    return -1;
+  }
+  return 0;
+}
+
+int
+ovl_request_check_base (const struct ovl_config *cfg, struct ovl_request *r)
+{
+  return check_base (cfg, r);
+}
+
 /* Checks that need no daemon.  Opens the overlay's directory into *DIRFD. */
 static int
 check_request (const struct ovl_config *cfg, struct ovl_request *r,
                int *dirfd, const char **name)
 {
-  CLEANUP_CLOSE int bdir = -1, odir = -1;
-  const char *bname, *oname;
+  CLEANUP_CLOSE int odir = -1;
+  const char *oname;
   struct stat st;
-  uint64_t size;
 
   if (strcmp (r->base, r->overlay) == 0) {
     req_failf (r, "overlay '%s' is the same file as its base", r->overlay);
@@ -104,11 +147,12 @@ check_request (const struct ovl_config *cfg, struct ovl_request *r,
                (unsigned long long) r->cluster_size);
     return -1;
   }
-  if (ovl_path_open_parent (r->base, &cfg->base_dirs, "base", false, &bdir, &bname) == -1 ||
-      ovl_image_probe (bdir, bname, r->base, r->base_format, &r->base_info) == -1) {
-    req_fail (r);
+  if (!r->internal && has_reserved_component (r->overlay)) {
+    req_failf (r, "overlay path '%s' uses a name reserved for virt-overlay", r->overlay);
     return -1;
   }
+  if (check_base (cfg, r) == -1)
+    return -1;
   if (ovl_path_open_parent (r->overlay, &cfg->overlay_dirs, "overlay", true, &odir, &oname) == -1) {
     req_fail (r);
     return -1;
@@ -126,17 +170,6 @@ check_request (const struct ovl_config *cfg, struct ovl_request *r,
     req_failf (r, "overlay '%s': %m", r->overlay);
     return -1;
   }
-  size = r->size ? r->size : r->base_info.size;
-  if (size < r->base_info.size) {
-    req_failf (r, "size %llu is smaller than the base's %llu bytes",
-               (unsigned long long) size, (unsigned long long) r->base_info.size);
-    return -1;
-  }
-  if (size % 512) {
-    req_failf (r, "size %llu is not a multiple of 512", (unsigned long long) size);
-    return -1;
-  }
-  r->size = size;
   *name = oname;
   *dirfd = OVL_STEAL_FD (odir);
   return 0;
@@ -342,12 +375,18 @@ run_batch (struct ovl_qmp *q, struct work *w, size_t n, int64_t deadline)
   int failed = 0;
 
   for (i = 0; i < n; i++) {
-    CLEANUP_FREE char *c = create_args (&w[i]);
-    if (!c || !(w[i].create_id = ovl_qmp_send (q, "blockdev-create", c)))
+    CLEANUP_FREE char *c = NULL;
+    if (w[i].pooled)
+      continue;
+    if (!(c = create_args (&w[i])) ||
+        !(w[i].create_id = ovl_qmp_send (q, "blockdev-create", c)))
       return -1;
   }
   for (i = 0; i < n; i++) {
-    struct ovl_json *r = ovl_qmp_wait (q, w[i].create_id, deadline);
+    struct ovl_json *r;
+    if (w[i].pooled)
+      continue;
+    r = ovl_qmp_wait (q, w[i].create_id, deadline);
     if (r) {
       w[i].job_created = true;
       ovl_json_free (r);
@@ -435,11 +474,13 @@ commit_batch (struct work *w, size_t n)
   size_t i;
 
   for (i = 0; i < n; i++)
-    if (fdatasync (w[i].tmpfd) == -1) {
+    if (!w[i].pooled && fdatasync (w[i].tmpfd) == -1) {
       req_failf (w[i].r, "overlay '%s': fdatasync: %m", w[i].r->overlay);
       return -1;
     }
   for (i = 0; i < n; i++) {
+    if (w[i].pooled)
+      continue;
     if (ovl_file_id_at (w[i].tmpfd, "", &w[i].r->made, NULL) == -1) {
       req_failf (w[i].r, "overlay '%s': statx: %m", w[i].r->overlay);
       return -1;
@@ -470,9 +511,9 @@ rollback (struct work *w, size_t n)
   struct ovl_file_id now;
 
   for (i = 0; i < n; i++) {
-    if (w[i].tmpfd < 0)
+    if (w[i].tmpfd < 0 && !w[i].pooled)
       continue;
-    if (w[i].renamed) {
+    if (w[i].renamed || w[i].pooled) {
       /* Ours only if it is still the file we made. */
       if (ovl_file_id_at (w[i].dirfd, w[i].name, &now, NULL) == 0 &&
           ovl_file_id_equal (&now, &w[i].r->made))
@@ -531,7 +572,7 @@ ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
 {
   struct work *w;
   struct ovl_qmp *q = NULL;
-  size_t i, j;
+  size_t i, j, npooled = 0;
   int bad = 0, r;
 
   if (n == 0)
@@ -560,22 +601,39 @@ ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
     goto fail;
 
   mark_first_in_dir (w, n);
+  /* A ready overlay from the pool is a rename; the rest go to qsd. */
   for (i = 0; i < n; i++) {
+    if (cfg->pool_size == 0 || reqs[i].internal)
+      break;
+    r = ovl_pool_take (&reqs[i], w[i].dirfd, w[i].name, &reqs[i].made);
+    if (r == -1) {
+      req_fail (&reqs[i]);
+      goto fail;
+    }
+    w[i].pooled = reqs[i].from_pool = r == 1;
+    if (w[i].pooled)
+      npooled++;
+  }
+  for (i = 0; i < n && npooled < n; i++) {
     if (w[i].first_in_dir)
       remove_stale_temps (w[i].dirfd);
-    if (create_temp (&w[i]) == -1)
+    if (!w[i].pooled && create_temp (&w[i]) == -1)
       goto fail;
   }
 
-  if (!(q = ovl_qsd_connect (cfg, deadline))) {
-    fail_all (reqs, n);
-    goto fail;
+  if (npooled < n) {
+    if (!(q = ovl_qsd_connect (cfg, deadline))) {
+      fail_all (reqs, n);
+      goto fail;
+    }
+    r = run_batch (q, w, n, deadline);
+    if (r == -1)
+      fail_all (reqs, n);
+    ovl_qmp_close (q);
+    if (r != 0)
+      goto fail;
   }
-  r = run_batch (q, w, n, deadline);
-  if (r == -1)
-    fail_all (reqs, n);
-  ovl_qmp_close (q);
-  if (r != 0 || commit_batch (w, n) == -1)
+  if (commit_batch (w, n) == -1)
     goto fail;
 
   free_work (w, n);

@@ -35,11 +35,13 @@ struct ovl_request {
   uint64_t cluster_size;
   bool lazy_refcounts;
   bool extended_l2;
+  bool internal;                /* the pool's own: may use reserved names, never pooled */
 
   /* What happened. */
   char *error;                  /* why this request failed, or NULL */
   struct ovl_file_id made;      /* the overlay made, on success */
   struct ovl_image base_info;
+  bool from_pool;               /* handed out from the warm pool */
 };
 
 /* Fill the options of R from the configuration's defaults. */
@@ -52,6 +54,8 @@ int ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
 
 /* Check one request without creating anything (base and overlay path). */
 int ovl_overlay_check (const struct ovl_config *cfg, struct ovl_request *r);
+/* Check only the base, and resolve the size (0 = the base's). */
+int ovl_request_check_base (const struct ovl_config *cfg, struct ovl_request *r);
 
 void ovl_request_clear (struct ovl_request *r);
 
@@ -61,8 +65,11 @@ void ovl_request_clear (struct ovl_request *r);
 int ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
                               const struct ovl_file_id *id);
 
-/* Node names, job ids and temporary files carry this prefix. */
+/* Node names, job ids and temporary files carry this prefix.  Path
+ * components starting with OVL_RESERVED (temporary files, the pool) are
+ * refused in requests from outside. */
 #define OVL_NAME_PREFIX "ovl-"
 #define OVL_TMP_PREFIX ".virt-overlay-"
+#define OVL_RESERVED ".virt-overlay"
 
 #endif

@@ -199,4 +199,21 @@ set -e
 [ "$rc" = 0 ] && pass || fail "hook output pipe held open (exit $rc)"
 [ -S "$T/run2/qsd.sock" ] && pass || fail "qsd not started by the hook"
 [ -f "$img/spawn.qcow2" ] && pass || fail "overlay not made by the spawning hook"
+
+# ---- with the warm pool: a hit is recorded like any ephemeral overlay,
+# and the detached refiller holds none of libvirt's pipes ----
+echo "pool_size = 2" >> "$T/conf"
+"$builddir/cli/virt-overlay" pool fill "$img/base.qcow2"
+find "$img/.virt-overlay-pool" -name 'ready-*' -printf '%i\n' | sort > "$T/pooled"
+[ "$(wc -l < "$T/pooled")" = 2 ] && pass || fail "pool not filled"
+set +e
+timeout 20 sh -c "$HOOK dom prepare begin - < '$T/e.xml' 2>&1 | cat > '$T/piped'"
+rc=$?
+set -e
+[ "$rc" = 0 ] && pass || fail "prepare from the pool: exit $rc, $(cat "$T/piped")"
+grep -qx "$(stat -c %i "$img/e.qcow2")" "$T/pooled" && pass || fail "prepare did not take from the pool"
+grep -q "ephemeral .* $img/e.qcow2" "$T/state/domains/$UUID" && pass || fail "pooled overlay not in the ledger"
+hook release end - < "$T/e.xml"; expect_rc 0 "release of a pooled overlay"
+[ -e "$img/e.qcow2" ] && fail "pooled ephemeral overlay not removed" || pass
+for l in "$img"/.virt-overlay-pool/*/lock; do flock "$l" true; done
 finish

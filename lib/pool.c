@@ -1,0 +1,462 @@
+/* The warm pool; see pool.h. */
+#include <config.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "error.h"
+#include "paths.h"
+#include "pool.h"
+#include "qsd.h"
+#include "util.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
+
+#define KEY_MAX 8192
+#define READY_PREFIX "ready-"
+
+static void
+closedir_cleanup (DIR **d)
+{
+  if (*d)
+    closedir (*d);
+}
+#define CLEANUP_CLOSEDIR __attribute__((cleanup (closedir_cleanup)))
+
+/* The exact key of what R asks for. */
+static int
+make_key (const struct ovl_request *r, char *key, size_t len)
+{
+  const struct ovl_image *b = &r->base_info;
+  int n = snprintf (key, len,
+                    "virt-overlay-pool 1\nbase %s\nbase-file %llu %llu %llu %lld.%09ld\n"
+                    "backing-format %s\ncluster-size %llu\nlazy-refcounts %d\n"
+                    "extended-l2 %d\nsize %llu\n",
+                    r->base, (unsigned long long) b->dev, (unsigned long long) b->ino,
+                    (unsigned long long) b->file_size, (long long) b->mtime.tv_sec,
+                    b->mtime.tv_nsec, ovl_format_name (r->base_format),
+                    (unsigned long long) r->cluster_size, r->lazy_refcounts,
+                    r->extended_l2, (unsigned long long) r->size);
+  if (n < 0 || (size_t) n >= len) {
+    ovl_error ("pool key too long");
+    return -1;
+  }
+  return 0;
+}
+
+static void
+key_hash (const char *key, char out[17])
+{
+  uint64_t h = 0xcbf29ce484222325ULL;  /* FNV-1a */
+  for (; *key; key++) {
+    h ^= (unsigned char) *key;
+    h *= 0x100000001b3ULL;
+  }
+  snprintf (out, 17, "%016llx", (unsigned long long) h);
+}
+
+/* Open directory NAME in DIRFD without following symlinks, and only if
+ * it is ours alone (a pool others can write to is not trusted). */
+static int
+open_private_dir (int dirfd, const char *name)
+{
+  int fd = openat (dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st;
+
+  if (fd == -1)
+    return -1;
+  if (fstat (fd, &st) == -1 || st.st_uid != geteuid () || (st.st_mode & 077)) {
+    close (fd);
+    errno = EPERM;
+    return -1;
+  }
+  return fd;
+}
+
+/* The key file of pool directory PFD equals KEY. */
+static bool
+key_matches (int pfd, const char *key)
+{
+  CLEANUP_CLOSE int fd = openat (pfd, "key", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  char buf[KEY_MAX];
+  ssize_t n;
+
+  if (fd == -1)
+    return false;
+  n = read (fd, buf, sizeof buf - 1);
+  if (n < 0)
+    return false;
+  buf[n] = '\0';
+  return strcmp (buf, key) == 0;
+}
+
+static bool
+is_ready_name (const char *name)
+{
+  size_t n = strlen (name);
+  return strncmp (name, READY_PREFIX, strlen (READY_PREFIX)) == 0 &&
+    n > 6 && strcmp (name + n - 6, ".qcow2") == 0;
+}
+
+int
+ovl_pool_take (const struct ovl_request *r, int dirfd, const char *name,
+               struct ovl_file_id *made)
+{
+  char key[KEY_MAX], hash[17];
+  CLEANUP_CLOSE int top = -1, pfd = -1;
+  CLEANUP_CLOSEDIR DIR *d = NULL;
+  struct dirent *e;
+  int dfd;
+
+  if (make_key (r, key, sizeof key) == -1)
+    return -1;
+  key_hash (key, hash);
+  if ((top = open_private_dir (dirfd, OVL_POOL_DIR)) == -1 ||
+      (pfd = open_private_dir (top, hash)) == -1 ||
+      !key_matches (pfd, key))
+    return 0;
+  if ((dfd = dup (pfd)) == -1 || !(d = fdopendir (dfd))) {
+    if (dfd >= 0)
+      close (dfd);
+    return 0;
+  }
+  while ((e = readdir (d))) {
+    if (!is_ready_name (e->d_name))
+      continue;
+    if (renameat2 (pfd, e->d_name, dirfd, name, RENAME_NOREPLACE) == 0) {
+      if (ovl_file_id_at (dirfd, name, made, NULL) == -1) {
+        ovl_error ("overlay '%s': statx: %m", r->overlay);
+        return -1;
+      }
+      return 1;
+    }
+    if (errno == ENOENT)
+      continue;                 /* another taker was first */
+    if (errno == EEXIST)
+      ovl_error ("overlay '%s' appeared while it was being made; left alone", r->overlay);
+    else
+      ovl_error ("overlay '%s': taking from the pool: %m", r->overlay);
+    return -1;
+  }
+  return 0;
+}
+
+/* mkdir NAME in DIRFD (0700) unless it is there; then open it. */
+static int
+ensure_private_dir (int dirfd, const char *name)
+{
+  int fd;
+  if (mkdirat (dirfd, name, 0700) == -1 && errno != EEXIST) {
+    ovl_error ("pool: mkdir %s: %m", name);
+    return -1;
+  }
+  fd = open_private_dir (dirfd, name);
+  if (fd == -1)
+    ovl_error ("pool: %s: not a private directory of ours: %m", name);
+  return fd;
+}
+
+static int
+write_key (int pfd, const char *key)
+{
+  CLEANUP_CLOSE int fd = -1;
+  size_t len = strlen (key);
+
+  if (key_matches (pfd, key))
+    return 0;
+  fd = openat (pfd, "key.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd == -1 || write (fd, key, len) != (ssize_t) len || fsync (fd) == -1 ||
+      renameat (pfd, "key.tmp", pfd, "key") == -1) {
+    ovl_error ("pool: writing its key: %m");
+    return -1;
+  }
+  return 0;
+}
+
+/* Remove the files a pool directory may hold, then the directory. */
+static void
+remove_pool_dir (int top, const char *hash)
+{
+  int pfd = open_private_dir (top, hash), dfd;
+  DIR *d;
+  struct dirent *e;
+
+  if (pfd == -1)
+    return;
+  if ((dfd = dup (pfd)) >= 0 && (d = fdopendir (dfd))) {
+    while ((e = readdir (d)))
+      if (is_ready_name (e->d_name) || strcmp (e->d_name, "key") == 0 ||
+          strcmp (e->d_name, "key.tmp") == 0 || strcmp (e->d_name, "lock") == 0)
+        unlinkat (pfd, e->d_name, 0);
+    closedir (d);
+  }
+  else if (dfd >= 0)
+    close (dfd);
+  close (pfd);
+  unlinkat (top, hash, AT_REMOVEDIR);
+}
+
+/* The line of KEY that starts with PREFIX, newline included, or NULL. */
+static const char *
+key_line (const char *key, const char *prefix, size_t *len)
+{
+  const char *p = strstr (key, prefix), *nl;
+  if (!p)
+    return NULL;
+  nl = strchr (p + 1, '\n');
+  *len = nl ? (size_t) (nl - p) + 1 : strlen (p);
+  return p;
+}
+
+/* A pool made for BASE's path when the file there was another one. */
+static bool
+pool_is_stale (int top, const char *hash, const char *key)
+{
+  CLEANUP_CLOSE int pfd = open_private_dir (top, hash);
+  CLEANUP_CLOSE int fd = -1;
+  char buf[KEY_MAX];
+  const char *a, *b, *fa, *fb;
+  size_t la = 0, lb = 0, lfa = 0, lfb = 0;
+  ssize_t n;
+
+  if (pfd == -1 || (fd = openat (pfd, "key", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1)
+    return false;
+  n = read (fd, buf, sizeof buf - 1);
+  if (n < 0)
+    return false;
+  buf[n] = '\0';
+  a = key_line (key, "\nbase ", &la);
+  b = key_line (buf, "\nbase ", &lb);
+  fa = key_line (key, "\nbase-file ", &lfa);
+  fb = key_line (buf, "\nbase-file ", &lfb);
+  return a && b && fa && fb && la == lb && memcmp (a, b, la) == 0 &&
+    (lfa != lfb || memcmp (fa, fb, lfa) != 0);
+}
+
+/* Drop the pools made for an earlier version of this key's base. */
+static void
+discard_stale (int top, const char *hash, const char *key)
+{
+  int dfd = dup (top);
+  DIR *d;
+  struct dirent *e;
+
+  if (dfd == -1 || !(d = fdopendir (dfd))) {
+    if (dfd >= 0)
+      close (dfd);
+    return;
+  }
+  while ((e = readdir (d)))
+    if (e->d_name[0] != '.' && strcmp (e->d_name, hash) != 0 &&
+        pool_is_stale (top, e->d_name, key))
+      remove_pool_dir (top, e->d_name);
+  closedir (d);
+}
+
+static size_t
+count_ready (int pfd)
+{
+  int dfd = dup (pfd);
+  DIR *d;
+  struct dirent *e;
+  size_t n = 0;
+
+  if (dfd == -1 || !(d = fdopendir (dfd))) {
+    if (dfd >= 0)
+      close (dfd);
+    return 0;
+  }
+  while ((e = readdir (d)))
+    n += is_ready_name (e->d_name);
+  closedir (d);
+  return n;
+}
+
+/* Top up the pool of one (base-checked) request. */
+static int
+fill_one (const struct ovl_config *cfg, struct ovl_request *r, int64_t deadline)
+{
+  char key[KEY_MAX], hash[17];
+  CLEANUP_CLOSE int odir = -1, top = -1, pfd = -1, lock = -1;
+  CLEANUP_FREE char *dir = NULL;
+  CLEANUP_FREE struct ovl_request *reqs = NULL;
+  CLEANUP_FREE char *names = NULL;
+  const char *oname;
+  size_t have, need, i;
+  static unsigned long seq;
+  int ret;
+
+  if (ovl_path_open_parent (r->overlay, &cfg->overlay_dirs, "overlay", true, &odir, &oname) == -1 ||
+      make_key (r, key, sizeof key) == -1)
+    return -1;
+  key_hash (key, hash);
+  if ((top = ensure_private_dir (odir, OVL_POOL_DIR)) == -1 ||
+      (pfd = ensure_private_dir (top, hash)) == -1)
+    return -1;
+  lock = openat (pfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (lock == -1) {
+    ovl_error ("pool: lock: %m");
+    return -1;
+  }
+  if (flock (lock, LOCK_EX | LOCK_NB) == -1)
+    return errno == EWOULDBLOCK ? 0 : -1;   /* another refiller is at it */
+  if (write_key (pfd, key) == -1)
+    return -1;
+  discard_stale (top, hash, key);
+
+  have = count_ready (pfd);
+  if (have >= cfg->pool_size)
+    return 0;
+  need = cfg->pool_size - have;
+  dir = strndup (r->overlay, (size_t) (oname - r->overlay - 1));
+  reqs = calloc (need, sizeof *reqs);
+  names = calloc (need, 4096);
+  if (!dir || !reqs || !names) {
+    ovl_error ("out of memory");
+    return -1;
+  }
+  for (i = 0; i < need; i++) {
+    char *p = names + i * 4096;
+    snprintf (p, 4096, "%s/" OVL_POOL_DIR "/%s/" READY_PREFIX "%ld-%lu.qcow2",
+              dir, hash, (long) getpid (), ++seq);
+    reqs[i] = *r;
+    reqs[i].error = NULL;
+    reqs[i].overlay = p;
+    reqs[i].internal = true;
+  }
+  ret = ovl_overlay_create (cfg, reqs, need, deadline);
+  for (i = 0; i < need; i++)
+    ovl_request_clear (&reqs[i]);
+  return ret;
+}
+
+int
+ovl_pool_fill (const struct ovl_config *cfg, const struct ovl_request *reqs,
+               size_t n, int64_t deadline)
+{
+  size_t i;
+  int ret = 0;
+
+  if (cfg->pool_size == 0)
+    return 0;
+  for (i = 0; i < n; i++) {
+    struct ovl_request r = reqs[i];
+    r.error = NULL;
+    r.size = reqs[i].size;
+    if (ovl_request_check_base (cfg, &r) == -1 || fill_one (cfg, &r, deadline) == -1)
+      ret = -1;
+    ovl_request_clear (&r);
+  }
+  return ret;
+}
+
+struct fill_args {
+  const struct ovl_config *cfg;
+  const struct ovl_request *reqs;
+  size_t n;
+};
+
+static void
+fill_detached (void *opaque)
+{
+  struct fill_args *a = opaque;
+  ovl_pool_fill (a->cfg, a->reqs, a->n, ovl_now_ms () + a->cfg->timeout_ms);
+}
+
+void
+ovl_pool_fill_detached (const struct ovl_config *cfg, const struct ovl_request *reqs,
+                        size_t n)
+{
+  struct fill_args a = { cfg, reqs, n };
+
+  if (cfg->pool_size == 0 || n == 0)
+    return;
+  ovl_spawn_detached (fill_detached, &a);
+}
+
+/* Call FN for every pool directory of every overlay directory. */
+static int
+each_pool (const struct ovl_config *cfg,
+           void (*fn) (int top, const char *dir, const char *hash, void *), void *opaque)
+{
+  size_t i;
+
+  for (i = 0; i < cfg->overlay_dirs.n; i++) {
+    CLEANUP_CLOSE int dfd = open (cfg->overlay_dirs.dir[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    CLEANUP_CLOSE int top = -1;
+    DIR *d;
+    struct dirent *e;
+    int t;
+
+    if (dfd == -1 || (top = open_private_dir (dfd, OVL_POOL_DIR)) == -1)
+      continue;
+    if ((t = dup (top)) == -1 || !(d = fdopendir (t))) {
+      if (t >= 0)
+        close (t);
+      continue;
+    }
+    while ((e = readdir (d)))
+      if (e->d_name[0] != '.')
+        fn (top, cfg->overlay_dirs.dir[i], e->d_name, opaque);
+    closedir (d);
+  }
+  return 0;
+}
+
+static void
+status_one (int top, const char *dir, const char *hash, void *opaque)
+{
+  struct ovl_buf *b = opaque;
+  CLEANUP_CLOSE int pfd = open_private_dir (top, hash);
+  CLEANUP_CLOSE int kfd = -1;
+  char key[KEY_MAX];
+  ssize_t n = 0;
+  char *p;
+
+  if (pfd == -1)
+    return;
+  if ((kfd = openat (pfd, "key", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) >= 0)
+    n = read (kfd, key, sizeof key - 1);
+  key[n > 0 ? n : 0] = '\0';
+  for (p = key; (p = strchr (p, '\n')); )
+    *p = p[1] ? ';' : '\0';
+  ovl_buf_printf (b, "%s/%s/%s ready=%zu %s\n", dir, OVL_POOL_DIR, hash,
+                  count_ready (pfd), key);
+}
+
+char *
+ovl_pool_status (const struct ovl_config *cfg)
+{
+  struct ovl_buf b = OVL_BUF_INIT;
+  each_pool (cfg, status_one, &b);
+  return ovl_buf_steal (&b);
+}
+
+static void
+flush_one (int top, const char *dir, const char *hash, void *opaque)
+{
+  long *count = opaque;
+  CLEANUP_CLOSE int pfd = open_private_dir (top, hash);
+  if (pfd == -1)
+    return;
+  *count += (long) count_ready (pfd);
+  remove_pool_dir (top, hash);
+}
+
+long
+ovl_pool_flush (const struct ovl_config *cfg)
+{
+  long count = 0;
+  each_pool (cfg, flush_one, &count);
+  return count;
+}

@@ -1,0 +1,49 @@
+/* The warm pool: ready overlays kept per base image and option set, so
+ * that a domain start is a rename instead of a round trip to qsd.
+ *
+ * Layout, inside each overlay directory (same filesystem, so handing one
+ * out is a renameat2 with RENAME_NOREPLACE):
+ *
+ *   DIR/.virt-overlay-pool/HASH/key              the exact key, one line
+ *   DIR/.virt-overlay-pool/HASH/lock             one refiller at a time
+ *   DIR/.virt-overlay-pool/HASH/ready-PID-N.qcow2
+ *
+ * The key names the base path and what the base file is (device, inode,
+ * size, mtime) plus backing format, cluster size, lazy refcounts,
+ * extended L2 and virtual size: a pooled overlay is only handed out for
+ * exactly that request.  A base that changed gives another key, and the
+ * refiller discards the pools of its old self.  Pooled files belong to
+ * nobody until handed out; a refiller that dies leaves only temporary
+ * files, which the next caller removes.
+ */
+#ifndef OVL_POOL_H
+#define OVL_POOL_H
+
+#include <stdint.h>
+
+#include "config.h"
+#include "overlay.h"
+
+#define OVL_POOL_DIR ".virt-overlay-pool"
+
+/* Hand out a pooled overlay for R (checked) into DIRFD/NAME.
+ * 1 taken (R->made is set), 0 none ready, -1 error. */
+int ovl_pool_take (const struct ovl_request *r, int dirfd, const char *name,
+                   struct ovl_file_id *made);
+
+/* Top up the pool of each request's key to cfg->pool_size, through qsd.
+ * Requests are examples of what to pool (their .overlay gives the
+ * directory); nothing of theirs is touched. */
+int ovl_pool_fill (const struct ovl_config *cfg, const struct ovl_request *reqs,
+                   size_t n, int64_t deadline);
+/* The same in a fully detached process; returns at once. */
+void ovl_pool_fill_detached (const struct ovl_config *cfg, const struct ovl_request *reqs,
+                             size_t n);
+
+/* One line per pool in every overlay directory: count and key
+ * (a new string). */
+char *ovl_pool_status (const struct ovl_config *cfg);
+/* Remove every pooled overlay; returns how many, or -1. */
+long ovl_pool_flush (const struct ovl_config *cfg);
+
+#endif

@@ -1,0 +1,151 @@
+#!/bin/sh
+# The warm pool: hit, miss, stale base, the last overlay taken twice at
+# once, refill after use, pool disabled, flush, and what is never handed
+# out.  Against the real qemu-storage-daemon.
+. "${srcdir:-.}/tests/functions.sh"
+requires "$QSD"
+requires "$QEMU_IMG"
+
+img=$T/img
+mkdir -m 0711 "$img"
+conf () { # POOL_SIZE
+  cat > "$T/conf" <<EOC
+qsd_socket = $T/run/qsd.sock
+qsd_binary = $(command -v "$QSD")
+overlay_dirs = $img
+base_dirs = $img
+state_dir = $T/state
+timeout_ms = 20000
+pool_size = $1
+EOC
+}
+conf 2
+export VIRT_OVERLAY_CONFIG=$T/conf
+at_exit "stop_pidfile $T/run/qsd.sock.pid"
+"$QEMU_IMG" create -q -f qcow2 "$img/base.qcow2" 64M
+truncate -s 16M "$img/base.raw"
+B=$img/base.qcow2
+
+pooled_inodes () { find "$img/.virt-overlay-pool" -name 'ready-*.qcow2' -printf '%i\n' 2>/dev/null | sort; }
+ready_count () { pooled_inodes | wc -l; }
+# Wait (bounded) until the pool whose key matches $2 (default: the
+# default options on $B's current size) holds $1 ready overlays, and no
+# refiller is still at work.
+wait_ready () {
+  pat=${2:-"base $B;.*cluster-size 65536;"}
+  i=0
+  until $VO pool status | grep -q "ready=$1 .*$pat" || [ $i -ge 200 ]; do
+    sleep 0.05; i=$((i + 1))
+  done
+  for l in "$img"/.virt-overlay-pool/*/lock; do [ -e "$l" ] && flock "$l" true; done
+}
+from_pool () { pooled_inodes > "$T/before"; }
+was_pooled () { grep -qx "$(stat -c %i "$1")" "$T/before"; }
+
+# ---- fill, then a hit ----
+$VO pool fill "$B" && pass || fail "pool fill"
+[ "$(ready_count)" = 2 ] && pass || fail "fill made $(ready_count), want 2"
+$VO pool status > "$T/status"
+grep -q "ready=2 .*base $B;" "$T/status" && pass || fail "status: $(cat "$T/status")"
+from_pool
+$VO create "$B" "$img/hit.qcow2" && pass || fail "create (hit)"
+was_pooled "$img/hit.qcow2" && pass || fail "not handed out from the pool"
+info_of "$img/hit.qcow2" > "$T/hit.info"
+"$QEMU_IMG" create -q -f qcow2 -F qcow2 -b "$B" "$T/ref.qcow2"
+info_of "$T/ref.qcow2" | diff - "$T/hit.info" >/dev/null && pass || fail "pooled overlay differs from qemu-img create's"
+"$QEMU_IMG" check -q "$img/hit.qcow2" && pass || fail "pooled overlay fails qemu-img check"
+[ "$(stat -c %a "$img/hit.qcow2")" = 600 ] && pass || fail "pooled overlay mode"
+
+# ---- refill after use ----
+wait_ready 2
+[ "$(ready_count)" = 2 ] && pass || fail "pool not refilled after use ($(ready_count))"
+
+# ---- options must match exactly: another cluster size is a miss ----
+from_pool
+$VO create --cluster-size 131072 "$B" "$img/other.qcow2" && pass || fail "create with other options"
+was_pooled "$img/other.qcow2" && fail "handed out a pooled overlay with other options" || pass
+"$QEMU_IMG" info --output=json "$img/other.qcow2" | grep -q '"cluster-size": 131072' && pass || fail "cluster size"
+wait_ready 2 "cluster-size 131072;"
+# Pools of other options of the same, unchanged base live side by side.
+[ "$($VO pool status | grep -c "base $B;")" = 2 ] && pass || fail "pools of other options lost"
+
+# ---- stale base: replaced file, then a different size ----
+from_pool
+cp "$B" "$T/copy"; rm "$B"; "$QEMU_IMG" create -q -f qcow2 "$B" 64M
+$VO create "$B" "$img/afterswap.qcow2" && pass || fail "create after the base was replaced"
+was_pooled "$img/afterswap.qcow2" && fail "stale pooled overlay handed out (replaced base)" || pass
+wait_ready 2
+from_pool
+"$QEMU_IMG" resize -q "$B" 128M
+$VO create "$B" "$img/afterresize.qcow2" && pass || fail "create after the base grew"
+was_pooled "$img/afterresize.qcow2" && fail "stale pooled overlay handed out (resized base)" || pass
+"$QEMU_IMG" info --output=json "$img/afterresize.qcow2" | grep -q '"virtual-size": 134217728' && pass || fail "size after resize"
+wait_ready 2 "base $B;.*cluster-size 65536;.*size 134217728"
+# The pools of the base's earlier selves (any options) are gone.
+$VO pool status > "$T/status"
+[ "$(grep -c "base $B;" "$T/status")" = 1 ] && grep -q "base $B;.*size 134217728" "$T/status" \
+  && pass || fail "stale pools kept: $(cat "$T/status")"
+
+# ---- raw bases pool too ----
+$VO pool fill --backing-format raw "$img/base.raw" && pass || fail "fill raw"
+from_pool
+$VO create --backing-format raw "$img/base.raw" "$img/onraw.qcow2" && pass || fail "create on raw"
+was_pooled "$img/onraw.qcow2" && pass || fail "raw pool miss"
+"$QEMU_IMG" info --output=json "$img/onraw.qcow2" | grep -q '"backing-filename-format": "raw"' && pass || fail "raw pooled backing format"
+wait_ready 2 "base $img/base.raw;"
+
+# ---- the last pooled overlay, two takers at once: exactly one wins ----
+$VO pool flush > /dev/null
+conf 1
+$VO pool fill "$B"
+from_pool
+[ "$(wc -l < "$T/before")" = 1 ] && pass || fail "want exactly one pooled overlay"
+$VO create "$B" "$img/race1.qcow2" & p1=$!
+$VO create "$B" "$img/race2.qcow2" & p2=$!
+wait $p1 && wait $p2 && pass || fail "a racing taker failed"
+n=0; for f in race1 race2; do was_pooled "$img/$f.qcow2" && n=$((n + 1)); done
+[ "$n" = 1 ] && pass || fail "$n takers got the last pooled overlay"
+for f in race1 race2; do "$QEMU_IMG" check -q "$img/$f.qcow2" || fail "$f"; done
+wait_ready 1
+
+# ---- pool disabled: ready overlays stay where they are ----
+conf 0
+from_pool
+$VO create "$B" "$img/nopool.qcow2" && pass || fail "create without pool"
+was_pooled "$img/nopool.qcow2" && fail "pool used with pool_size = 0" || pass
+[ "$(pooled_inodes)" = "$(cat "$T/before")" ] && pass || fail "pool changed with pool_size = 0"
+conf 2
+
+# ---- never handed out: an untrusted pool directory, reserved names ----
+wait_ready 1
+chmod 0755 "$img/.virt-overlay-pool"
+from_pool
+$VO create "$B" "$img/untrusted.qcow2" && pass || fail "create with an open pool dir"
+was_pooled "$img/untrusted.qcow2" && fail "handed out from a pool others can read" || pass
+chmod 0700 "$img/.virt-overlay-pool"
+set +e
+$VO create "$B" "$img/.virt-overlay-pool/mine.qcow2" 2> "$T/err"; rc=$?
+set -e
+[ "$rc" = 1 ] && grep -q "reserved for virt-overlay" "$T/err" && pass || fail "reserved overlay path: $rc $(cat "$T/err")"
+ready=$(find "$img/.virt-overlay-pool" -name 'ready-*' | head -n 1)
+set +e
+$VO create "$ready" "$img/x.qcow2" 2> "$T/err"; rc=$?
+set -e
+[ "$rc" = 1 ] && grep -q "reserved for virt-overlay" "$T/err" && pass || fail "reserved base path: $rc $(cat "$T/err")"
+
+# ---- a refiller that died leaves only temporary files; the next removes them ----
+wait_ready 2
+pdir=$(dirname "$ready")
+deadpid=$(sh -c 'echo $$')
+: > "$pdir/.virt-overlay-$deadpid-9.tmp"
+$VO create "$B" "$img/after-crash.qcow2" && pass || fail "create after a dead refiller"
+wait_ready 2
+[ -e "$pdir/.virt-overlay-$deadpid-9.tmp" ] && fail "dead refiller's temp file left" || pass
+
+# ---- flush removes pooled overlays and nothing else ----
+before=$(cd "$img" && ls)
+$VO pool flush > "$T/out"
+grep -q "removed [1-9]" "$T/out" && pass || fail "flush: $(cat "$T/out")"
+[ "$(ready_count)" = 0 ] && pass || fail "pooled overlays left after flush"
+[ "$(cd "$img" && ls)" = "$before" ] && pass || fail "flush touched other files"
+finish
