@@ -191,6 +191,8 @@ main (int argc, char **argv)
     usage (stderr);
     return 2;
   }
+  if (argc >= 2 && strcmp (argv[1], OVL_POOL_FILL_ARG) == 0)
+    return ovl_pool_fill_main (argc, argv);   /* a detached refiller */
   if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0) {
     usage (stdout);
     return 0;

@@ -136,7 +136,7 @@ do_prepare (const struct ovl_config *cfg)
   CLEANUP_FREE const struct ovl_disk **which = NULL;
   size_t i, n = 0;
   int bad = 0, status = 0;
-  bool restoring, recorded = true;
+  bool ephemeral, restoring, recorded = true;
 
   if (!(dom = load_domain (cfg))) {
     report (LOG_ERR, "%s", ovl_error_msg ());
@@ -144,11 +144,14 @@ do_prepare (const struct ovl_config *cfg)
   }
   if (dom->ndisks == 0)
     return 0;
-  if (!(ledger = ovl_ledger_load (cfg->state_dir, dom->uuid))) {
+  /* Only ephemeral disks need the ledger (and care about a restore). */
+  ephemeral = ovl_domain_has_ephemeral (dom);
+  if (ephemeral && !(ledger = ovl_ledger_load (cfg->state_dir, dom->uuid))) {
     report (LOG_ERR, "%s", ovl_error_msg ());
     return 1;
   }
-  restoring = ledger->restore_pending || managed_save_exists (cfg, dom->name);
+  restoring = ephemeral &&
+    (ledger->restore_pending || managed_save_exists (cfg, dom->name));
   reqs = calloc (dom->ndisks, sizeof *reqs);
   which = calloc (dom->ndisks, sizeof *which);
   if (!reqs || !which) {
@@ -197,7 +200,8 @@ do_prepare (const struct ovl_config *cfg)
     which[n++] = k;
   }
   if (bad) {
-    ovl_ledger_save (ledger);
+    if (ledger)
+      ovl_ledger_save (ledger);
     return 1;
   }
 
@@ -213,10 +217,12 @@ do_prepare (const struct ovl_config *cfg)
           ovl_ledger_add (ledger, reqs[i].overlay, &reqs[i].made) == -1)
         recorded = false;
   }
-  free (ledger->domain);
-  ledger->domain = strdup (dom->name);
-  ledger->restore_pending = false;
-  if (!recorded || ovl_ledger_save (ledger) == -1) {
+  if (ledger) {
+    free (ledger->domain);
+    ledger->domain = strdup (dom->name);
+    ledger->restore_pending = false;
+  }
+  if (!recorded || (ledger && ovl_ledger_save (ledger) == -1)) {
     report (LOG_ERR, "%s", ovl_error_msg ());
     /* Unrecorded ephemeral overlays could never be replaced: undo. */
     if (status == 0)
@@ -327,6 +333,8 @@ main (int argc, char **argv)
   const char *op, *subop, *reason = NULL;
   enum { PREPARE, RELEASE, RESTORE, MIGRATE, PLAN } what;
 
+  if (argc >= 2 && strcmp (argv[1], OVL_POOL_FILL_ARG) == 0)
+    return ovl_pool_fill_main (argc, argv);   /* a detached refiller */
   if (argc == 2 && strcmp (argv[1], "--version") == 0) {
     printf ("virt-overlay-hook %s\n", PACKAGE_VERSION);
     return 0;

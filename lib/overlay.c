@@ -605,7 +605,7 @@ ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
   for (i = 0; i < n; i++) {
     if (cfg->pool_size == 0 || reqs[i].internal)
       break;
-    r = ovl_pool_take (&reqs[i], w[i].dirfd, w[i].name, &reqs[i].made);
+    r = ovl_pool_take (&reqs[i], w[i].dirfd, w[i].name, &reqs[i].made, &reqs[i].pool_left);
     if (r == -1) {
       req_fail (&reqs[i]);
       goto fail;

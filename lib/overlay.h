@@ -42,6 +42,7 @@ struct ovl_request {
   struct ovl_file_id made;      /* the overlay made, on success */
   struct ovl_image base_info;
   bool from_pool;               /* handed out from the warm pool */
+  size_t pool_left;             /* ... and how many stayed ready (a lower bound) */
 };
 
 /* Fill the options of R from the configuration's defaults. */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <spawn.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -15,12 +16,13 @@
 #include "error.h"
 #include "paths.h"
 #include "pool.h"
-#include "qsd.h"
 #include "util.h"
 
 #ifndef RENAME_NOREPLACE
 #define RENAME_NOREPLACE (1 << 0)
 #endif
+
+extern char **environ;
 
 #define KEY_MAX 8192
 #define READY_PREFIX "ready-"
@@ -108,9 +110,15 @@ is_ready_name (const char *name)
     n > 6 && strcmp (name + n - 6, ".qcow2") == 0;
 }
 
+bool
+ovl_pool_wants_refill (const struct ovl_config *cfg, const struct ovl_request *r)
+{
+  return cfg->pool_size > 0 && (!r->from_pool || r->pool_left <= cfg->pool_size / 2);
+}
+
 int
 ovl_pool_take (const struct ovl_request *r, int dirfd, const char *name,
-               struct ovl_file_id *made)
+               struct ovl_file_id *made, size_t *left)
 {
   char key[KEY_MAX], hash[17];
   CLEANUP_CLOSE int top = -1, pfd = -1;
@@ -138,6 +146,9 @@ ovl_pool_take (const struct ovl_request *r, int dirfd, const char *name,
         ovl_error ("overlay '%s': statx: %m", r->overlay);
         return -1;
       }
+      /* The rest of this directory read tells how many stay ready. */
+      for (*left = 0; (e = readdir (d)); )
+        *left += is_ready_name (e->d_name);
       return 1;
     }
     if (errno == ENOENT)
@@ -360,28 +371,101 @@ ovl_pool_fill (const struct ovl_config *cfg, const struct ovl_request *reqs,
   return ret;
 }
 
-struct fill_args {
-  const struct ovl_config *cfg;
-  const struct ovl_request *reqs;
-  size_t n;
-};
-
-static void
-fill_detached (void *opaque)
-{
-  struct fill_args *a = opaque;
-  ovl_pool_fill (a->cfg, a->reqs, a->n, ovl_now_ms () + a->cfg->timeout_ms);
-}
-
+/* The refiller is this same program run again with OVL_POOL_FILL_ARG
+ * and seven words per request: base, format, cluster size, lazy
+ * refcounts, extended L2, size, overlay directory.  posix_spawn (vfork)
+ * costs the caller far less than a fork of itself, and we never wait:
+ * the refiller is in its own session with stdio on /dev/null and no other
+ * descriptor, so libvirt, reading the hook's stdout and stderr to EOF,
+ * does not wait for it either. */
 void
 ovl_pool_fill_detached (const struct ovl_config *cfg, const struct ovl_request *reqs,
                         size_t n)
 {
-  struct fill_args a = { cfg, reqs, n };
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  char **argv, (*nums)[3][24];
+  size_t i, k = 0;
+  pid_t pid;
 
-  if (cfg->pool_size == 0 || n == 0)
+  for (i = 0; i < n && !ovl_pool_wants_refill (cfg, &reqs[i]); i++)
+    ;
+  if (i == n || n > 256)
     return;
-  ovl_spawn_detached (fill_detached, &a);
+  argv = calloc (3 + 7 * n, sizeof *argv);
+  nums = calloc (n, sizeof *nums);
+  if (!argv || !nums)
+    goto out;
+  argv[k++] = (char *) "/proc/self/exe";
+  argv[k++] = (char *) OVL_POOL_FILL_ARG;
+  for (i = 0; i < n; i++) {
+    const char *slash = strrchr (reqs[i].overlay, '/');
+    snprintf (nums[i][0], 24, "%llu", (unsigned long long) reqs[i].cluster_size);
+    snprintf (nums[i][1], 24, "%llu", (unsigned long long) reqs[i].size);
+    argv[k++] = (char *) reqs[i].base;
+    argv[k++] = (char *) ovl_format_name (reqs[i].base_format);
+    argv[k++] = nums[i][0];
+    argv[k++] = (char *) (reqs[i].lazy_refcounts ? "on" : "off");
+    argv[k++] = (char *) (reqs[i].extended_l2 ? "on" : "off");
+    argv[k++] = nums[i][1];
+    argv[k] = strndup (reqs[i].overlay, slash && slash != reqs[i].overlay ?
+                       (size_t) (slash - reqs[i].overlay) : 1);
+    if (!argv[k++])
+      goto out;
+  }
+  posix_spawn_file_actions_init (&fa);
+  posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen (&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen (&fa, 2, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addclosefrom_np (&fa, 3);
+  posix_spawnattr_init (&attr);
+  posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETSID);
+  posix_spawn (&pid, argv[0], &fa, &attr, argv, environ);
+  posix_spawnattr_destroy (&attr);
+  posix_spawn_file_actions_destroy (&fa);
+ out:
+  for (i = 0; argv && i < n; i++)
+    free (argv[2 + 7 * i + 6]);
+  free (argv);
+  free (nums);
+}
+
+int
+ovl_pool_fill_main (int argc, char **argv)
+{
+  CLEANUP_CONFIG struct ovl_config *cfg = ovl_config_load ();
+  struct ovl_request *reqs;
+  char **where;
+  int i, n, ret = 0;
+
+  if (!cfg || argc < 2 || (argc - 2) % 7 != 0)
+    return 1;
+  n = (argc - 2) / 7;
+  reqs = calloc ((size_t) n, sizeof *reqs);
+  where = calloc ((size_t) n, sizeof *where);
+  if (!reqs || !where)
+    return 1;
+  for (i = 0; i < n && ret == 0; i++) {
+    char **a = argv + 2 + 7 * i;
+    ovl_request_defaults (&reqs[i], cfg);
+    reqs[i].base = a[0];
+    if (ovl_format_parse (a[1], &reqs[i].base_format) == -1 ||
+        ovl_parse_u64 (a[2], &reqs[i].cluster_size) == -1 ||
+        ovl_parse_bool (a[3], &reqs[i].lazy_refcounts) == -1 ||
+        ovl_parse_bool (a[4], &reqs[i].extended_l2) == -1 ||
+        ovl_parse_u64 (a[5], &reqs[i].size) == -1 ||
+        asprintf (&where[i], "%s/-", a[6]) == -1)
+      ret = 1;
+    reqs[i].overlay = where[i];
+  }
+  if (ret == 0 && ovl_pool_fill (cfg, reqs, (size_t) n,
+                                 ovl_now_ms () + cfg->timeout_ms) == -1)
+    ret = 1;
+  for (i = 0; i < n; i++)
+    free (where[i]);
+  free (where);
+  free (reqs);
+  return ret;
 }
 
 /* Call FN for every pool directory of every overlay directory. */

@@ -19,6 +19,8 @@
 #ifndef OVL_POOL_H
 #define OVL_POOL_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "config.h"
@@ -27,18 +29,26 @@
 #define OVL_POOL_DIR ".virt-overlay-pool"
 
 /* Hand out a pooled overlay for R (checked) into DIRFD/NAME.
- * 1 taken (R->made is set), 0 none ready, -1 error. */
+ * 1 taken (MADE is set; *LEFT how many stay ready), 0 none ready, -1 error. */
 int ovl_pool_take (const struct ovl_request *r, int dirfd, const char *name,
-                   struct ovl_file_id *made);
+                   struct ovl_file_id *made, size_t *left);
+
+/* Whether R's pool wants topping up: refills come in batches, when a
+ * take left it at half or less (or it had nothing for R). */
+bool ovl_pool_wants_refill (const struct ovl_config *cfg, const struct ovl_request *r);
 
 /* Top up the pool of each request's key to cfg->pool_size, through qsd.
  * Requests are examples of what to pool (their .overlay gives the
  * directory); nothing of theirs is touched. */
 int ovl_pool_fill (const struct ovl_config *cfg, const struct ovl_request *reqs,
                    size_t n, int64_t deadline);
-/* The same in a fully detached process; returns at once. */
+/* The same in a fully detached process (this program run again with
+ * OVL_POOL_FILL_ARG); returns at once. */
 void ovl_pool_fill_detached (const struct ovl_config *cfg, const struct ovl_request *reqs,
                              size_t n);
+#define OVL_POOL_FILL_ARG "--pool-fill"
+/* main() of that process: argv[1] is OVL_POOL_FILL_ARG. */
+int ovl_pool_fill_main (int argc, char **argv);
 
 /* One line per pool in every overlay directory: count and key
  * (a new string). */

@@ -41,33 +41,6 @@ detach_child (void)
   umask (077);
 }
 
-int
-ovl_spawn_detached (void (*fn) (void *), void *arg)
-{
-  pid_t pid = fork ();
-  int status;
-
-  if (pid == -1) {
-    ovl_error ("fork: %m");
-    return -1;
-  }
-  if (pid == 0) {
-    /* Double fork: the grandchild is reparented and never waited for. */
-    detach_child ();
-    if (fork () == 0) {
-      fn (arg);
-      _exit (0);
-    }
-    _exit (0);
-  }
-  while (waitpid (pid, &status, 0) == -1)
-    if (errno != EINTR) {
-      ovl_error ("waitpid: %m");
-      return -1;
-    }
-  return 0;
-}
-
 /* QEMU option values escape ',' by doubling it. */
 static char *
 qemu_opt_escape (const char *s)

@@ -18,9 +18,4 @@
 
 struct ovl_qmp *ovl_qsd_connect (const struct ovl_config *cfg, int64_t deadline);
 
-/* Start a fully detached child running FN (ARG): own session, stdio on
- * /dev/null, every other descriptor closed.  The caller does not wait
- * for it.  Returns 0 once the intermediate child has exited. */
-int ovl_spawn_detached (void (*fn) (void *), void *arg);
-
 #endif

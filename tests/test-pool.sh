@@ -94,6 +94,17 @@ was_pooled "$img/onraw.qcow2" && pass || fail "raw pool miss"
 "$QEMU_IMG" info --output=json "$img/onraw.qcow2" | grep -q '"backing-filename-format": "raw"' && pass || fail "raw pooled backing format"
 wait_ready 2 "base $img/base.raw;"
 
+# ---- refills come in batches: above half full, a take starts none ----
+$VO pool flush > /dev/null
+conf 4
+$VO pool fill "$B"
+$VO create "$B" "$img/lw1.qcow2"
+sleep 0.5   # a refiller, had one started, would be done by now
+[ "$(ready_count)" = 3 ] && pass || fail "a take above the low-water mark refilled ($(ready_count))"
+$VO create "$B" "$img/lw2.qcow2"
+wait_ready 4
+[ "$(ready_count)" = 4 ] && pass || fail "a take at the low-water mark did not refill ($(ready_count))"
+
 # ---- the last pooled overlay, two takers at once: exactly one wins ----
 $VO pool flush > /dev/null
 conf 1
