@@ -521,15 +521,25 @@ section_rss (void)
 
   use_pool (false);
   qsd_quit ();
-  for (int b = 0; b < 100; b++) {
+  long after100 = -1, after200 = -1, after2000;
+  for (int b = 0; b < 200; b++) {
     vo_create (10);
     clean_outputs ();
     if (b == 0)
       after10 = qsd_rss_kb ();
+    if (b == 9)
+      after100 = qsd_rss_kb ();
+    if (b == 19)
+      after200 = qsd_rss_kb ();
+    if (b == 99)
+      after1000 = qsd_rss_kb ();
   }
-  after1000 = qsd_rss_kb ();
+  after2000 = qsd_rss_kb ();
   printf ("qsd RSS after 10 creations %ld KiB, after 1000 %ld KiB (%+.1f%%)\n",
           after10, after1000, 100.0 * (after1000 - after10) / after10);
+  printf ("  trajectory: 10 %ld, 100 %ld, 200 %ld, 1000 %ld, 2000 %ld KiB"
+          " (1000 -> 2000: %+.1f%%)\n", after10, after100, after200, after1000, after2000,
+          100.0 * (after2000 - after1000) / after1000);
 }
 
 int

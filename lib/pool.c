@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,45 @@ key_matches (int pfd, const char *key)
     return false;
   buf[n] = '\0';
   return strcmp (buf, key) == 0;
+}
+
+/* Pool locks a refiller inherited from the hook that started it, as
+ * descriptors 3, 4, ...: it already holds them. */
+static int inherited_locks[256];
+static size_t ninherited;
+
+static bool
+lock_is_inherited (int fd)
+{
+  struct stat a, b;
+  size_t i;
+
+  if (fstat (fd, &a) == -1)
+    return false;
+  for (i = 0; i < ninherited; i++)
+    if (fstat (inherited_locks[i], &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+      return true;
+  return false;
+}
+
+/* Open POOL's lock (in pool directory PFD) and take it without waiting:
+ * the descriptor, -2 if another refiller holds it, -1 on error. */
+static int
+take_lock (int pfd)
+{
+  int lock = openat (pfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+
+  if (lock == -1) {
+    ovl_error ("pool: lock: %m");
+    return -1;
+  }
+  if (lock_is_inherited (lock) || flock (lock, LOCK_EX | LOCK_NB) == 0)
+    return lock;
+  close (lock);
+  if (errno == EWOULDBLOCK)
+    return -2;
+  ovl_error ("pool: flock: %m");
+  return -1;
 }
 
 static bool
@@ -314,13 +354,8 @@ fill_one (const struct ovl_config *cfg, struct ovl_request *r, int64_t deadline)
   if ((top = ensure_private_dir (odir, OVL_POOL_DIR)) == -1 ||
       (pfd = ensure_private_dir (top, hash)) == -1)
     return -1;
-  lock = openat (pfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (lock == -1) {
-    ovl_error ("pool: lock: %m");
-    return -1;
-  }
-  if (flock (lock, LOCK_EX | LOCK_NB) == -1)
-    return errno == EWOULDBLOCK ? 0 : -1;   /* another refiller is at it */
+  if ((lock = take_lock (pfd)) < 0)
+    return lock == -2 ? 0 : -1;   /* -2: another refiller is at it */
   if (write_key (pfd, key) == -1)
     return -1;
   discard_stale (top, hash, key);
@@ -378,56 +413,107 @@ ovl_pool_fill (const struct ovl_config *cfg, const struct ovl_request *reqs,
  * the refiller is in its own session with stdio on /dev/null and no other
  * descriptor, so libvirt, reading the hook's stdout and stderr to EOF,
  * does not wait for it either. */
+/* Take the lock of R's pool for a refiller to come: the descriptor
+ * (above the standard ones), or -1 when the pool needs none or another
+ * refiller has it. */
+static int
+lock_for_refill (const struct ovl_config *cfg, const struct ovl_request *r)
+{
+  char key[KEY_MAX], hash[17];
+  CLEANUP_CLOSE int odir = -1, top = -1, pfd = -1;
+  const char *oname;
+  int lock, high;
+
+  if (!ovl_pool_wants_refill (cfg, r) ||
+      ovl_path_open_parent (r->overlay, &cfg->overlay_dirs, "overlay", true, &odir, &oname) == -1 ||
+      make_key (r, key, sizeof key) == -1)
+    return -1;
+  key_hash (key, hash);
+  if ((top = ensure_private_dir (odir, OVL_POOL_DIR)) == -1 ||
+      (pfd = ensure_private_dir (top, hash)) == -1 ||
+      (lock = take_lock (pfd)) < 0)
+    return -1;
+  /* Out of the way of the descriptors the child is given. */
+  high = fcntl (lock, F_DUPFD_CLOEXEC, 300);
+  close (lock);
+  return high;
+}
+
+/* The refiller is this same program run again with OVL_POOL_FILL_ARG
+ * and seven words per pool: base, format, cluster size, lazy refcounts,
+ * extended L2, size, overlay directory.  We take each pool's lock here
+ * and hand it down (as descriptors 3, 4, ...), so that of many domains
+ * starting at once only one starts a refiller per pool.  posix_spawn
+ * (vfork) costs the caller far less than a fork of itself, and we never
+ * wait: the refiller is in its own session with stdio on /dev/null and
+ * no other descriptor, so libvirt, reading the hook's stdout and stderr
+ * to EOF, does not wait for it either. */
 void
 ovl_pool_fill_detached (const struct ovl_config *cfg, const struct ovl_request *reqs,
                         size_t n)
 {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
-  char **argv, (*nums)[3][24];
-  size_t i, k = 0;
+  char **argv = NULL, (*nums)[3][24] = NULL, **dirs = NULL;
+  int *locks = NULL;
+  size_t i, k = 0, nl = 0;
   pid_t pid;
 
-  for (i = 0; i < n && !ovl_pool_wants_refill (cfg, &reqs[i]); i++)
-    ;
-  if (i == n || n > 256)
+  if (cfg->pool_size == 0 || n == 0 || n > 250)
     return;
   argv = calloc (3 + 7 * n, sizeof *argv);
   nums = calloc (n, sizeof *nums);
-  if (!argv || !nums)
+  dirs = calloc (n, sizeof *dirs);
+  locks = calloc (n, sizeof *locks);
+  if (!argv || !nums || !dirs || !locks)
     goto out;
   argv[k++] = (char *) "/proc/self/exe";
   argv[k++] = (char *) OVL_POOL_FILL_ARG;
   for (i = 0; i < n; i++) {
     const char *slash = strrchr (reqs[i].overlay, '/');
-    snprintf (nums[i][0], 24, "%llu", (unsigned long long) reqs[i].cluster_size);
-    snprintf (nums[i][1], 24, "%llu", (unsigned long long) reqs[i].size);
+    int lock = lock_for_refill (cfg, &reqs[i]);
+    if (lock < 0)
+      continue;
+    locks[nl] = lock;
+    dirs[nl] = strndup (reqs[i].overlay, slash && slash != reqs[i].overlay ?
+                        (size_t) (slash - reqs[i].overlay) : 1);
+    snprintf (nums[nl][0], 24, "%llu", (unsigned long long) reqs[i].cluster_size);
+    snprintf (nums[nl][1], 24, "%llu", (unsigned long long) reqs[i].size);
     argv[k++] = (char *) reqs[i].base;
     argv[k++] = (char *) ovl_format_name (reqs[i].base_format);
-    argv[k++] = nums[i][0];
+    argv[k++] = nums[nl][0];
     argv[k++] = (char *) (reqs[i].lazy_refcounts ? "on" : "off");
     argv[k++] = (char *) (reqs[i].extended_l2 ? "on" : "off");
-    argv[k++] = nums[i][1];
-    argv[k] = strndup (reqs[i].overlay, slash && slash != reqs[i].overlay ?
-                       (size_t) (slash - reqs[i].overlay) : 1);
-    if (!argv[k++])
+    argv[k++] = nums[nl][1];
+    argv[k++] = dirs[nl];
+    nl++;
+    if (!dirs[nl - 1])
       goto out;
   }
+  if (nl == 0)
+    goto out;
   posix_spawn_file_actions_init (&fa);
   posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen (&fa, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen (&fa, 2, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addclosefrom_np (&fa, 3);
+  for (i = 0; i < nl; i++)
+    posix_spawn_file_actions_adddup2 (&fa, locks[i], 3 + (int) i);
+  posix_spawn_file_actions_addclosefrom_np (&fa, 3 + (int) nl);
   posix_spawnattr_init (&attr);
   posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETSID);
   posix_spawn (&pid, argv[0], &fa, &attr, argv, environ);
   posix_spawnattr_destroy (&attr);
   posix_spawn_file_actions_destroy (&fa);
  out:
-  for (i = 0; argv && i < n; i++)
-    free (argv[2 + 7 * i + 6]);
+  /* Our copies go; the refiller's keep the locks. */
+  for (i = 0; i < nl; i++) {
+    close (locks[i]);
+    free (dirs[i]);
+  }
   free (argv);
   free (nums);
+  free (dirs);
+  free (locks);
 }
 
 int
@@ -441,6 +527,16 @@ ovl_pool_fill_main (int argc, char **argv)
   if (!cfg || argc < 2 || (argc - 2) % 7 != 0)
     return 1;
   n = (argc - 2) / 7;
+  /* Background work: only what the machine has spare. */
+  {
+    struct sched_param sp = { 0 };
+    sched_setscheduler (0, SCHED_IDLE, &sp);
+  }
+  for (ninherited = 0; ninherited < (size_t) n && ninherited < 256; ninherited++) {
+    if (fcntl (3 + (int) ninherited, F_GETFD) == -1)
+      break;
+    inherited_locks[ninherited] = 3 + (int) ninherited;
+  }
   reqs = calloc ((size_t) n, sizeof *reqs);
   where = calloc ((size_t) n, sizeof *where);
   if (!reqs || !where)
