@@ -501,7 +501,7 @@ qsd_rss_kb (void)
 static void
 section_rss (void)
 {
-  long after10 = -1, after1000;
+  long after10 = -1, after1000 = -1;
   char *xml = write_domain ("r1", 1, false);
 
   printf ("\n== memory ==\n");
