@@ -440,7 +440,7 @@ lock_for_refill (const struct ovl_config *cfg, const struct ovl_request *r)
 }
 
 /* The refiller is this same program run again with OVL_POOL_FILL_ARG
- * and seven words per pool: base, format, cluster size, lazy refcounts,
+ * (found through /proc/self/exe) and seven words per pool: base, format, cluster size, lazy refcounts,
  * extended L2, size, overlay directory.  We take each pool's lock here
  * and hand it down (as descriptors 3, 4, ...), so that of many domains
  * starting at once only one starts a refiller per pool.  posix_spawn
@@ -457,6 +457,8 @@ ovl_pool_fill_detached (const struct ovl_config *cfg, const struct ovl_request *
   char **argv = NULL, (*nums)[3][24] = NULL, **dirs = NULL;
   int *locks = NULL;
   size_t i, k = 0, nl = 0;
+  char self[4096];
+  ssize_t len;
   pid_t pid;
 
   if (cfg->pool_size == 0 || n == 0 || n > 250)
@@ -467,7 +469,12 @@ ovl_pool_fill_detached (const struct ovl_config *cfg, const struct ovl_request *
   locks = calloc (n, sizeof *locks);
   if (!argv || !nums || !dirs || !locks)
     goto out;
-  argv[k++] = (char *) "/proc/self/exe";
+  /* Our own program by its path (not /proc/self/exe, which under a
+   * tool like valgrind is the tool). */
+  if ((len = readlink ("/proc/self/exe", self, sizeof self - 1)) <= 0)
+    goto out;
+  self[len] = '\0';
+  argv[k++] = self;
   argv[k++] = (char *) OVL_POOL_FILL_ARG;
   for (i = 0; i < n; i++) {
     const char *slash = strrchr (reqs[i].overlay, '/');
