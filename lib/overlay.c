@@ -237,15 +237,11 @@ owner_pid (const char *name, const char *prefix)
 static void
 remove_stale_temps (int dirfd)
 {
-  int fd = openat (dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  DIR *d;
+  DIR *d = ovl_opendir_at (dirfd);
   struct dirent *e;
 
-  if (fd == -1 || !(d = fdopendir (fd))) {
-    if (fd >= 0)
-      close (fd);
+  if (!d)
     return;
-  }
   while ((e = readdir (d))) {
     struct stat st;
     if (pid_is_dead (owner_pid (e->d_name, OVL_TMP_PREFIX)) &&

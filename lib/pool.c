@@ -164,7 +164,6 @@ ovl_pool_take (const struct ovl_request *r, int dirfd, const char *name,
   CLEANUP_CLOSE int top = -1, pfd = -1;
   CLEANUP_CLOSEDIR DIR *d = NULL;
   struct dirent *e;
-  int dfd;
 
   if (make_key (r, key, sizeof key) == -1)
     return -1;
@@ -173,11 +172,8 @@ ovl_pool_take (const struct ovl_request *r, int dirfd, const char *name,
       (pfd = open_private_dir (top, hash)) == -1 ||
       !key_matches (pfd, key))
     return 0;
-  if ((dfd = dup (pfd)) == -1 || !(d = fdopendir (dfd))) {
-    if (dfd >= 0)
-      close (dfd);
+  if (!(d = ovl_opendir_at (pfd)))
     return 0;
-  }
   while ((e = readdir (d))) {
     if (!is_ready_name (e->d_name))
       continue;
@@ -238,21 +234,19 @@ write_key (int pfd, const char *key)
 static void
 remove_pool_dir (int top, const char *hash)
 {
-  int pfd = open_private_dir (top, hash), dfd;
+  int pfd = open_private_dir (top, hash);
   DIR *d;
   struct dirent *e;
 
   if (pfd == -1)
     return;
-  if ((dfd = dup (pfd)) >= 0 && (d = fdopendir (dfd))) {
+  if ((d = ovl_opendir_at (pfd))) {
     while ((e = readdir (d)))
       if (is_ready_name (e->d_name) || strcmp (e->d_name, "key") == 0 ||
           strcmp (e->d_name, "key.tmp") == 0 || strcmp (e->d_name, "lock") == 0)
         unlinkat (pfd, e->d_name, 0);
     closedir (d);
   }
-  else if (dfd >= 0)
-    close (dfd);
   close (pfd);
   unlinkat (top, hash, AT_REMOVEDIR);
 }
@@ -298,15 +292,11 @@ pool_is_stale (int top, const char *hash, const char *key)
 static void
 discard_stale (int top, const char *hash, const char *key)
 {
-  int dfd = dup (top);
-  DIR *d;
+  DIR *d = ovl_opendir_at (top);
   struct dirent *e;
 
-  if (dfd == -1 || !(d = fdopendir (dfd))) {
-    if (dfd >= 0)
-      close (dfd);
+  if (!d)
     return;
-  }
   while ((e = readdir (d)))
     if (e->d_name[0] != '.' && strcmp (e->d_name, hash) != 0 &&
         pool_is_stale (top, e->d_name, key))
@@ -317,16 +307,12 @@ discard_stale (int top, const char *hash, const char *key)
 static size_t
 count_ready (int pfd)
 {
-  int dfd = dup (pfd);
-  DIR *d;
+  DIR *d = ovl_opendir_at (pfd);
   struct dirent *e;
   size_t n = 0;
 
-  if (dfd == -1 || !(d = fdopendir (dfd))) {
-    if (dfd >= 0)
-      close (dfd);
+  if (!d)
     return 0;
-  }
   while ((e = readdir (d)))
     n += is_ready_name (e->d_name);
   closedir (d);
@@ -583,15 +569,10 @@ each_pool (const struct ovl_config *cfg,
     CLEANUP_CLOSE int top = -1;
     DIR *d;
     struct dirent *e;
-    int t;
 
-    if (dfd == -1 || (top = open_private_dir (dfd, OVL_POOL_DIR)) == -1)
+    if (dfd == -1 || (top = open_private_dir (dfd, OVL_POOL_DIR)) == -1 ||
+        !(d = ovl_opendir_at (top)))
       continue;
-    if ((t = dup (top)) == -1 || !(d = fdopendir (t))) {
-      if (t >= 0)
-        close (t);
-      continue;
-    }
     while ((e = readdir (d)))
       if (e->d_name[0] != '.')
         fn (top, cfg->overlay_dirs.dir[i], e->d_name, opaque);

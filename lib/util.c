@@ -1,12 +1,14 @@
 /* Shared helpers; see util.h. */
 #include <config.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 
@@ -173,6 +175,19 @@ ovl_file_id_equal (const struct ovl_file_id *a, const struct ovl_file_id *b)
 {
   return a->dev == b->dev && a->ino == b->ino &&
     a->btime_sec == b->btime_sec && a->btime_nsec == b->btime_nsec;
+}
+
+DIR *
+ovl_opendir_at (int dirfd)
+{
+  int fd = openat (dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  DIR *d;
+
+  if (fd == -1)
+    return NULL;
+  if (!(d = fdopendir (fd)))
+    close (fd);
+  return d;
 }
 
 char *

@@ -4,6 +4,7 @@
 #ifndef OVL_UTIL_H
 #define OVL_UTIL_H
 
+#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -46,6 +47,10 @@ struct ovl_file_id {
  * NAME is "".  -1 with errno set. */
 int ovl_file_id_at (int dirfd, const char *name, struct ovl_file_id *id, bool *is_reg);
 bool ovl_file_id_equal (const struct ovl_file_id *a, const struct ovl_file_id *b);
+
+/* A directory stream of its own on DIRFD's directory (a fresh open of
+ * "." so that its read position is not shared with DIRFD), or NULL. */
+DIR *ovl_opendir_at (int dirfd);
 
 char *ovl_strdup (const char *s);
 void *ovl_calloc (size_t n, size_t size);

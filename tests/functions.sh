@@ -49,6 +49,30 @@ stop_pidfile () {
   rm -f "$1"
 }
 
+# The test's configuration: everything under $T, bases and overlays in
+# $img (made 0711 here); extra "key = value" lines follow.
+img=$T/img
+mkdir -m 0711 "$img"
+write_conf () { # FILE [LINE...]
+  f=$1; shift
+  {
+    echo "qsd_socket = $T/run/qsd.sock"
+    echo "qsd_binary = $(command -v "$QSD")"
+    echo "overlay_dirs = $img"
+    echo "base_dirs = $img"
+    echo "state_dir = $T/state"
+    echo "managed_save_dir = $T/save"
+    echo "timeout_ms = 20000"
+    for line in "$@"; do echo "$line"; done
+  } > "$f"
+}
+# base.qcow2 (64 MiB) and base.raw (16 MiB) in $img
+make_bases () {
+  "$QEMU_IMG" create -q -f qcow2 "$img/base.qcow2" 64M
+  truncate -s 16M "$img/base.raw"
+  chmod 0644 "$img/base.qcow2" "$img/base.raw"
+}
+
 # A listing of a directory with checksums, to prove nothing changed.
 snapshot () {
   (cd "$1" && find . -mindepth 1 -printf '%p %y %l %m %s\n' | sort &&

@@ -5,20 +5,10 @@
 requires "$QSD"
 requires "$QEMU_IMG"
 
-img=$T/img
-mkdir -m 0711 "$img"
-cat > "$T/conf" <<EOC
-qsd_socket = $T/run/qsd.sock
-qsd_binary = $(command -v "$QSD")
-overlay_dirs = $img
-base_dirs = $img
-timeout_ms = 20000
-EOC
+write_conf "$T/conf"
 export VIRT_OVERLAY_CONFIG=$T/conf
 at_exit "stop_pidfile $T/run/qsd.sock.pid"
-
-"$QEMU_IMG" create -q -f qcow2 "$img/base.qcow2" 64M
-truncate -s 32M "$img/base.raw"
+make_bases
 
 # ---- results equal qemu-img create's ----
 same_as_qemu_img () { # FMT BASE OVERLAY [qemu-img -o OPTS] [SIZE]
@@ -116,15 +106,8 @@ done
 
 # ---- faults, with the fake daemon ----
 fake=$builddir/tests/fake-qsd
-fakeconf () { # SOCKET SPAWN BINARY
-  cat > "$T/fconf" <<EOC
-qsd_socket = $1
-qsd_spawn = $2
-qsd_binary = $3
-overlay_dirs = $img
-base_dirs = $img
-timeout_ms = 1500
-EOC
+fakeconf () { # SOCKET SPAWN BINARY (later lines win)
+  write_conf "$T/fconf" "qsd_socket = $1" "qsd_spawn = $2" "qsd_binary = $3" "timeout_ms = 1500"
 }
 start_fake () { # FAULT
   rm -f "$T/fake.sock"

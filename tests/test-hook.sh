@@ -9,21 +9,11 @@ HOOK="$builddir/hook/virt-overlay-hook"
 if [ "${OVL_VALGRIND:-0}" = 1 ]; then
   HOOK="valgrind -q --error-exitcode=119 --leak-check=full --errors-for-leak-kinds=definite $HOOK"
 fi
-img=$T/img
-mkdir -m 0711 "$img" "$T/save"
-cat > "$T/conf" <<EOC
-qsd_socket = $T/run/qsd.sock
-qsd_binary = $(command -v "$QSD")
-overlay_dirs = $img
-base_dirs = $img
-state_dir = $T/state
-managed_save_dir = $T/save
-timeout_ms = 20000
-EOC
+mkdir -m 0711 "$T/save"
+write_conf "$T/conf"
 export VIRT_OVERLAY_CONFIG=$T/conf
 at_exit "stop_pidfile $T/run/qsd.sock.pid"
-"$QEMU_IMG" create -q -f qcow2 "$img/base.qcow2" 64M
-truncate -s 32M "$img/base.raw"
+make_bases
 UUID=4f9c2a3e-1b7d-4e2a-9c1f-0123456789ab
 
 # domain NAME then DISK lines "target mode overlay base format"

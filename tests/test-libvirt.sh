@@ -15,16 +15,8 @@ HOOKS=${OVL_LIBVIRT_HOOKS_DIR:-/etc/libvirt/hooks}
 VIRSH="virsh -q -c qemu:///system"
 mkdir -p "$HOOKS/qemu.d"
 
-img=$T/img
-mkdir -m 0711 "$img"
-cat > "$T/conf" <<EOC
-qsd_socket = $T/run/qsd.sock
-qsd_binary = $(command -v "$QSD")
-overlay_dirs = $img
-base_dirs = $img
-state_dir = $T/state
-timeout_ms = 20000
-EOC
+# libvirt's own managed-save directory, not one of the test's.
+write_conf "$T/conf" "managed_save_dir = /var/lib/libvirt/qemu/save"
 at_exit "stop_pidfile $T/run/qsd.sock.pid"
 
 # libvirt passes no environment: a wrapper gives the hook our config.
@@ -44,10 +36,9 @@ fi
 # With the wrapper in place: libvirtd must have registered qemu.d/.
 sh "$srcdir/contrib/libvirtd-ensure.sh" "$HOOKS"
 
-"$QEMU_IMG" create -q -f qcow2 "$img/base.qcow2" 64M
-truncate -s 16M "$img/base.raw"
+make_bases
 printf 'QFI\373' > "$img/liar.raw"; truncate -s 1M "$img/liar.raw"
-chmod 0644 "$img"/base.* "$img/liar.raw"
+chmod 0644 "$img/liar.raw"
 
 names=""
 cleanup_domains () {

@@ -6,24 +6,11 @@
 requires "$QSD"
 requires "$QEMU_IMG"
 
-img=$T/img
-mkdir -m 0711 "$img"
-conf () { # POOL_SIZE
-  cat > "$T/conf" <<EOC
-qsd_socket = $T/run/qsd.sock
-qsd_binary = $(command -v "$QSD")
-overlay_dirs = $img
-base_dirs = $img
-state_dir = $T/state
-timeout_ms = 20000
-pool_size = $1
-EOC
-}
+conf () { write_conf "$T/conf" "pool_size = $1"; }
 conf 2
 export VIRT_OVERLAY_CONFIG=$T/conf
 at_exit "stop_pidfile $T/run/qsd.sock.pid"
-"$QEMU_IMG" create -q -f qcow2 "$img/base.qcow2" 64M
-truncate -s 16M "$img/base.raw"
+make_bases
 B=$img/base.qcow2
 
 pooled_inodes () { find "$img/.virt-overlay-pool" -name 'ready-*.qcow2' -printf '%i\n' 2>/dev/null | sort; }
