@@ -28,5 +28,21 @@ if [ "$status" = 0 ]; then
   OVL_REQUIRE_ALL=1 make -j1 check-valgrind || status=$?
   [ "$status" = 0 ] || fail=$((fail + 1))
 fi
+# The unit suites once more, built from the release tarball with
+# AddressSanitizer and UndefinedBehaviorSanitizer.
+if [ "$status" = 0 ]; then
+  asan=$(mktemp -d)
+  make dist >/dev/null
+  tar -C "$asan" -xzf virt-overlay-*.tar.gz
+  (cd "$asan"/virt-overlay-* &&
+   ./configure -q --enable-werror \
+     CFLAGS="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+     LDFLAGS="-fsanitize=address,undefined" &&
+   make -j"$(nproc)" >/dev/null &&
+   OVL_REQUIRE_ALL=1 make -j1 check \
+     TESTS="tests/test-json tests/test-qmp tests/test-qsd tests/test-domxml tests/test-create.sh tests/test-hook.sh tests/test-pool.sh" \
+     GLIBC_TUNABLES= ASAN_OPTIONS=detect_leaks=1) || { status=1; fail=$((fail + 1)); }
+  rm -rf "$asan" virt-overlay-*.tar.gz
+fi
 echo "suites: $pass passed, $fail failed, $skip skipped"
 exit "$status"

@@ -34,13 +34,18 @@ ovl_error_prefix (const char *fmt, ...)
 {
   char old[OVL_ERROR_MAX], pre[OVL_ERROR_MAX];
   va_list ap;
+  size_t n;
   int saved = errno;
 
   memcpy (old, errbuf, sizeof old);
   va_start (ap, fmt);
   vsnprintf (pre, sizeof pre, fmt, ap);
   va_end (ap);
-  snprintf (errbuf, sizeof errbuf, "%s%s", pre, old);
+  /* Prefix, then as much of the old message as fits. */
+  n = strlen (pre);
+  memcpy (errbuf, pre, n + 1);
+  if (n < sizeof errbuf - 1)
+    snprintf (errbuf + n, sizeof errbuf - n, "%s", old);
   errno = saved;
 }
 

@@ -223,9 +223,11 @@ main (int argc, char **argv)
 
   for (i = 1; i < argc; i++) {
     if (strcmp (argv[i], "--chardev") == 0 && i + 1 < argc) {
+      static char pathbuf[sizeof ((struct sockaddr_un *) 0)->sun_path];
       char *p = strstr (argv[++i], "path=");
       if (p) {
-        path = strndup (p + 5, strcspn (p + 5, ","));
+        snprintf (pathbuf, sizeof pathbuf, "%.*s", (int) strcspn (p + 5, ","), p + 5);
+        path = pathbuf;
       }
     }
     else if (strcmp (argv[i], "--pidfile") == 0 && i + 1 < argc)

@@ -125,6 +125,9 @@ fake_thread (void *arg)
       }
     }
     switch (s->action) {
+    case FAKE_SEND_DELAYED:
+      usleep (200 * 1000);      /* a slow daemon, not a dead one */
+      /* fall through */
     case FAKE_SEND:
     case FAKE_SEND_SPLIT:
       text = substitute_id (s->text, line);

@@ -14,6 +14,7 @@
 enum fake_action {
   FAKE_SEND,                    /* send .text in one write */
   FAKE_SEND_SPLIT,              /* send .text one byte per write */
+  FAKE_SEND_DELAYED,            /* wait 200 ms, then send .text */
   FAKE_STALL,                   /* send nothing more; wait for the client to leave */
   FAKE_CLOSE,                   /* close the connection */
 };

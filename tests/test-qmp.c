@@ -147,6 +147,29 @@ test_split_output (void **state)
   finish (f);
 }
 
+/* A slow reply within the deadline is waited for; past it, it is not. */
+static void
+test_delayed_reply (void **state)
+{
+  static const struct fake_step script[] = {
+    GREET, CAPS,
+    { "query-jobs", FAKE_SEND_DELAYED, "{\"return\": [], \"id\": $ID}\n" },
+    { "query-jobs", FAKE_SEND_DELAYED, "{\"return\": [], \"id\": $ID}\n" },
+  };
+  struct fake_qmp *f = fake_qmp_start (dir, script, 4);
+  struct ovl_qmp *q = connect_fake (f);
+  int64_t t0 = ovl_now_ms ();
+  struct ovl_json *r = ovl_qmp_command (q, "query-jobs", NULL, t0 + 2000);
+
+  assert_non_null (r);
+  assert_true (ovl_now_ms () - t0 >= 190);
+  ovl_json_free (r);
+  assert_null (ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 50));
+  assert_non_null (strstr (ovl_error_msg (), "timed out"));
+  ovl_qmp_close (q);
+  finish (f);
+}
+
 static void
 test_error_reply (void **state)
 {
@@ -326,6 +349,7 @@ main (void)
     cmocka_unit_test (test_roundtrip),
     cmocka_unit_test (test_pipelined_out_of_order),
     cmocka_unit_test (test_split_output),
+    cmocka_unit_test (test_delayed_reply),
     cmocka_unit_test (test_error_reply),
     cmocka_unit_test (test_faults),
     cmocka_unit_test (test_oversize_reply),
