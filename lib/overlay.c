@@ -326,8 +326,9 @@ find_job (const struct ovl_json *jobs, const char *id)
   return NULL;
 }
 
-/* Dismiss the concluded jobs that callers which died left behind.  Their
- * replies are not checked: another caller may get there first. */
+/* Dismiss the concluded jobs that callers which died left behind, all at
+ * once.  Their verdicts do not matter (another caller may get there
+ * first); waiting for the last reply means qsd handled them all. */
 static int
 dismiss_leftovers (struct ovl_qmp *q, const struct ovl_json *jobs, int64_t deadline)
 {
@@ -339,16 +340,9 @@ dismiss_leftovers (struct ovl_qmp *q, const struct ovl_json *jobs, int64_t deadl
     const char *id = ovl_json_get_string (job, "id");
     const char *status = ovl_json_get_string (job, "status");
     if (id && status && strcmp (status, "concluded") == 0 &&
-        pid_is_dead (owner_pid (id, OVL_NAME_PREFIX))) {
-      uint64_t sent = send_dismiss (q, id);
-      if (!sent)
-        return -1;
-      if (last) {
-        struct ovl_json *r = ovl_qmp_wait (q, last, deadline);
-        ovl_json_free (r);
-      }
-      last = sent;
-    }
+        pid_is_dead (owner_pid (id, OVL_NAME_PREFIX)) &&
+        !(last = send_dismiss (q, id)))
+      return -1;
   }
   if (last)
     ovl_json_free (ovl_qmp_wait (q, last, deadline));
@@ -573,6 +567,11 @@ ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
 
   if (n == 0)
     return 0;
+  if (n > OVL_MAX_BATCH) {
+    ovl_error ("at most %d overlays in one batch, not %zu", OVL_MAX_BATCH, n);
+    reqs[0].error = strdup (ovl_error_msg ());   /* one line says it */
+    return -1;
+  }
   if (!(w = ovl_calloc (n, sizeof *w)))
     return -1;
   for (i = 0; i < n; i++) {

@@ -48,6 +48,10 @@ struct ovl_request {
 /* Fill the options of R from the configuration's defaults. */
 void ovl_request_defaults (struct ovl_request *r, const struct ovl_config *cfg);
 
+/* qsd sends about five events per job and the QMP client caps the events
+ * it holds, so a batch is capped too. */
+#define OVL_MAX_BATCH 256
+
 /* Make every overlay of REQS or none.  Returns 0, or -1 with the error
  * of each failed request in its .error (and the first in ovl_error). */
 int ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,

@@ -93,6 +93,8 @@ refuse "is the same file as its base" "$B" "$B"
 refuse "size 1048576 is smaller than the base's 67108864 bytes" --size 1048576 "$B" "$img/new.qcow2"
 refuse "writable by group or others" "$B" "$img/open/new.qcow2"
 refuse "is requested twice" "$B" "$img/new.qcow2" "$img/new.qcow2"
+set --; for i in $(seq 1 257); do set -- "$@" "$img/big$i.qcow2"; done
+refuse "at most 256 overlays in one batch, not 257" "$B" "$@"
 # One bad overlay in a batch: none of the batch is made.
 refuse "overlay '$img/exists.qcow2' already exists" "$B" "$img/new1.qcow2" "$img/exists.qcow2" "$img/new2.qcow2"
 [ "$(cat "$img/exists.qcow2")" = precious ] && pass || fail "existing file changed"
