@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <spawn.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -26,6 +27,7 @@
 extern char **environ;
 
 #define KEY_MAX 8192
+#define OVL_REFILL_DELAY_MS 100
 #define READY_PREFIX "ready-"
 
 static void
@@ -520,10 +522,14 @@ ovl_pool_fill_main (int argc, char **argv)
   if (!cfg || argc < 2 || (argc - 2) % 7 != 0)
     return 1;
   n = (argc - 2) / 7;
-  /* Background work: only what the machine has spare. */
+  /* Background work: only what the machine has spare, and not in the
+   * middle of a burst of starts (domains tend to start together, at boot
+   * or autostart): let the burst pass, then make the batch. */
   {
     struct sched_param sp = { 0 };
+    struct timespec ts = { 0, OVL_REFILL_DELAY_MS * 1000000L };
     sched_setscheduler (0, SCHED_IDLE, &sp);
+    nanosleep (&ts, NULL);
   }
   for (ninherited = 0; ninherited < (size_t) n && ninherited < 256; ninherited++) {
     if (fcntl (3 + (int) ninherited, F_GETFD) == -1)
