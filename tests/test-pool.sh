@@ -24,7 +24,8 @@ wait_ready () {
   until $VO pool status | grep -q "ready=$1 .*$pat" || [ $i -ge 200 ]; do
     sleep 0.05; i=$((i + 1))
   done
-  for l in "$img"/.virt-overlay-pool/*/lock; do [ -e "$l" ] && flock "$l" true; done
+  # (a stale pool may vanish between the glob and the flock)
+  for l in "$img"/.virt-overlay-pool/*/lock; do flock "$l" true 2>/dev/null || true; done
 }
 from_pool () { pooled_inodes > "$T/before"; }
 was_pooled () { grep -qx "$(stat -c %i "$1")" "$T/before"; }
