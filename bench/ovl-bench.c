@@ -35,7 +35,7 @@ extern char **environ;
 
 static const char *builddir, *qemu_img, *dir;
 static int runs = 31;
-static char conf_nopool[512], conf_pool[512];
+static char conf_nopool[512], conf_pool[512], conf_two[512];
 #define POOL_SIZE 16
 
 static void
@@ -276,6 +276,10 @@ section_create (void)
     double *warm = calloc ((size_t) runs, sizeof (double));
     double *cold = calloc ((size_t) runs, sizeof (double));
     double *hit = calloc ((size_t) runs, sizeof (double));
+    double *two = calloc ((size_t) runs, sizeof (double));
+    setenv ("VIRT_OVERLAY_CONFIG", conf_two, 1);
+    vo_create (2);              /* both daemons up */
+    clean_outputs ();
     use_pool (false);
     vo_create (1);              /* make sure qsd is up */
     clean_outputs ();
@@ -283,6 +287,9 @@ section_create (void)
       use_pool (false);
       TIME (qi[r], qemu_img_seq (n));
       TIME (warm[r], vo_create (n));
+      setenv ("VIRT_OVERLAY_CONFIG", conf_two, 1);
+      TIME (two[r], vo_create (n));
+      use_pool (false);
       qsd_quit ();
       TIME (cold[r], vo_create (n));
       use_pool (true);
@@ -291,11 +298,11 @@ section_create (void)
       pool_settle ();
     }
     double mq = median (qi, runs), mw = median (warm, runs), mc = median (cold, runs);
-    double mh = median (hit, runs);
+    double mh = median (hit, runs), mt = median (two, runs);
     printf ("%2d overlay(s): qemu-img create x%-2d %7.2f ms | virt-overlay cold qsd %7.2f ms (%.2fx)"
-            " | warm %7.2f ms (%.2fx) | pool hit %6.2f ms (%.2fx)\n",
-            n, n, mq, mc, mc / mq, mw, mw / mq, mh, mh / mq);
-    free (qi); free (warm); free (cold); free (hit);
+            " | warm %7.2f ms (%.2fx) | warm, qsd_daemons = 2 %7.2f ms (%.2fx) | pool hit %6.2f ms (%.2fx)\n",
+            n, n, mq, mc, mc / mq, mw, mw / mq, mt, mt / mq, mh, mh / mq);
+    free (qi); free (warm); free (cold); free (hit); free (two);
   }
 }
 
@@ -591,13 +598,14 @@ main (int argc, char **argv)
     char *argv2[] = { (char *) qemu_img, "create", "-q", "-f", "qcow2", (char *) base, "1G", NULL };
     run (argv2, NULL);
   }
-  for (int p = 0; p < 2; p++) {
-    char *conf = p ? conf_pool : conf_nopool;
-    snprintf (conf, sizeof conf_pool, "%s/%s.conf", dir, p ? "pool" : "nopool");
+  for (int p = 0; p < 3; p++) {
+    char *conf = p == 2 ? conf_two : p ? conf_pool : conf_nopool;
+    snprintf (conf, sizeof conf_pool, "%s/%s.conf", dir, p == 2 ? "two" : p ? "pool" : "nopool");
     f = fopen (conf, "w");
-    fprintf (f, "qsd_socket = %s/run/qsd.sock\noverlay_dirs = %s\nbase_dirs = %s\n"
-             "state_dir = %s/state\nmanaged_save_dir = %s/save\npool_size = %d\n",
-             dir, dir, dir, dir, dir, p ? POOL_SIZE : 0);
+    fprintf (f, "qsd_socket = %s/run%s/qsd.sock\noverlay_dirs = %s\nbase_dirs = %s\n"
+             "state_dir = %s/state\nmanaged_save_dir = %s/save\npool_size = %d\n"
+             "qsd_daemons = %d\n",
+             dir, p == 2 ? "2" : "", dir, dir, dir, dir, p == 1 ? POOL_SIZE : 0, p == 2 ? 2 : 1);
     if (getenv ("QSD"))
       fprintf (f, "qsd_binary = %s\n", getenv ("QSD"));
     fclose (f);
@@ -614,6 +622,13 @@ main (int argc, char **argv)
     section_rss ();
 
   qsd_quit ();
+  for (int d = 0; d < 2; d++) {
+    char *argv4[] = { path ("%s/tests/qmp-cmd", builddir),
+                      d ? path ("%s/run2/qsd.sock.1", dir) : path ("%s/run2/qsd.sock", dir),
+                      "quit", NULL };
+    pid_t pid = spawn (argv4, NULL);
+    waitpid (pid, NULL, 0);
+  }
   {
     char *argv3[] = { "/bin/rm", "-rf", (char *) dir, NULL };
     run (argv3, NULL);

@@ -164,6 +164,15 @@ set_key (struct ovl_config *c, const char *key, const char *value)
     return set_abs_path (&c->qsd_socket, value);
   if (strcmp (key, "qsd_spawn") == 0)
     return set_bool (&c->qsd_spawn, value);
+  if (strcmp (key, "qsd_daemons") == 0) {
+    if (set_uint (&c->qsd_daemons, value, 8) == -1)
+      return -1;
+    if (c->qsd_daemons == 0) {
+      ovl_error ("qsd_daemons must be at least 1");
+      return -1;
+    }
+    return 0;
+  }
   if (strcmp (key, "qsd_binary") == 0)
     return set_abs_path (&c->qsd_binary, value);
   if (strcmp (key, "overlay_dirs") == 0)
@@ -204,6 +213,7 @@ config_defaults (void)
   if (!c)
     return NULL;
   c->qsd_spawn = true;
+  c->qsd_daemons = 1;
   c->timeout_ms = 30000;
   c->cluster_size = 65536;
   if (set_string (&c->qsd_socket, RUNSTATEDIR "/virt-overlay/qsd.sock") == -1 ||

@@ -20,6 +20,7 @@ struct ovl_config {
   char *qsd_socket;
   bool qsd_spawn;
   char *qsd_binary;
+  unsigned qsd_daemons;         /* a batch is spread over this many */
   struct ovl_dirs overlay_dirs;
   struct ovl_dirs base_dirs;
   char *state_dir;

@@ -39,6 +39,7 @@ struct work {
   uint64_t create_id, dismiss_id;
   bool job_created, renamed;
   bool pooled;                  /* handed out from the pool: no qsd work */
+  unsigned daemon;              /* which qsd makes it */
   bool first_in_dir;            /* the first request in its directory */
 };
 
@@ -349,15 +350,35 @@ dismiss_leftovers (struct ovl_qmp *q, const struct ovl_json *jobs, int64_t deadl
   return 0;
 }
 
-/* The QMP exchange for the whole batch, three flights in all:
+/* The QMP exchange with one daemon, three flights in all:
  *   blockdev-create x N                 (behind the negotiation)
  *   ... JOB_STATUS_CHANGE concluded x N
  *   query-jobs, job-dismiss x N         (the verdicts, read before the
  *                                        dismissals are processed)
  * Per-request failures go to the request and give 1; a broken connection
  * or deadline gives -1. */
+/* Whether work item W goes to daemon D. */
+#define MINE(w, d) (!(w).pooled && (w).daemon == (d))
+
+/* Flight one for daemon D: every blockdev-create, written at once. */
 static int
-run_batch (struct ovl_qmp *q, struct work *w, size_t n, int64_t deadline)
+send_batch (struct ovl_qmp *q, struct work *w, size_t n, unsigned d, int64_t deadline)
+{
+  size_t i;
+
+  for (i = 0; i < n; i++) {
+    CLEANUP_FREE char *c = NULL;
+    if (!MINE (w[i], d))
+      continue;
+    if (!(c = create_args (&w[i])) ||
+        !(w[i].create_id = ovl_qmp_send (q, "blockdev-create", c)))
+      return -1;
+  }
+  return ovl_qmp_flush (q, deadline);
+}
+
+static int
+finish_batch (struct ovl_qmp *q, struct work *w, size_t n, unsigned d, int64_t deadline)
 {
   CLEANUP_JSON struct ovl_json *jobs = NULL;
   uint64_t jobs_id;
@@ -365,16 +386,8 @@ run_batch (struct ovl_qmp *q, struct work *w, size_t n, int64_t deadline)
   int failed = 0;
 
   for (i = 0; i < n; i++) {
-    CLEANUP_FREE char *c = NULL;
-    if (w[i].pooled)
-      continue;
-    if (!(c = create_args (&w[i])) ||
-        !(w[i].create_id = ovl_qmp_send (q, "blockdev-create", c)))
-      return -1;
-  }
-  for (i = 0; i < n; i++) {
     struct ovl_json *r;
-    if (w[i].pooled)
+    if (!MINE (w[i], d))
       continue;
     r = ovl_qmp_wait (q, w[i].create_id, deadline);
     if (r) {
@@ -390,7 +403,7 @@ run_batch (struct ovl_qmp *q, struct work *w, size_t n, int64_t deadline)
   }
   for (i = 0; i < n; i++) {
     struct ovl_json *ev;
-    if (!w[i].job_created)
+    if (!w[i].job_created || w[i].daemon != d)
       continue;
     ev = ovl_qmp_wait_event (q, deadline, "JOB_STATUS_CHANGE",
                              "id", w[i].id, "status", "concluded", NULL);
@@ -402,14 +415,15 @@ run_batch (struct ovl_qmp *q, struct work *w, size_t n, int64_t deadline)
   if (!(jobs_id = ovl_qmp_send (q, "query-jobs", NULL)))
     return -1;
   for (i = 0; i < n; i++)
-    if (w[i].job_created && !(w[i].dismiss_id = send_dismiss (q, w[i].id)))
+    if (w[i].job_created && w[i].daemon == d &&
+        !(w[i].dismiss_id = send_dismiss (q, w[i].id)))
       return -1;
   if (!(jobs = ovl_qmp_wait (q, jobs_id, deadline)))
     return -1;
   for (i = 0; i < n; i++) {
     const struct ovl_json *job;
     const char *err;
-    if (!w[i].job_created)
+    if (!w[i].job_created || w[i].daemon != d)
       continue;
     job = find_job (jobs, w[i].id);
     if (!job) {
@@ -424,7 +438,7 @@ run_batch (struct ovl_qmp *q, struct work *w, size_t n, int64_t deadline)
   }
   for (i = 0; i < n; i++) {
     struct ovl_json *r;
-    if (!w[i].job_created)
+    if (!w[i].job_created || w[i].daemon != d)
       continue;
     /* A job of ours left in qsd is not all-or-nothing. */
     if (!(r = ovl_qmp_wait (q, w[i].dismiss_id, deadline))) {
@@ -455,6 +469,58 @@ mark_first_in_dir (struct work *w, size_t n)
         break;
       }
   }
+}
+
+/* Spread the batch over the daemons (a single overlay goes to the
+ * caller's pid modulo their number, so that concurrent callers spread
+ * too), start every daemon on its share, then collect each.  They work
+ * in parallel: qsd's main loop is one thread per daemon.  Per-request
+ * failures give 1, anything else -1 (the error is set). */
+static int
+make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t deadline)
+{
+  struct ovl_qmp *q[8] = { NULL };
+  unsigned nd = cfg->qsd_daemons ? cfg->qsd_daemons : 1, d, next;
+  size_t i;
+  int ret = 0, r;
+
+  if (nd > 8)
+    nd = 8;
+  next = (unsigned) getpid () % nd;
+  for (i = 0; i < n; i++)
+    if (!w[i].pooled)
+      w[i].daemon = next++ % nd;
+  bool sent[8] = { false };
+  CLEANUP_FREE char *first_error = NULL;
+
+  for (d = 0; d < nd && ret == 0; d++) {
+    for (i = 0; i < n && !MINE (w[i], d); i++)
+      ;
+    if (i == n)
+      continue;                 /* nothing for this one */
+    if (!(q[d] = ovl_qsd_connect (cfg, d, deadline)) ||
+        send_batch (q[d], w, n, d, deadline) == -1)
+      ret = -1;
+    else
+      sent[d] = true;
+  }
+  if (ret == -1)
+    first_error = strdup (ovl_error_msg ());
+  /* Collect every daemon that got work, even after a failure elsewhere:
+   * its jobs are dismissed that way. */
+  for (d = 0; d < nd; d++) {
+    if (sent[d]) {
+      r = finish_batch (q[d], w, n, d, deadline);
+      if (r == -1 && !first_error)
+        first_error = strdup (ovl_error_msg ());
+      if (r != 0 && ret != -1)
+        ret = r;
+    }
+    ovl_qmp_close (q[d]);
+  }
+  if (ret == -1 && first_error)
+    ovl_error ("%s", first_error);
+  return ret;
 }
 
 /* Make the temporary files durable and move them into place. */
@@ -567,7 +633,6 @@ ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
                     size_t n, int64_t deadline)
 {
   struct work *w;
-  struct ovl_qmp *q = NULL;
   size_t i, j, npooled = 0;
   int bad = 0, r;
 
@@ -622,17 +687,10 @@ ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
       goto fail;
   }
 
-  if (npooled < n) {
-    if (!(q = ovl_qsd_connect (cfg, deadline))) {
-      fail_all (reqs, n);
-      goto fail;
-    }
-    r = run_batch (q, w, n, deadline);
+  if (npooled < n && (r = make_batch (cfg, w, n, deadline)) != 0) {
     if (r == -1)
       fail_all (reqs, n);
-    ovl_qmp_close (q);
-    if (r != 0)
-      goto fail;
+    goto fail;
   }
   if (commit_batch (w, n) == -1)
     goto fail;

@@ -56,9 +56,9 @@ qemu_opt_escape (const char *s)
 }
 
 static int
-spawn_qsd (const struct ovl_config *cfg, const char *pidfile)
+spawn_qsd (const struct ovl_config *cfg, const char *sock, const char *pidfile)
 {
-  CLEANUP_FREE char *esc = qemu_opt_escape (cfg->qsd_socket);
+  CLEANUP_FREE char *esc = qemu_opt_escape (sock);
   CLEANUP_FREE char *chardev = NULL;
   pid_t pid;
   int status;
@@ -130,16 +130,32 @@ make_parent_dir (const char *path)
   return 0;
 }
 
-struct ovl_qmp *
-ovl_qsd_connect (const struct ovl_config *cfg, int64_t deadline)
+char *
+ovl_qsd_socket (const struct ovl_config *cfg, unsigned index)
 {
+  char *p;
+  if (index == 0)
+    return ovl_strdup (cfg->qsd_socket);
+  if (asprintf (&p, "%s.%u", cfg->qsd_socket, index) == -1) {
+    ovl_error ("out of memory");
+    return NULL;
+  }
+  return p;
+}
+
+struct ovl_qmp *
+ovl_qsd_connect (const struct ovl_config *cfg, unsigned index, int64_t deadline)
+{
+  CLEANUP_FREE char *sock = ovl_qsd_socket (cfg, index);
   CLEANUP_FREE char *lockpath = NULL, *pidfile = NULL;
   CLEANUP_CLOSE int lockfd = -1;
   struct ovl_qmp *q;
   struct stat st;
   int err;
 
-  if ((q = try_connect (cfg->qsd_socket, deadline, &err)))
+  if (!sock)
+    return NULL;
+  if ((q = try_connect (sock, deadline, &err)))
     return q;
   errno = err;
   if (!nobody_listens ())
@@ -149,12 +165,12 @@ ovl_qsd_connect (const struct ovl_config *cfg, int64_t deadline)
     return NULL;
   }
 
-  if (asprintf (&lockpath, "%s.lock", cfg->qsd_socket) == -1 ||
-      asprintf (&pidfile, "%s.pid", cfg->qsd_socket) == -1) {
+  if (asprintf (&lockpath, "%s.lock", sock) == -1 ||
+      asprintf (&pidfile, "%s.pid", sock) == -1) {
     ovl_error ("out of memory");
     return NULL;
   }
-  if (make_parent_dir (cfg->qsd_socket) == -1)
+  if (make_parent_dir (sock) == -1)
     return NULL;
   lockfd = open (lockpath, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (lockfd == -1) {
@@ -169,21 +185,21 @@ ovl_qsd_connect (const struct ovl_config *cfg, int64_t deadline)
     }
 
   /* Someone may have started it while we waited for the lock. */
-  if ((q = try_connect (cfg->qsd_socket, deadline, &err)))
+  if ((q = try_connect (sock, deadline, &err)))
     return q;
   errno = err;
   if (!nobody_listens ())
     return NULL;
   /* Replace a stale socket and pidfile of a dead daemon, nothing else. */
-  if (lstat (cfg->qsd_socket, &st) == 0) {
+  if (lstat (sock, &st) == 0) {
     if (!S_ISSOCK (st.st_mode)) {
-      ovl_error ("%s exists and is not a socket", cfg->qsd_socket);
+      ovl_error ("%s exists and is not a socket", sock);
       return NULL;
     }
-    unlink (cfg->qsd_socket);
+    unlink (sock);
   }
   unlink (pidfile);
-  if (spawn_qsd (cfg, pidfile) == -1)
+  if (spawn_qsd (cfg, sock, pidfile) == -1)
     return NULL;
-  return ovl_qmp_connect_lazy (cfg->qsd_socket, deadline);
+  return ovl_qmp_connect_lazy (sock, deadline);
 }

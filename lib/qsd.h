@@ -16,6 +16,10 @@
 #include "config.h"
 #include "qmp.h"
 
-struct ovl_qmp *ovl_qsd_connect (const struct ovl_config *cfg, int64_t deadline);
+/* Daemon INDEX (0 .. qsd_daemons-1) listens on qsd_socket, or on
+ * qsd_socket.INDEX for the others. */
+struct ovl_qmp *ovl_qsd_connect (const struct ovl_config *cfg, unsigned index,
+                                 int64_t deadline);
+char *ovl_qsd_socket (const struct ovl_config *cfg, unsigned index);
 
 #endif

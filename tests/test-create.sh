@@ -185,6 +185,23 @@ for p in $pids; do wait "$p" && ok=$((ok + 1)); done
 [ "$ok" = 8 ] && pass || fail "only $ok of 8 concurrent callers succeeded: $(cat "$T"/conc*.err)"
 for i in 1 2 3 4 5 6 7 8; do "$QEMU_IMG" check -q "$img/conc$i-a.qcow2" || fail "conc$i"; done
 
+# ---- two daemons: a batch is spread over both, and a dead one is
+# started again ----
+write_conf "$T/conf2" "qsd_socket = $T/run2/qsd.sock" "qsd_daemons = 2"
+set --; for i in $(seq 1 16); do set -- "$@" "$img/two$i.qcow2"; done
+VIRT_OVERLAY_CONFIG=$T/conf2 $VO create "$B" "$@" && pass || fail "create over two daemons"
+at_exit "stop_pidfile $T/run2/qsd.sock.pid; stop_pidfile $T/run2/qsd.sock.1.pid"
+[ -S "$T/run2/qsd.sock" ] && [ -S "$T/run2/qsd.sock.1" ] && pass || fail "both daemons not started"
+for f in "$@"; do same_as_qemu_img qcow2 "$B" "$f"; done
+for sk in "$T/run2/qsd.sock" "$T/run2/qsd.sock.1"; do
+  [ "$("$builddir/tests/qmp-cmd" "$sk" query-jobs)" = "[]" ] && pass || fail "jobs left in $sk"
+done
+kill -9 "$(cat "$T/run2/qsd.sock.1.pid")"
+VIRT_OVERLAY_CONFIG=$T/conf2 $VO create "$B" "$img/two-a.qcow2" "$img/two-b.qcow2" \
+  && pass || fail "create after daemon 1 died"
+"$builddir/tests/qmp-cmd" "$T/run2/qsd.sock.1" query-jobs > /dev/null && pass || fail "daemon 1 not restarted"
+rm -f "$img"/two*.qcow2
+
 # ---- after 1000 creations qsd holds nothing of ours ----
 if [ "${OVL_VALGRIND:-0}" != 1 ]; then
   mkdir -m 0711 "$img/k"
