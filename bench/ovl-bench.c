@@ -416,8 +416,9 @@ section_hook (void)
 }
 
 /* 16 one-disk prepares at once, as when many domains start together. */
+/* POOL: 0 no pool, 1 pool, 2 no pool and two daemons */
 static void
-storm_once (bool pool, double *lat, double *all)
+storm_once (int pool, double *lat, double *all)
 {
   pid_t pids[16];
   double t0 = now_ms ();
@@ -428,7 +429,10 @@ storm_once (bool pool, double *lat, double *all)
     snprintf (names[i], sizeof names[i], "s%d", i);
     xmls[i] = write_domain (names[i], 1, false);
   }
-  use_pool (pool);
+  if (pool != 2)
+    use_pool (pool);
+  else
+    setenv ("VIRT_OVERLAY_CONFIG", conf_two, 1);
   t0 = now_ms ();
   for (int i = 0; i < 16; i++)
     pids[i] = spawn_hook (names[i], xmls[i]);
@@ -463,6 +467,8 @@ section_storm (void)
   double *wp = calloc ((size_t) rounds, sizeof (double));
   double *lat_np = calloc ((size_t) rounds * 16, sizeof (double));
   double *lat_wp = calloc ((size_t) rounds * 16, sizeof (double));
+  double *tw = calloc ((size_t) rounds, sizeof (double));
+  double *lat_tw = calloc ((size_t) rounds * 16, sizeof (double));
 
   printf ("\n== start storm: 16 one-disk prepares at once (%d rounds, medians) ==\n", rounds);
   for (int r = 0; r < rounds; r++) {
@@ -470,19 +476,22 @@ section_storm (void)
     qemu_img_concurrent (16);
     qi[r] = now_ms () - t0;
     clean_outputs ();
-    storm_once (false, lat_np + r * 16, &np[r]);
+    storm_once (0, lat_np + r * 16, &np[r]);
+    storm_once (2, lat_tw + r * 16, &tw[r]);
     use_pool (true);
     pool_settle ();
-    storm_once (true, lat_wp + r * 16, &wp[r]);
+    storm_once (1, lat_wp + r * 16, &wp[r]);
     pool_settle ();
   }
   double mq = median (qi, rounds), mn = median (np, rounds), mw = median (wp, rounds);
-  printf ("16 concurrent qemu-img create %7.2f ms | 16 hooks, no pool %7.2f ms (%.2fx) | 16 hooks, pool %7.2f ms (%.2fx)\n",
-          mq, mn, mn / mq, mw, mw / mq);
+  double mt = median (tw, rounds);
+  printf ("16 concurrent qemu-img create %7.2f ms | 16 hooks, no pool %7.2f ms (%.2fx)"
+          " | no pool, qsd_daemons = 2 %7.2f ms (%.2fx) | 16 hooks, pool %7.2f ms (%.2fx)\n",
+          mq, mn, mn / mq, mt, mt / mq, mw, mw / mq);
   printf ("  per-hook latency, no pool: p50 %.2f ms p99 %.2f ms | pool: p50 %.2f ms p99 %.2f ms\n",
           percentile (lat_np, rounds * 16, 0.5), percentile (lat_np, rounds * 16, 0.99),
           percentile (lat_wp, rounds * 16, 0.5), percentile (lat_wp, rounds * 16, 0.99));
-  free (qi); free (np); free (wp); free (lat_np); free (lat_wp);
+  free (qi); free (np); free (wp); free (lat_np); free (lat_wp); free (tw); free (lat_tw);
 }
 
 static long
