@@ -95,19 +95,14 @@ spawn_qsd (const struct ovl_config *cfg, const char *sock, const char *pidfile)
   return 0;
 }
 
-/* Nothing listens there: the socket is absent or left by a dead daemon. */
-static bool
-nobody_listens (void)
+/* Connect to SOCK: 1 connected (*Q), 0 nothing listens there (no
+ * socket, or one a dead daemon left), -1 any other failure. */
+static int
+try_connect (const char *sock, int64_t deadline, struct ovl_qmp **q)
 {
-  return errno == ENOENT || errno == ECONNREFUSED;
-}
-
-static struct ovl_qmp *
-try_connect (const char *sock, int64_t deadline, int *err)
-{
-  struct ovl_qmp *q = ovl_qmp_connect_lazy (sock, deadline);
-  *err = q ? 0 : errno;
-  return q;
+  if ((*q = ovl_qmp_connect_lazy (sock, deadline)))
+    return 1;
+  return errno == ENOENT || errno == ECONNREFUSED ? 0 : -1;
 }
 
 /* mkdir -p for the socket's directory (root-only). */
@@ -151,15 +146,11 @@ ovl_qsd_connect (const struct ovl_config *cfg, unsigned index, int64_t deadline)
   CLEANUP_CLOSE int lockfd = -1;
   struct ovl_qmp *q;
   struct stat st;
-  int err;
 
   if (!sock)
     return NULL;
-  if ((q = try_connect (sock, deadline, &err)))
+  if (try_connect (sock, deadline, &q) != 0)
     return q;
-  errno = err;
-  if (!nobody_listens ())
-    return NULL;
   if (!cfg->qsd_spawn) {
     ovl_error_prefix ("qemu-storage-daemon is not running and qsd_spawn is off: ");
     return NULL;
@@ -185,11 +176,8 @@ ovl_qsd_connect (const struct ovl_config *cfg, unsigned index, int64_t deadline)
     }
 
   /* Someone may have started it while we waited for the lock. */
-  if ((q = try_connect (sock, deadline, &err)))
+  if (try_connect (sock, deadline, &q) != 0)
     return q;
-  errno = err;
-  if (!nobody_listens ())
-    return NULL;
   /* Replace a stale socket and pidfile of a dead daemon, nothing else. */
   if (lstat (sock, &st) == 0) {
     if (!S_ISSOCK (st.st_mode)) {
