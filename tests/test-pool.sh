@@ -127,6 +127,7 @@ $VO create "$B" "$img/.virt-overlay-pool/mine.qcow2" 2> "$T/err"; rc=$?
 set -e
 [ "$rc" = 1 ] && grep -q "reserved for virt-overlay" "$T/err" && pass || fail "reserved overlay path: $rc $(cat "$T/err")"
 ready=$(find "$img/.virt-overlay-pool" -name 'ready-*' | head -n 1)
+[ -n "$ready" ] || { fail "no pooled overlay to test with"; finish; }
 set +e
 $VO create "$ready" "$img/x.qcow2" 2> "$T/err"; rc=$?
 set -e
