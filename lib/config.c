@@ -144,13 +144,14 @@ set_bool (bool *field, const char *value)
 }
 
 static int
-set_uint (unsigned *field, const char *value, uint64_t max)
+set_uint (unsigned *field, const char *value, uint64_t min, uint64_t max)
 {
   uint64_t v;
   if (ovl_parse_u64 (value, &v) == -1)
     return -1;
-  if (v > max) {
-    ovl_error ("%llu is larger than %llu", (unsigned long long) v, (unsigned long long) max);
+  if (v < min || v > max) {
+    ovl_error ("%llu is not between %llu and %llu", (unsigned long long) v,
+               (unsigned long long) min, (unsigned long long) max);
     return -1;
   }
   *field = (unsigned) v;
@@ -164,15 +165,8 @@ set_key (struct ovl_config *c, const char *key, const char *value)
     return set_abs_path (&c->qsd_socket, value);
   if (strcmp (key, "qsd_spawn") == 0)
     return set_bool (&c->qsd_spawn, value);
-  if (strcmp (key, "qsd_daemons") == 0) {
-    if (set_uint (&c->qsd_daemons, value, 8) == -1)
-      return -1;
-    if (c->qsd_daemons == 0) {
-      ovl_error ("qsd_daemons must be at least 1");
-      return -1;
-    }
-    return 0;
-  }
+  if (strcmp (key, "qsd_daemons") == 0)
+    return set_uint (&c->qsd_daemons, value, 1, 8);
   if (strcmp (key, "qsd_binary") == 0)
     return set_abs_path (&c->qsd_binary, value);
   if (strcmp (key, "overlay_dirs") == 0)
@@ -183,15 +177,8 @@ set_key (struct ovl_config *c, const char *key, const char *value)
     return set_abs_path (&c->state_dir, value);
   if (strcmp (key, "managed_save_dir") == 0)
     return set_abs_path (&c->managed_save_dir, value);
-  if (strcmp (key, "timeout_ms") == 0) {
-    if (set_uint (&c->timeout_ms, value, 3600 * 1000) == -1)
-      return -1;
-    if (c->timeout_ms == 0) {
-      ovl_error ("timeout_ms must be positive");
-      return -1;
-    }
-    return 0;
-  }
+  if (strcmp (key, "timeout_ms") == 0)
+    return set_uint (&c->timeout_ms, value, 1, 3600 * 1000);
   if (strcmp (key, "cluster_size") == 0)
     return ovl_parse_u64 (value, &c->cluster_size) == -1 ? -1 :
       ovl_check_cluster_size (c->cluster_size);
@@ -200,7 +187,7 @@ set_key (struct ovl_config *c, const char *key, const char *value)
   if (strcmp (key, "extended_l2") == 0)
     return set_bool (&c->extended_l2, value);
   if (strcmp (key, "pool_size") == 0)
-    return set_uint (&c->pool_size, value, 64);
+    return set_uint (&c->pool_size, value, 0, 64);
   ovl_error ("unknown key '%s'", key);
   return -1;
 }

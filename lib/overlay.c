@@ -91,8 +91,8 @@ has_reserved_component (const char *path)
   return strstr (path, "/" OVL_RESERVED) != NULL;
 }
 
-static int
-check_base (const struct ovl_config *cfg, struct ovl_request *r)
+int
+ovl_request_check_base (const struct ovl_config *cfg, struct ovl_request *r)
 {
   CLEANUP_CLOSE int bdir = -1;
   const char *bname;
@@ -118,12 +118,6 @@ check_base (const struct ovl_config *cfg, struct ovl_request *r)
     return -1;
   }
   return 0;
-}
-
-int
-ovl_request_check_base (const struct ovl_config *cfg, struct ovl_request *r)
-{
-  return check_base (cfg, r);
 }
 
 /* Checks that need no daemon.  Opens the overlay's directory into *DIRFD. */
@@ -152,7 +146,7 @@ check_request (const struct ovl_config *cfg, struct ovl_request *r,
     req_failf (r, "overlay path '%s' uses a name reserved for virt-overlay", r->overlay);
     return -1;
   }
-  if (check_base (cfg, r) == -1)
+  if (ovl_request_check_base (cfg, r) == -1)
     return -1;
   if (ovl_path_open_parent (r->overlay, &cfg->overlay_dirs, "overlay", true, &odir, &oname) == -1) {
     req_fail (r);
@@ -204,14 +198,6 @@ ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
     return -1;
   }
   return 1;
-}
-
-int
-ovl_overlay_check (const struct ovl_config *cfg, struct ovl_request *r)
-{
-  CLEANUP_CLOSE int dirfd = -1;
-  const char *name;
-  return check_request (cfg, r, &dirfd, &name);
 }
 
 static bool

@@ -57,8 +57,6 @@ void ovl_request_defaults (struct ovl_request *r, const struct ovl_config *cfg);
 int ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
                         size_t n, int64_t deadline);
 
-/* Check one request without creating anything (base and overlay path). */
-int ovl_overlay_check (const struct ovl_config *cfg, struct ovl_request *r);
 /* Check only the base, and resolve the size (0 = the base's). */
 int ovl_request_check_base (const struct ovl_config *cfg, struct ovl_request *r);
 

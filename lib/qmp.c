@@ -84,12 +84,6 @@ ovl_qmp_close (struct ovl_qmp *q)
   free (q);
 }
 
-void
-ovl_qmp_cleanup (struct ovl_qmp **q)
-{
-  ovl_qmp_close (*q);
-}
-
 static struct pending *
 find_pending (struct ovl_qmp *q, uint64_t id)
 {
@@ -477,12 +471,6 @@ connect_path (const char *path, int64_t deadline, bool lazy)
     return NULL;
   }
   return open_fd (OVL_STEAL_FD (fd), deadline, lazy);
-}
-
-struct ovl_qmp *
-ovl_qmp_open_fd (int fd, int64_t deadline)
-{
-  return open_fd (fd, deadline, false);
 }
 
 struct ovl_qmp *

@@ -23,11 +23,7 @@ struct ovl_qmp *ovl_qmp_connect (const char *path, int64_t deadline);
  * the negotiation's reply are checked by the first wait, and commands
  * sent meanwhile travel in the same write.  Saves a round trip. */
 struct ovl_qmp *ovl_qmp_connect_lazy (const char *path, int64_t deadline);
-/* Same as ovl_qmp_connect over an already connected socket (taken over). */
-struct ovl_qmp *ovl_qmp_open_fd (int fd, int64_t deadline);
 void ovl_qmp_close (struct ovl_qmp *q);
-#define CLEANUP_QMP __attribute__((cleanup (ovl_qmp_cleanup)))
-void ovl_qmp_cleanup (struct ovl_qmp **q);
 
 /* Queue a command; ARGS is a JSON object text or NULL.  Nothing is written
  * until a wait or ovl_qmp_flush().  Returns the id (> 0), or 0 on error. */
