@@ -117,6 +117,32 @@ for args in "--cluster-size 1000" "--lazy-refcounts maybe" "--backing-format vmd
   [ -e "$img/new.qcow2" ] && fail "file made with $args" || pass
 done
 
+# ---- a bad configuration: the error names the file, the line and the key ----
+while IFS='|' read -r line want; do
+  printf '# a comment\n\n%s\n' "$line" > "$T/bad.conf"
+  set +e
+  VIRT_OVERLAY_CONFIG=$T/bad.conf $VO create "$B" "$img/cfg.qcow2" 2> "$T/err"; rc=$?
+  set -e
+  [ "$rc" = 1 ] && pass || fail "config '$line': exit $rc"
+  grep -q -F -- "$T/bad.conf:3: $want" "$T/err" && pass || fail "config '$line': $(cat "$T/err")"
+  [ -e "$img/cfg.qcow2" ] && fail "config '$line': a file was made" || pass
+done <<'EOT'
+colour = blue|colour: unknown key 'colour'
+no equals sign|expected 'key = value'
+qsd_daemons = 0|qsd_daemons: 0 is not between 1 and 8
+timeout_ms = 0|timeout_ms: 0 is not between 1 and 3600000
+pool_size = 65|pool_size: 65 is not between 0 and 64
+qsd_spawn = maybe|qsd_spawn: 'maybe' is not on/off
+cluster_size = 1000|cluster_size: cluster size 1000 is not a power of two
+overlay_dirs = relative/dir|overlay_dirs: 'relative/dir' is not an absolute path
+base_dirs = /a/../b|base_dirs: '/a/../b' is not a normalised absolute path
+state_dir = /var/lib/x/|state_dir: '/var/lib/x/' is not a normalised absolute path
+EOT
+set +e
+VIRT_OVERLAY_CONFIG=$T/missing.conf $VO create "$B" "$img/cfg.qcow2" 2> "$T/err"; rc=$?
+set -e
+[ "$rc" = 1 ] && grep -q "$T/missing.conf: No such file" "$T/err" && pass || fail "missing config: $(cat "$T/err")"
+
 # ---- faults, with the fake daemon ----
 fake=$builddir/tests/fake-qsd
 fakeconf () { # SOCKET SPAWN BINARY (later lines win)

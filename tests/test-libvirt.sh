@@ -9,7 +9,8 @@ requires "$QEMU_IMG"
 requires virsh
 requires libvirtd
 requires qemu-system-x86_64
-[ "${OVL_VALGRIND:-0}" = 1 ] && { echo "not under valgrind"; echo "1 checks, 0 failures"; exit 0; }
+# The real libvirtd runs the hook; valgrind covers the hook in test-hook.sh.
+[ "${OVL_VALGRIND:-0}" = 1 ] && { echo "SKIP: the end-to-end suite runs in the main pass only"; exit 77; }
 
 HOOKS=${OVL_LIBVIRT_HOOKS_DIR:-/etc/libvirt/hooks}
 VIRSH="virsh -q -c qemu:///system"
