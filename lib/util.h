@@ -34,6 +34,9 @@ int ovl_parse_u64 (const char *s, uint64_t *out);
 /* "on"/"yes"/"true"/"1" and "off"/"no"/"false"/"0". */
 int ovl_parse_bool (const char *s, bool *out);
 
+#define OVL_TOKEN_LEN 32
+#define OVL_TOKEN_XATTR "trusted.virt-overlay.id"
+
 /* Which file this is, robustly: device and inode numbers are reused as
  * soon as a file is deleted, so the birth time (statx) is part of it
  * where the filesystem records one (0 otherwise).  It survives the chown
@@ -42,6 +45,10 @@ struct ovl_file_id {
   uint64_t dev, ino;
   int64_t btime_sec;
   uint32_t btime_nsec;
+  /* A random mark virt-overlay puts on a file it makes, in a trusted.*
+   * extended attribute that only root can set: 32 hex digits, or "" where
+   * the filesystem has no such attributes. */
+  char token[OVL_TOKEN_LEN + 1];
 };
 /* Of NAME in DIRFD (not following a symlink), or of DIRFD itself when
  * NAME is "".  -1 with errno set. */
