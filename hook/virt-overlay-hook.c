@@ -111,11 +111,19 @@ managed_save_exists (const struct ovl_config *cfg, const char *name)
   return lstat (p, &st) == 0;
 }
 
-static bool
+/* 1 PATH exists (whatever it is), 0 it does not, -1 it cannot be told
+ * (a component that is not a directory, a name too long, ...): error set. */
+static int
 path_exists (const char *path)
 {
   struct stat st;
-  return lstat (path, &st) == 0 || errno != ENOENT;
+
+  if (lstat (path, &st) == 0)
+    return 1;
+  if (errno == ENOENT)
+    return 0;
+  ovl_error ("overlay '%s': %m", path);
+  return -1;
 }
 
 /* Undo the ephemeral overlays of a batch whose ledger could not be saved. */
@@ -161,8 +169,13 @@ do_prepare (const struct ovl_config *cfg)
 
   for (i = 0; i < dom->ndisks; i++) {
     const struct ovl_disk *k = &dom->disks[i];
-    bool exists = path_exists (k->overlay);
+    int exists = path_exists (k->overlay);
 
+    if (exists == -1) {
+      report (LOG_ERR, "disk %s: %s", k->target, ovl_error_msg ());
+      bad = 1;
+      continue;
+    }
     if (k->mode == OVL_MODE_PERSISTENT && exists)
       continue;                 /* whatever it holds, it is the disk */
     if (k->mode == OVL_MODE_EPHEMERAL && exists) {
@@ -197,6 +210,7 @@ do_prepare (const struct ovl_config *cfg)
     reqs[n].cluster_size = k->cluster_size;
     reqs[n].lazy_refcounts = k->lazy_refcounts;
     reqs[n].extended_l2 = k->extended_l2;
+    reqs[n].need_identity = k->mode == OVL_MODE_EPHEMERAL;
     which[n++] = k;
   }
   if (bad) {
@@ -270,7 +284,7 @@ do_release (const struct ovl_config *cfg, const char *reason)
         report (LOG_WARNING, "release: %s", ovl_error_msg ());
         continue;               /* keep the entry: try again next time */
       }
-      if (r == 0 && path_exists (e->path))
+      if (r == 0 && path_exists (e->path) == 1)
         report (LOG_WARNING, "release: '%s' is no longer the overlay virt-overlay made; "
                 "left alone", e->path);
       ovl_ledger_remove (ledger, e);

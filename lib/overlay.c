@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include "cleanup.h"
@@ -33,7 +34,7 @@ struct work {
   const char *name;             /* last component of r->overlay */
   int tmpfd;
   char tmpname[64];
-  char *tmppath;
+  char fdpath[64];              /* what qsd opens: our descriptor's /proc link */
   char id[48];                  /* node name and job id */
   unsigned long seq;
   uint64_t create_id, dismiss_id;
@@ -84,6 +85,32 @@ req_failf (struct ovl_request *r, const char *fmt, ...)
   req_fail (r);
 }
 
+/* Whether S is well-formed UTF-8 (no overlong forms, no surrogates):
+ * QMP is JSON, and a path it cannot carry must be refused up front. */
+static bool
+valid_utf8 (const char *s)
+{
+  const unsigned char *p = (const unsigned char *) s;
+
+  while (*p) {
+    unsigned c = *p, n, min, i;
+    if (c < 0x80) { p++; continue; }
+    if (c >= 0xc2 && c <= 0xdf) { n = 1; min = 0x80; c &= 0x1f; }
+    else if (c >= 0xe0 && c <= 0xef) { n = 2; min = 0x800; c &= 0x0f; }
+    else if (c >= 0xf0 && c <= 0xf4) { n = 3; min = 0x10000; c &= 0x07; }
+    else return false;
+    for (i = 1; i <= n; i++) {
+      if ((p[i] & 0xc0) != 0x80)
+        return false;
+      c = (c << 6) | (p[i] & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+      return false;
+    p += n + 1;
+  }
+  return true;
+}
+
 /* A component of PATH starts with our reserved prefix. */
 static bool
 has_reserved_component (const char *path)
@@ -120,6 +147,19 @@ ovl_request_check_base (const struct ovl_config *cfg, struct ovl_request *r)
   return 0;
 }
 
+/* Whether files made in directory DIRFD can be recognised later: its
+ * filesystem records birth times, or keeps trusted.* attributes. */
+static bool
+dir_keeps_identity (int dirfd)
+{
+  struct statx stx;
+  char c;
+
+  if (statx (dirfd, "", AT_EMPTY_PATH, STATX_BTIME, &stx) == 0 && (stx.stx_mask & STATX_BTIME))
+    return true;
+  return fgetxattr (dirfd, OVL_TOKEN_XATTR, &c, 1) != -1 || errno != ENOTSUP;
+}
+
 /* Checks that need no daemon.  Opens the overlay's directory into *DIRFD. */
 static int
 check_request (const struct ovl_config *cfg, struct ovl_request *r,
@@ -129,6 +169,19 @@ check_request (const struct ovl_config *cfg, struct ovl_request *r,
   const char *oname;
   struct stat st;
 
+  if (!valid_utf8 (r->base) || !valid_utf8 (r->overlay)) {
+    bool in_base = !valid_utf8 (r->base);
+    const char *bad = in_base ? r->base : r->overlay;
+    char shown[256];
+    size_t k = 0;
+    /* Show it with every byte outside ASCII as \xNN. */
+    for (; *bad && k + 5 < sizeof shown; bad++)
+      k += (unsigned char) *bad < 0x80 ? (size_t) snprintf (shown + k, 2, "%c", *bad)
+        : (size_t) snprintf (shown + k, 5, "\\x%02x", (unsigned char) *bad);
+    shown[k] = '\0';
+    req_failf (r, "%s path '%s' is not valid UTF-8", in_base ? "base" : "overlay", shown);
+    return -1;
+  }
   if (strcmp (r->base, r->overlay) == 0) {
     req_failf (r, "overlay '%s' is the same file as its base", r->overlay);
     return -1;
@@ -150,6 +203,12 @@ check_request (const struct ovl_config *cfg, struct ovl_request *r,
     return -1;
   if (ovl_path_open_parent (r->overlay, &cfg->overlay_dirs, "overlay", true, &odir, &oname) == -1) {
     req_fail (r);
+    return -1;
+  }
+  if (r->need_identity && !dir_keeps_identity (odir)) {
+    req_failf (r, "overlay '%s': its filesystem records neither birth times nor trusted "
+               "extended attributes, so virt-overlay could not tell its own overlay from "
+               "a replacement; ephemeral mode is refused there", r->overlay);
     return -1;
   }
   if (fstatat (odir, oname, &st, AT_SYMLINK_NOFOLLOW) == 0) {
@@ -179,7 +238,10 @@ ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
   struct ovl_file_id now;
   bool is_reg;
 
-  if (ovl_path_open_parent (path, &cfg->overlay_dirs, "overlay", false, &dirfd, &name) == -1)
+  /* Device and inode alone would let a user's new file pass for ours. */
+  if (!ovl_file_id_is_strong (id))
+    return 0;
+  if (ovl_path_open_parent (path, &cfg->overlay_dirs, "overlay", true, &dirfd, &name) == -1)
     return errno == ENOENT ? 0 : -1;
   if (ovl_file_id_at (dirfd, name, &now, &is_reg) == -1) {
     if (errno == ENOENT)
@@ -242,19 +304,25 @@ static int
 create_temp (struct work *w)
 {
   struct ovl_request *r = w->r;
-  const char *slash = strrchr (r->overlay, '/');
+  struct ovl_file_id id;
 
   snprintf (w->tmpname, sizeof w->tmpname, OVL_TMP_PREFIX "%ld-%lu.tmp",
             (long) getpid (), w->seq);
-  if (asprintf (&w->tmppath, "%.*s/%s", (int) (slash - r->overlay), r->overlay, w->tmpname) == -1) {
-    w->tmppath = NULL;
-    req_failf (r, "out of memory");
-    return -1;
-  }
   w->tmpfd = openat (w->dirfd, w->tmpname,
                      O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
   if (w->tmpfd == -1) {
     req_failf (r, "overlay '%s': cannot create a temporary file: %m", r->overlay);
+    return -1;
+  }
+  snprintf (w->fdpath, sizeof w->fdpath, "/proc/%ld/fd/%d", (long) getpid (), w->tmpfd);
+  if (ovl_file_id_mark (w->tmpfd, &id) == -1 ||
+      ovl_file_id_at (w->tmpfd, "", &id, NULL) == -1) {
+    req_failf (r, "overlay '%s': %s", r->overlay, ovl_error_msg ());
+    return -1;
+  }
+  if (r->need_identity && !ovl_file_id_is_strong (&id)) {
+    req_failf (r, "overlay '%s': its filesystem records neither birth times nor trusted "
+               "extended attributes; ephemeral mode is refused there", r->overlay);
     return -1;
   }
   return 0;
@@ -271,7 +339,7 @@ create_args (const struct work *w)
 
   if (ovl_buf_printf (&b, "{\"job-id\":\"%s\",\"options\":{\"driver\":\"qcow2\","
                       "\"file\":{\"driver\":\"file\",\"filename\":", w->id) == -1 ||
-      ovl_json_append_string (&b, w->tmppath) == -1 ||
+      ovl_json_append_string (&b, w->fdpath) == -1 ||
       ovl_buf_printf (&b, ",\"cache\":{\"no-flush\":true}},\"size\":%llu,\"backing-file\":",
                       (unsigned long long) r->size) == -1 ||
       ovl_json_append_string (&b, r->base) == -1 ||
@@ -509,6 +577,47 @@ make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t dead
   return ret;
 }
 
+/* NAME in W's directory is still the temporary file we hold. */
+static bool
+is_our_temp (const struct work *w, const char *name)
+{
+  struct stat a, b;
+
+  return fstat (w->tmpfd, &a) == 0 &&
+    fstatat (w->dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+    S_ISREG (b.st_mode) && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+/* Move W's temporary file into place, publishing nothing but the inode we
+ * made: checked before the rename, and after it, when a swap in between
+ * is moved back where it came from. */
+static int
+publish (struct work *w)
+{
+  struct ovl_request *r = w->r;
+
+  if (!is_our_temp (w, w->tmpname)) {
+    req_failf (r, "overlay '%s': its temporary file was replaced while it was being made; "
+               "nothing published", r->overlay);
+    return -1;
+  }
+  if (renameat2 (w->dirfd, w->tmpname, w->dirfd, w->name, RENAME_NOREPLACE) == -1) {
+    if (errno == EEXIST)
+      req_failf (r, "overlay '%s' appeared while it was being made; left alone", r->overlay);
+    else
+      req_failf (r, "overlay '%s': rename: %m", r->overlay);
+    return -1;
+  }
+  if (!is_our_temp (w, w->name)) {
+    renameat2 (w->dirfd, w->name, w->dirfd, w->tmpname, RENAME_NOREPLACE);
+    req_failf (r, "overlay '%s': its temporary file was replaced while it was being made; "
+               "nothing published", r->overlay);
+    return -1;
+  }
+  w->renamed = true;
+  return 0;
+}
+
 /* Make the temporary files durable and move them into place. */
 static int
 commit_batch (struct work *w, size_t n)
@@ -533,15 +642,8 @@ commit_batch (struct work *w, size_t n)
       req_failf (w[i].r, "overlay '%s': statx: %m", w[i].r->overlay);
       return -1;
     }
-    if (renameat2 (w[i].dirfd, w[i].tmpname, w[i].dirfd, w[i].name, RENAME_NOREPLACE) == -1) {
-      if (errno == EEXIST)
-        req_failf (w[i].r, "overlay '%s' appeared while it was being made; left alone",
-                   w[i].r->overlay);
-      else
-        req_failf (w[i].r, "overlay '%s': rename: %m", w[i].r->overlay);
+    if (publish (&w[i]) == -1)
       return -1;
-    }
-    w[i].renamed = true;
   }
   for (i = 0; i < n; i++)
     if (w[i].first_in_dir && fsync (w[i].dirfd) == -1) {
@@ -559,15 +661,13 @@ rollback (struct work *w, size_t n)
   struct ovl_file_id now;
 
   for (i = 0; i < n; i++) {
-    if (w[i].tmpfd < 0 && !w[i].pooled)
-      continue;
     if (w[i].renamed || w[i].pooled) {
       /* Ours only if it is still the file we made. */
       if (ovl_file_id_at (w[i].dirfd, w[i].name, &now, NULL) == 0 &&
           ovl_file_id_equal (&now, &w[i].r->made))
         unlinkat (w[i].dirfd, w[i].name, 0);
     }
-    else
+    else if (w[i].tmpfd >= 0 && is_our_temp (&w[i], w[i].tmpname))
       unlinkat (w[i].dirfd, w[i].tmpname, 0);
   }
 }
@@ -581,7 +681,6 @@ free_work (struct work *w, size_t n)
       close (w[i].dirfd);
     if (w[i].tmpfd >= 0)
       close (w[i].tmpfd);
-    free (w[i].tmppath);
   }
   free (w);
 }

@@ -4,7 +4,11 @@
  * For each request we check the base (image.h) and the overlay path
  * (paths.h), create the overlay ourselves under a temporary name in its
  * directory (O_EXCL|O_NOFOLLOW, 0600: qsd's file driver would truncate an
- * existing file), and have qsd format it.  The whole batch is one
+ * existing file), mark it with a random token (a trusted.* attribute only
+ * root can set), and have qsd format it.  qsd never opens a name: it gets
+ * /proc/OURPID/fd/N, a link to the very inode we hold (qsd 7.2 has no
+ * add-fd), so nobody can swap the file under it.  What is published is
+ * checked to be that inode, before and after the rename.  The whole batch is one
  * pipelined QMP exchange: every blockdev-add and blockdev-create at once,
  * then the JOB_STATUS_CHANGE "concluded" events, one query-jobs for the
  * verdicts, then every job-dismiss and blockdev-del at once.  qsd's own
@@ -36,6 +40,8 @@ struct ovl_request {
   bool lazy_refcounts;
   bool extended_l2;
   bool internal;                /* the pool's own: may use reserved names, never pooled */
+  bool need_identity;           /* to be removed later (ephemeral): refuse a filesystem
+                                 * where it could not be told from a replacement */
 
   /* What happened. */
   char *error;                  /* why this request failed, or NULL */

@@ -103,6 +103,15 @@ ovl_path_open_parent (const char *path, const struct ovl_dirs *dirs,
       ovl_error ("%s: fstat: %m", path);
       return -1;
     }
+    /* Whoever owns a directory can rename and replace what is in it, and
+     * chmod it at will: only root and we may own one on an overlay's
+     * path (systemd-tmpfiles refuses such "unsafe path transitions"). */
+    if (strict_parent && st.st_uid != 0 && st.st_uid != geteuid ()) {
+      close (nfd);
+      ovl_error ("%s path '%s': directory '%.*s' is owned by uid %u, not root",
+                 what, path, (int) (p + len - path), path, (unsigned) st.st_uid);
+      return -1;
+    }
     /* A directory others can write to lets them swap what we checked,
      * unless it is sticky (like /tmp). */
     if ((st.st_mode & (S_IWGRP | S_IWOTH)) &&

@@ -14,8 +14,9 @@
 
 /* Check PATH (what = "base" or "overlay" for messages) against DIRS and
  * open its parent directory.  On success *dirfd is the parent and *name
- * points into PATH at the last component.  With STRICT_PARENT the parent
- * must not be group- or world-writable. */
+ * points into PATH at the last component.  With STRICT (for paths we
+ * create or remove in) the parent must not be group- or world-writable,
+ * and every directory on the way must belong to root or to us. */
 int ovl_path_open_parent (const char *path, const struct ovl_dirs *dirs,
                           const char *what, bool strict_parent,
                           int *dirfd, const char **name);

@@ -180,8 +180,15 @@ ovl_pool_take (const struct ovl_request *r, int dirfd, const char *name,
     if (!is_ready_name (e->d_name))
       continue;
     if (renameat2 (pfd, e->d_name, dirfd, name, RENAME_NOREPLACE) == 0) {
-      if (ovl_file_id_at (dirfd, name, made, NULL) == -1) {
+      bool is_reg;
+      if (ovl_file_id_at (dirfd, name, made, &is_reg) == -1) {
         ovl_error ("overlay '%s': statx: %m", r->overlay);
+        return -1;
+      }
+      if (!is_reg) {
+        /* Only we write in a pool; still, publish nothing but a file. */
+        renameat2 (dirfd, name, pfd, e->d_name, RENAME_NOREPLACE);
+        ovl_error ("overlay '%s': the pool held something other than a file", r->overlay);
         return -1;
       }
       /* The rest of this directory read tells how many stay ready. */

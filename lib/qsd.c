@@ -85,11 +85,18 @@ spawn_qsd (const struct ovl_config *cfg, const char *sock, const char *pidfile)
       ovl_error ("waitpid: %m");
       return -1;
     }
-  if (!WIFEXITED (status) || WEXITSTATUS (status) != 0) {
-    if (WIFEXITED (status) && WEXITSTATUS (status) == 127)
-      ovl_error ("cannot run %s", cfg->qsd_binary);
-    else
-      ovl_error ("%s failed to start (status %d)", cfg->qsd_binary, status);
+  if (WIFEXITED (status) && WEXITSTATUS (status) == 127) {
+    ovl_error ("cannot run %s", cfg->qsd_binary);
+    return -1;
+  }
+  if (WIFEXITED (status) && WEXITSTATUS (status) != 0) {
+    ovl_error ("%s did not start: it exited with status %d", cfg->qsd_binary,
+               WEXITSTATUS (status));
+    return -1;
+  }
+  if (WIFSIGNALED (status)) {
+    ovl_error ("%s did not start: it was killed by signal %d (%s)", cfg->qsd_binary,
+               WTERMSIG (status), strsignal (WTERMSIG (status)));
     return -1;
   }
   return 0;

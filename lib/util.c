@@ -10,7 +10,9 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 
 #include "error.h"
 #include "util.h"
@@ -153,28 +155,103 @@ ovl_parse_bool (const char *s, bool *out)
   return -1;
 }
 
+/* The token of the regular file open as FD ("" when it has none). */
+static int
+read_token (int fd, char token[OVL_TOKEN_LEN + 1])
+{
+  char buf[OVL_TOKEN_LEN + 1];
+  ssize_t n = fgetxattr (fd, OVL_TOKEN_XATTR, buf, sizeof buf);
+  size_t i;
+
+  token[0] = '\0';
+  if (n == -1)
+    return errno == ENODATA || errno == ENOTSUP || errno == ERANGE ? 0 : -1;
+  if (n != OVL_TOKEN_LEN)
+    return 0;                   /* not one of ours: no token */
+  for (i = 0; i < OVL_TOKEN_LEN; i++)
+    if (!strchr ("0123456789abcdef", buf[i]) || !buf[i])
+      return 0;
+  memcpy (token, buf, OVL_TOKEN_LEN);
+  token[OVL_TOKEN_LEN] = '\0';
+  return 0;
+}
+
 int
 ovl_file_id_at (int dirfd, const char *name, struct ovl_file_id *id, bool *is_reg)
 {
   struct statx stx;
+  int fd = dirfd, r = 0;
 
-  if (statx (dirfd, name, AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH),
-             STATX_TYPE | STATX_INO | STATX_BTIME, &stx) == -1)
+  /* Pin the inode first (O_PATH opens nothing, even a device or FIFO),
+   * so that the numbers and the token are of the same file. */
+  if (*name && (fd = openat (dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC)) == -1)
     return -1;
-  id->dev = ((uint64_t) stx.stx_dev_major << 32) | stx.stx_dev_minor;
-  id->ino = stx.stx_ino;
-  id->btime_sec = (stx.stx_mask & STATX_BTIME) ? stx.stx_btime.tv_sec : 0;
-  id->btime_nsec = (stx.stx_mask & STATX_BTIME) ? stx.stx_btime.tv_nsec : 0;
-  if (is_reg)
-    *is_reg = S_ISREG (stx.stx_mode);
-  return 0;
+  if (statx (fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_INO | STATX_BTIME, &stx) == -1)
+    r = -1;
+  else {
+    memset (id, 0, sizeof *id);
+    id->dev = ((uint64_t) stx.stx_dev_major << 32) | stx.stx_dev_minor;
+    id->ino = stx.stx_ino;
+    id->btime_sec = (stx.stx_mask & STATX_BTIME) ? stx.stx_btime.tv_sec : 0;
+    id->btime_nsec = (stx.stx_mask & STATX_BTIME) ? stx.stx_btime.tv_nsec : 0;
+    if (is_reg)
+      *is_reg = S_ISREG (stx.stx_mode);
+    if (S_ISREG (stx.stx_mode)) {
+      /* fgetxattr refuses an O_PATH descriptor; its /proc link does not. */
+      char link[64];
+      int rfd = fd;
+      if (*name) {
+        snprintf (link, sizeof link, "/proc/self/fd/%d", fd);
+        rfd = open (link, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+      }
+      if (rfd == -1 || read_token (rfd, id->token) == -1)
+        r = -1;
+      if (*name && rfd >= 0)
+        close (rfd);
+    }
+  }
+  if (*name) {
+    int e = errno;
+    close (fd);
+    errno = e;
+  }
+  return r;
 }
 
 bool
 ovl_file_id_equal (const struct ovl_file_id *a, const struct ovl_file_id *b)
 {
   return a->dev == b->dev && a->ino == b->ino &&
-    a->btime_sec == b->btime_sec && a->btime_nsec == b->btime_nsec;
+    a->btime_sec == b->btime_sec && a->btime_nsec == b->btime_nsec &&
+    strcmp (a->token, b->token) == 0;
+}
+
+bool
+ovl_file_id_is_strong (const struct ovl_file_id *id)
+{
+  return id->token[0] || id->btime_sec || id->btime_nsec;
+}
+
+int
+ovl_file_id_mark (int fd, struct ovl_file_id *id)
+{
+  unsigned char rnd[OVL_TOKEN_LEN / 2];
+  size_t i;
+
+  id->token[0] = '\0';
+  if (getrandom (rnd, sizeof rnd, 0) != (ssize_t) sizeof rnd) {
+    ovl_error ("getrandom: %m");
+    return -1;
+  }
+  for (i = 0; i < sizeof rnd; i++)
+    snprintf (id->token + 2 * i, 3, "%02x", rnd[i]);
+  if (fsetxattr (fd, OVL_TOKEN_XATTR, id->token, OVL_TOKEN_LEN, XATTR_CREATE) == 0)
+    return 0;
+  id->token[0] = '\0';
+  if (errno == ENOTSUP)
+    return 1;
+  ovl_error ("setting the " OVL_TOKEN_XATTR " attribute: %m");
+  return -1;
 }
 
 DIR *

@@ -51,9 +51,17 @@ struct ovl_file_id {
   char token[OVL_TOKEN_LEN + 1];
 };
 /* Of NAME in DIRFD (not following a symlink), or of DIRFD itself when
- * NAME is "".  -1 with errno set. */
+ * NAME is "", token included for a regular file.  -1 with errno set. */
 int ovl_file_id_at (int dirfd, const char *name, struct ovl_file_id *id, bool *is_reg);
+/* Every part equal, the token included. */
 bool ovl_file_id_equal (const struct ovl_file_id *a, const struct ovl_file_id *b);
+/* An identity a user cannot forge by making a new file: it has a birth
+ * time or a token.  Device and inode alone are reused at once. */
+bool ovl_file_id_is_strong (const struct ovl_file_id *id);
+/* Mark the file open as FD with a new random token (stored in ID->token).
+ * 0 marked, 1 the filesystem keeps no trusted attributes (token ""), -1
+ * error with the error set. */
+int ovl_file_id_mark (int fd, struct ovl_file_id *id);
 
 /* A directory stream of its own on DIRFD's directory (a fresh open of
  * "." so that its read position is not shared with DIRFD), or NULL. */

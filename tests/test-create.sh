@@ -201,6 +201,44 @@ $VO create "$B" "$img/cleaner.qcow2" && pass || fail "create after a dead caller
 "$builddir/tests/qmp-cmd" "$sock" query-jobs | grep -q "ovl-$deadpid" \
   && fail "dead caller's job left" || pass
 
+# ---- hostile owners of a directory on the overlay's path ----
+# Whoever owns a directory can swap what is in it: refused, whatever the mode.
+mkdir -m 0755 "$img/users"; chown nobody "$img/users"
+refuse "directory '$img/users' is owned by uid $(id -u nobody), not root" "$B" "$img/users/new.qcow2"
+mkdir -m 0755 "$img/users/deeper"
+refuse "directory '$img/users' is owned by uid $(id -u nobody), not root" "$B" "$img/users/deeper/new.qcow2"
+# Even a swap of the temporary file (here by root, whom no check can stop)
+# never makes qsd write through it: qsd opens the inode we hold, and a
+# swapped file is never published.
+mkdir -m 0700 "$T/secret"; echo "root only" > "$T/secret/victim"
+vsum=$(sha256sum "$T/secret/victim")
+mkdir -m 0711 "$img/race"
+"$builddir/tests/ovl-racer" "$img/race" "$T/secret/victim" > "$T/racer.out" &
+racer=$!
+for _ in $(seq 1 100); do [ -s "$T/racer.out" ] && break; sleep 0.05; done
+set +e; $VO create "$B" "$img/race/r.qcow2" 2> "$T/err"; rc=$?; set -e
+wait "$racer" || true
+grep -q '^swapped' "$T/racer.out" && pass || fail "the racer did not swap: $(cat "$T/racer.out")"
+[ "$rc" = 1 ] && pass || fail "create through a swapped temporary file: exit $rc"
+grep -q "overlay '$img/race/r.qcow2': its temporary file was replaced while it was being made" "$T/err" \
+  && pass || fail "swap message: $(cat "$T/err")"
+[ "$(sha256sum "$T/secret/victim")" = "$vsum" ] && pass || fail "qsd wrote through the swapped name"
+[ -e "$img/race/r.qcow2" ] || [ -L "$img/race/r.qcow2" ] && fail "something was published" || pass
+rm -rf "$img/race"
+
+# ---- small ones: paths that are not UTF-8; qsd that does not start ----
+refuse "overlay path '$img/bad\\xff.qcow2' is not valid UTF-8" "$B" "$img/bad$(printf '\377').qcow2"
+refuse "base path '$img/b\\xc3(.qcow2' is not valid UTF-8" "$img/b$(printf '\303(').qcow2" "$img/new.qcow2"
+printf '#!/bin/sh\nexit 3\n' > "$T/qsd-exit3"; printf '#!/bin/sh\nkill -9 $$\n' > "$T/qsd-killed"
+chmod +x "$T/qsd-exit3" "$T/qsd-killed"
+for q in exit3:"it exited with status 3" killed:"it was killed by signal 9"; do
+  write_conf "$T/qconf" "qsd_socket = $T/run-${q%%:*}/qsd.sock" "qsd_binary = $T/qsd-${q%%:*}"
+  set +e; VIRT_OVERLAY_CONFIG=$T/qconf $VO create "$B" "$img/q.qcow2" 2> "$T/err"; rc=$?; set -e
+  [ "$rc" = 1 ] && grep -q -F "$T/qsd-${q%%:*} did not start: ${q#*:}" "$T/err" \
+    && pass || fail "qsd ${q%%:*}: exit $rc: $(cat "$T/err")"
+  [ -e "$img/q.qcow2" ] && fail "file made without a daemon" || pass
+done
+
 # ---- 8 concurrent callers all succeed ----
 pids=""
 for i in 1 2 3 4 5 6 7 8; do
