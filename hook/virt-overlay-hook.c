@@ -27,7 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -41,6 +43,38 @@
 #include "util.h"
 
 static const char *domain_arg = "?";
+
+/* Past timeout_ms plus this, the hook gives up whatever it is doing:
+ * libvirt waits for it with no timeout of its own. */
+#define WATCHDOG_GRACE_MS 1000
+
+static int watchdog_status;
+static char watchdog_msg[160];
+
+static void
+watchdog_fire (int sig)
+{
+  ssize_t r = write (2, watchdog_msg, strlen (watchdog_msg));
+  (void) r;
+  _exit (watchdog_status);
+}
+
+/* Make sure the process ends STATUS within MS milliseconds.  Every wait
+ * has its own deadline; this bounds what has none (parsing, a stuck
+ * filesystem).  A refiller we start does not inherit the timer. */
+static void
+watchdog_arm (unsigned ms, int status)
+{
+  struct itimerval it = { { 0, 0 }, { ms / 1000, (long) (ms % 1000) * 1000 } };
+  struct sigaction sa = { .sa_handler = watchdog_fire };
+
+  watchdog_status = status;
+  snprintf (watchdog_msg, sizeof watchdog_msg,
+            "virt-overlay: gave up after %u ms (timeout_ms plus %d ms); nothing more was done\n",
+            ms, WATCHDOG_GRACE_MS);
+  sigaction (SIGALRM, &sa, NULL);
+  setitimer (ITIMER_REAL, &it, NULL);
+}
 
 /* Report one problem: stderr (libvirt shows it) and syslog. */
 static void __attribute__((format (printf, 2, 3)))
@@ -384,6 +418,7 @@ main (int argc, char **argv)
     report (LOG_ERR, "%s", ovl_error_msg ());
     return what == RELEASE ? 0 : 1;
   }
+  watchdog_arm (cfg->timeout_ms + WATCHDOG_GRACE_MS, what == RELEASE ? 0 : 1);
   switch (what) {
   case PREPARE: return do_prepare (cfg);
   case RELEASE: return do_release (cfg, reason);

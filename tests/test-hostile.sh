@@ -94,4 +94,20 @@ long=$(printf '%0300d' 0)
 domain ephemeral "$img/$long.qcow2" > "$T/l.xml"
 hook prepare begin < "$T/l.xml"; expect_rc 1 "overlay name too long"
 expect_err "disk vda: overlay '$img/$long.qcow2': File name too long"
+# ---- a watchdog bounds what has no deadline of its own: here, a domain
+# XML that never ends (stdin held open) ----
+write_conf "$T/conf" "timeout_ms = 300"
+mkfifo "$T/slow"
+for op in "prepare begin:1" "release end:0"; do
+  sleep 30 > "$T/slow" & writer=$!
+  t0=$(date +%s%N)
+  set +e
+  timeout 20 $HOOK hostile ${op%:*} - < "$T/slow" > "$T/stdout" 2> "$T/stderr"; rc=$?
+  set -e
+  t1=$(date +%s%N)
+  kill "$writer" 2>/dev/null || true; wait "$writer" 2>/dev/null || true
+  expect_rc "${op#*:}" "${op%:*} with stdin held open"
+  expect_err "gave up after 1300 ms"
+  [ $(( (t1 - t0) / 1000000 )) -lt 10000 ] && pass || fail "${op%:*}: took $(( (t1 - t0) / 1000000 )) ms"
+done
 finish
