@@ -180,6 +180,14 @@ for round in 1 2; do
   [ -e "$img/f.qcow2" ] && fail "ephemeral overlay of the forging domain not removed" || pass
 done
 rm -f "$img/victim.qcow2"
+# A name longer than the old line buffer no longer locks the domain out.
+domain "$(printf "%9000s" "" | tr ' ' B)" "vda ephemeral $img/f.qcow2 $img/base.qcow2 qcow2" > "$T/long.xml"
+hook prepare begin - < "$T/long.xml"; expect_rc 0 "prepare with a long name"
+mark "$img/f.qcow2"
+hook prepare begin - < "$T/long.xml"; expect_rc 0 "prepare again with a long name"
+marked "$img/f.qcow2" && fail "long name: ephemeral overlay not recreated" || pass
+hook release end - < "$T/long.xml"; expect_rc 0 "release with a long name"
+[ -e "$img/f.qcow2" ] && fail "long name: ephemeral overlay not removed" || pass
 
 # ---- refusals through the hook: one line per failing disk, no files ----
 printf 'QFI\373' > "$img/liar.raw"; truncate -s 1M "$img/liar.raw"
