@@ -1,11 +1,15 @@
 /* JSON values and the yajl-based stream parser; see json.h. */
 #include <config.h>
 
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <yajl/yajl_parse.h>
 
+#include "cleanup.h"
 #include "error.h"
 #include "json.h"
 #include "util.h"
@@ -87,9 +91,19 @@ int
 ovl_json_get_int (const struct ovl_json *obj, const char *path, long long *out)
 {
   const struct ovl_json *v = ovl_json_path (obj, path);
-  if (!v || v->type != OVL_JSON_INT)
+  if (!v || v->type != OVL_JSON_INT || v->is_unsigned)
     return -1;
   *out = v->u.i;
+  return 0;
+}
+
+int
+ovl_json_get_u64 (const struct ovl_json *obj, const char *path, uint64_t *out)
+{
+  const struct ovl_json *v = ovl_json_path (obj, path);
+  if (!v || v->type != OVL_JSON_INT || (!v->is_unsigned && v->u.i < 0))
+    return -1;
+  *out = v->is_unsigned ? v->u.u : (uint64_t) v->u.i;
   return 0;
 }
 
@@ -134,7 +148,10 @@ to_string (struct ovl_buf *b, const struct ovl_json *v)
   switch (v->type) {
   case OVL_JSON_NULL: return ovl_buf_printf (b, "null");
   case OVL_JSON_BOOL: return ovl_buf_printf (b, v->u.b ? "true" : "false");
-  case OVL_JSON_INT: return ovl_buf_printf (b, "%lld", v->u.i);
+  case OVL_JSON_INT:
+    if (v->is_unsigned)
+      return ovl_buf_printf (b, "%" PRIu64, v->u.u);
+    return ovl_buf_printf (b, "%lld", v->u.i);
   case OVL_JSON_DOUBLE: return ovl_buf_printf (b, "%.17g", v->u.d);
   case OVL_JSON_STRING: return ovl_json_append_string (b, v->u.s);
   case OVL_JSON_ARRAY:
@@ -169,11 +186,18 @@ ovl_json_to_string (const struct ovl_json *v)
 
 /* ---- the stream parser ---- */
 
+/* No message closed in the piece being parsed. */
+#define NOT_CLOSED SIZE_MAX
+
 struct ovl_json_parser {
   yajl_handle h;
+  char *label;                  /* names the input in errors */
   size_t max_bytes;
   unsigned max_depth;
   size_t msg_bytes;             /* bytes fed since the last message closed */
+  size_t queued_bytes;          /* input bytes of the messages in done[] */
+  size_t closed_at;             /* offset in the piece where one last closed */
+  bool pending;                 /* not only whitespace since the last close */
   bool failed;
   const char *cb_error;         /* set by a callback that cancels the parse */
 
@@ -182,8 +206,9 @@ struct ovl_json_parser {
   unsigned depth;
   char *pending_key;            /* key waiting for its value */
 
-  /* Complete messages, oldest first. */
+  /* Complete messages, oldest first, with the input bytes each took. */
   struct ovl_json **done;
+  size_t *done_bytes;
   size_t ndone, done_cap, done_head;
 };
 
@@ -198,7 +223,7 @@ parser_drop_partial (struct ovl_json_parser *p)
 }
 
 static int
-push_done (struct ovl_json_parser *p, struct ovl_json *v)
+push_done (struct ovl_json_parser *p, struct ovl_json *v, size_t bytes)
 {
   if (p->done_head > 0 && p->done_head == p->ndone) {
     p->ndone = p->done_head = 0;
@@ -206,12 +231,18 @@ push_done (struct ovl_json_parser *p, struct ovl_json *v)
   if (p->ndone == p->done_cap) {
     size_t cap = p->done_cap ? p->done_cap * 2 : 8;
     struct ovl_json **d = realloc (p->done, cap * sizeof *d);
+    size_t *db;
     if (!d)
       return -1;
     p->done = d;
+    if (!(db = realloc (p->done_bytes, cap * sizeof *db)))
+      return -1;
+    p->done_bytes = db;
     p->done_cap = cap;
   }
+  p->done_bytes[p->ndone] = bytes;
   p->done[p->ndone++] = v;
+  p->queued_bytes += bytes;
   return 0;
 }
 
@@ -294,20 +325,57 @@ cb_boolean (void *ctx, int b)
   return add_value (ctx, v);
 }
 
-static int
-cb_integer (void *ctx, long long i)
+/* TEXT (NUL-terminated, already checked by yajl's lexer) as an exact
+ * integer if it has no fraction or exponent, else as a double. */
+static struct ovl_json *
+number_value (struct ovl_json_parser *p, const char *text)
 {
-  struct ovl_json *v = new_value (OVL_JSON_INT);
-  if (v) v->u.i = i;
-  return add_value (ctx, v);
+  bool integer = !strpbrk (text, ".eE");
+  struct ovl_json *v = new_value (integer ? OVL_JSON_INT : OVL_JSON_DOUBLE);
+
+  if (!v) {
+    p->cb_error = "out of memory";
+    return NULL;
+  }
+  errno = 0;
+  if (!integer)
+    v->u.d = strtod (text, NULL);
+  else if (text[0] == '-')
+    v->u.i = strtoll (text, NULL, 10);
+  else {
+    v->u.u = strtoull (text, NULL, 10);
+    if (v->u.u <= INT64_MAX)
+      v->u.i = (long long) v->u.u;
+    else
+      v->is_unsigned = true;
+  }
+  if (errno == ERANGE && (integer || isinf (v->u.d))) {
+    p->cb_error = integer ? "integer out of range" : "number out of range";
+    free (v);
+    return NULL;
+  }
+  return v;
 }
 
 static int
-cb_double (void *ctx, double d)
+cb_number (void *ctx, const char *s, size_t len)
 {
-  struct ovl_json *v = new_value (OVL_JSON_DOUBLE);
-  if (v) v->u.d = d;
-  return add_value (ctx, v);
+  struct ovl_json_parser *p = ctx;
+  char small[32];
+  CLEANUP_FREE char *big = NULL;
+  char *text = small;
+  struct ovl_json *v;
+
+  /* yajl hands the raw text, not NUL-terminated. */
+  if (len >= sizeof small && !(text = big = malloc (len + 1))) {
+    p->cb_error = "out of memory";
+    return 0;
+  }
+  memcpy (text, s, len);
+  text[len] = '\0';
+  if (!(v = number_value (p, text)))
+    return 0;
+  return add_value (p, v);
 }
 
 static int
@@ -359,12 +427,18 @@ cb_end_container (void *ctx)
 
   p->depth--;
   if (p->depth == 0) {
-    if (push_done (p, p->stack[0]) == -1) {
+    /* Where in the piece being parsed the message closed: what it took
+     * is what came before, the rest belongs to the next one. */
+    size_t at = yajl_get_bytes_consumed (p->h);
+    size_t before = p->closed_at == NOT_CLOSED ? p->msg_bytes : 0;
+    size_t from = p->closed_at == NOT_CLOSED ? 0 : p->closed_at;
+
+    if (push_done (p, p->stack[0], before + at - from) == -1) {
       ovl_json_free (p->stack[0]);
       p->cb_error = "out of memory";
       return 0;
     }
-    p->msg_bytes = 0;
+    p->closed_at = at;
   }
   return 1;
 }
@@ -378,8 +452,7 @@ cb_start_array (void *ctx)
 static const yajl_callbacks callbacks = {
   .yajl_null = cb_null,
   .yajl_boolean = cb_boolean,
-  .yajl_integer = cb_integer,
-  .yajl_double = cb_double,
+  .yajl_number = cb_number,
   .yajl_string = cb_string,
   .yajl_start_map = cb_start_map,
   .yajl_map_key = cb_map_key,
@@ -397,9 +470,11 @@ ovl_json_parser_new (size_t max_bytes, unsigned max_depth)
     return NULL;
   p->max_bytes = max_bytes ? max_bytes : OVL_JSON_DEFAULT_MAX_BYTES;
   p->max_depth = max_depth ? max_depth : OVL_JSON_DEFAULT_MAX_DEPTH;
+  p->closed_at = NOT_CLOSED;
   p->stack = calloc (p->max_depth, sizeof *p->stack);
+  p->label = strdup ("QMP");
   p->h = yajl_alloc (&callbacks, NULL, p);
-  if (!p->stack || !p->h) {
+  if (!p->stack || !p->label || !p->h) {
     ovl_error ("out of memory");
     ovl_json_parser_free (p);
     return NULL;
@@ -420,23 +495,37 @@ ovl_json_parser_free (struct ovl_json_parser *p)
   for (i = p->done_head; i < p->ndone; i++)
     ovl_json_free (p->done[i]);
   free (p->done);
+  free (p->done_bytes);
   free (p->stack);
+  free (p->label);
   if (p->h)
     yajl_free (p->h);
   free (p);
 }
 
+int
+ovl_json_parser_set_label (struct ovl_json_parser *p, const char *label)
+{
+  char *l = ovl_strdup (label);
+
+  if (!l)
+    return -1;
+  free (p->label);
+  p->label = l;
+  return 0;
+}
+
 static int
-parser_fail (struct ovl_json_parser *p, const unsigned char *data, size_t len)
+parser_fail (struct ovl_json_parser *p)
 {
   if (p->cb_error)
-    ovl_error ("QMP: bad JSON from peer: %s", p->cb_error);
+    ovl_error ("%s: bad JSON: %s", p->label, p->cb_error);
   else {
-    unsigned char *msg = yajl_get_error (p->h, 0, data, len);
+    unsigned char *msg = yajl_get_error (p->h, 0, NULL, 0);
     char *nl;
     if (msg && (nl = strchr ((char *) msg, '\n')))
       *nl = '\0';
-    ovl_error ("QMP: malformed JSON from peer: %s", msg ? (char *) msg : "parse error");
+    ovl_error ("%s: malformed JSON: %s", p->label, msg ? (char *) msg : "parse error");
     if (msg)
       yajl_free_error (p->h, msg);
   }
@@ -445,27 +534,61 @@ parser_fail (struct ovl_json_parser *p, const unsigned char *data, size_t len)
   return -1;
 }
 
+static bool
+all_blank (const unsigned char *d, size_t len)
+{
+  size_t i;
+  for (i = 0; i < len; i++)
+    if (!strchr (" \t\n\r\v\f", d[i]) || d[i] == '\0')
+      return false;
+  return true;
+}
+
+/* Parse one piece that cannot take the input past the cap by more than
+ * one byte, then account for it. */
+static int
+feed_piece (struct ovl_json_parser *p, const unsigned char *d, size_t n)
+{
+  p->closed_at = NOT_CLOSED;
+  if (yajl_parse (p->h, d, n) != yajl_status_ok)
+    return parser_fail (p);
+  if (p->closed_at == NOT_CLOSED) {
+    p->msg_bytes += n;
+    p->pending = p->pending || !all_blank (d, n);
+  }
+  else {
+    p->msg_bytes = n - p->closed_at;
+    p->pending = !all_blank (d + p->closed_at, n - p->closed_at);
+  }
+  p->closed_at = NOT_CLOSED;
+  if (p->queued_bytes > p->max_bytes || p->msg_bytes > p->max_bytes - p->queued_bytes) {
+    p->cb_error = p->queued_bytes ? "too much input unread" : "message too large";
+    return parser_fail (p);
+  }
+  return 0;
+}
+
 int
 ovl_json_parser_feed (struct ovl_json_parser *p, const void *data, size_t len)
 {
-  yajl_status st;
+  const unsigned char *d = data;
 
   if (p->failed) {
-    ovl_error ("QMP: parser already failed");
+    ovl_error ("%s: parser already failed", p->label);
     return -1;
   }
-  p->msg_bytes += len;
-  st = yajl_parse (p->h, data, len);
-  if (st != yajl_status_ok)
-    return parser_fail (p, data, len);
-  /* Only bytes of a message still open count against the cap; a chunk
-   * that closed a message reset the counter in the callback. */
-  if (p->depth > 0 && p->msg_bytes > p->max_bytes) {
-    p->cb_error = "message too large";
-    return parser_fail (p, data, len);
+  /* yajl re-scans a partial token on every call and keeps it in memory:
+   * never give it more than one byte beyond the cap at a time, so that
+   * the cap is checked as the bytes are consumed. */
+  while (len > 0) {
+    size_t room = p->max_bytes - p->queued_bytes - p->msg_bytes;
+    size_t n = len <= room ? len : room + 1;
+
+    if (feed_piece (p, d, n) == -1)
+      return -1;
+    d += n;
+    len -= n;
   }
-  if (p->depth == 0)
-    p->msg_bytes = 0;
   return 0;
 }
 
@@ -477,10 +600,22 @@ ovl_json_parser_finish (struct ovl_json_parser *p)
   if (p->depth > 0) {
     parser_drop_partial (p);
     p->failed = true;
-    ovl_error ("QMP: connection closed in the middle of a message");
+    ovl_error ("%s: input ended in the middle of a message", p->label);
     return -1;
   }
-  return 0;
+  /* Nothing but whitespace after the last message (or no input at
+   * all, which yajl would call a premature end). */
+  if (!p->pending)
+    return 0;
+  /* A top-level number only ends here, and junk is only seen here. */
+  p->closed_at = NOT_CLOSED;
+  if (yajl_complete_parse (p->h) != yajl_status_ok)
+    return parser_fail (p);
+  /* yajl lets an unterminated string after a complete value pass. */
+  parser_drop_partial (p);
+  p->failed = true;
+  ovl_error ("%s: input ended in the middle of a value", p->label);
+  return -1;
 }
 
 struct ovl_json *
@@ -488,6 +623,7 @@ ovl_json_parser_next (struct ovl_json_parser *p)
 {
   if (p->done_head >= p->ndone)
     return NULL;
+  p->queued_bytes -= p->done_bytes[p->done_head];
   return p->done[p->done_head++];
 }
 

@@ -5,7 +5,18 @@
  * is queued and can be taken with ovl_json_parser_next().  The parser caps
  * the size of one message and the nesting depth: QMP input comes from a
  * daemon we trust more than the domain XML, but a wedged or hostile peer
- * must not make the hook allocate without limit.
+ * must not make the hook allocate without limit.  The ledger is read with
+ * the same parser.
+ *
+ * The byte cap counts every byte fed since the last message closed
+ * (whitespace and partial top-level tokens included) plus the messages
+ * queued and not yet taken, and is checked as yajl consumes the input, so
+ * one huge feed is refused about max_bytes in, and the parser never holds
+ * more than about max_bytes of input.
+ *
+ * Integers are read exactly over [INT64_MIN, UINT64_MAX] (QEMU prints
+ * unsigned 64-bit values, e.g. device addresses); other numbers are
+ * doubles.  Anything out of range is an error, never a rounded value.
  */
 #ifndef OVL_JSON_H
 #define OVL_JSON_H
@@ -26,9 +37,13 @@ enum ovl_json_type {
 
 struct ovl_json {
   enum ovl_json_type type;
+  /* An OVL_JSON_INT above INT64_MAX: its value is in u.u, not u.i.  Use
+   * ovl_json_get_int / ovl_json_get_u64 rather than reading u directly. */
+  bool is_unsigned;
   union {
     bool b;
     long long i;
+    uint64_t u;
     double d;
     char *s;
     struct {
@@ -48,7 +63,9 @@ const struct ovl_json *ovl_json_get (const struct ovl_json *obj, const char *key
 /* Dotted path of object keys: "data.status". */
 const struct ovl_json *ovl_json_path (const struct ovl_json *v, const char *path);
 const char *ovl_json_get_string (const struct ovl_json *obj, const char *path);
+/* -1 when absent, not an integer, or out of the range of the result. */
 int ovl_json_get_int (const struct ovl_json *obj, const char *path, long long *out);
+int ovl_json_get_u64 (const struct ovl_json *obj, const char *path, uint64_t *out);
 size_t ovl_json_array_len (const struct ovl_json *arr);
 const struct ovl_json *ovl_json_array_at (const struct ovl_json *arr, size_t i);
 
@@ -67,10 +84,13 @@ struct ovl_json_parser;
 
 struct ovl_json_parser *ovl_json_parser_new (size_t max_bytes, unsigned max_depth);
 void ovl_json_parser_free (struct ovl_json_parser *p);
+/* What errors name as the input ("QMP" unless set); LABEL is copied. */
+int ovl_json_parser_set_label (struct ovl_json_parser *p, const char *label);
 /* Feed bytes; completed messages are queued.  -1 on malformed input or a
  * broken limit; after that the parser refuses further input. */
 int ovl_json_parser_feed (struct ovl_json_parser *p, const void *data, size_t len);
-/* End of input: -1 if a message was left incomplete. */
+/* End of input: -1 if a message was left incomplete, or anything other
+ * than whitespace follows the last complete message. */
 int ovl_json_parser_finish (struct ovl_json_parser *p);
 /* Take the oldest complete message (caller frees), or NULL. */
 struct ovl_json *ovl_json_parser_next (struct ovl_json_parser *p);

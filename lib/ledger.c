@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,11 +12,12 @@
 
 #include "cleanup.h"
 #include "error.h"
+#include "json.h"
 #include "ledger.h"
 #include "util.h"
 
-#define LEDGER_HEADER "# virt-overlay ledger 1"
-#define MAX_ENTRIES 1024
+#define LEDGER_V1_HEADER "# virt-overlay ledger 1"
+#define MAX_ENTRIES OVL_LEDGER_MAX_ENTRIES
 
 void
 ovl_ledger_free (struct ovl_ledger *l)
@@ -73,68 +75,339 @@ ovl_ledger_remove (struct ovl_ledger *l, struct ovl_ledger_entry *e)
   *e = l->entries[--l->n];
 }
 
-static int
-parse_line (struct ovl_ledger *l, char *line)
+static struct ovl_ledger *
+ledger_new (const char *file)
 {
-  struct ovl_file_id id;
-  unsigned long long dev, ino;
-  long long bsec;
-  unsigned bnsec;
-  int off = 0;
+  struct ovl_ledger *l = ovl_calloc (1, sizeof *l);
 
-  line[strcspn (line, "\n")] = '\0';
-  if (!*line || line[0] == '#')
-    return 0;
-  if (strcmp (line, "restore-pending") == 0) {
+  if (!l)
+    return NULL;
+  if (!(l->file = ovl_strdup (file)) ||
+      !(l->entries = ovl_calloc (MAX_ENTRIES, sizeof *l->entries))) {
+    ovl_ledger_free (l);
+    return NULL;
+  }
+  return l;
+}
+
+/* Like ovl_ledger_add, but a second entry for one path is corruption. */
+static int
+add_entry (struct ovl_ledger *l, const char *path, const struct ovl_file_id *id)
+{
+  if (path[0] != '/') {
+    ovl_error ("ledger %s: corrupt: overlay path '%s' is not absolute", l->file, path);
+    return -1;
+  }
+  if (ovl_ledger_find (l, path)) {
+    ovl_error ("ledger %s: corrupt: '%s' is listed twice", l->file, path);
+    return -1;
+  }
+  return ovl_ledger_add (l, path, id);
+}
+
+static bool
+valid_token (const char *t)
+{
+  size_t n = strspn (t, "0123456789abcdef");
+  return t[n] == '\0' && (n == 0 || n == OVL_TOKEN_LEN);
+}
+
+/* ---- version 2: one JSON object ---- */
+
+/* Check that OBJ is an object whose keys are all in KNOWN, once each. */
+static int
+check_keys (const struct ovl_ledger *l, const struct ovl_json *obj,
+            const char *const *known, size_t nknown, const char *what)
+{
+  unsigned seen = 0;
+  size_t i, k;
+
+  if (!obj || obj->type != OVL_JSON_OBJECT) {
+    ovl_error ("ledger %s: corrupt: %s is not an object", l->file, what);
+    return -1;
+  }
+  for (i = 0; i < obj->u.c.n; i++) {
+    for (k = 0; k < nknown && strcmp (obj->u.c.keys[i], known[k]) != 0; k++)
+      ;
+    if (k == nknown || (seen & (1u << k))) {
+      ovl_error ("ledger %s: corrupt: %s key '%s' in %s", l->file,
+                 k == nknown ? "unknown" : "repeated", obj->u.c.keys[i], what);
+      return -1;
+    }
+    seen |= 1u << k;
+  }
+  return 0;
+}
+
+static int
+bad_field (const struct ovl_ledger *l, const char *key, size_t i)
+{
+  ovl_error ("ledger %s: corrupt: bad or missing \"%s\" in overlay %zu", l->file, key, i);
+  return -1;
+}
+
+static int
+parse_v2_entry (struct ovl_ledger *l, const struct ovl_json *e, size_t i)
+{
+  static const char *const known[] = { "path", "dev", "ino", "btime", "token" };
+  const struct ovl_json *bt = ovl_json_get (e, "btime");
+  const struct ovl_json *tok = ovl_json_get (e, "token");
+  struct ovl_file_id id = { 0 };
+  const char *path;
+  long long sec, nsec;
+
+  if (check_keys (l, e, known, sizeof known / sizeof known[0], "an overlay") == -1)
+    return -1;
+  if (!(path = ovl_json_get_string (e, "path")))
+    return bad_field (l, "path", i);
+  if (ovl_json_get_u64 (e, "dev", &id.dev) == -1)
+    return bad_field (l, "dev", i);
+  if (ovl_json_get_u64 (e, "ino", &id.ino) == -1)
+    return bad_field (l, "ino", i);
+  if (!bt || bt->type != OVL_JSON_ARRAY || ovl_json_array_len (bt) != 2 ||
+      ovl_json_get_int (ovl_json_array_at (bt, 0), "", &sec) == -1 ||
+      ovl_json_get_int (ovl_json_array_at (bt, 1), "", &nsec) == -1 ||
+      nsec < 0 || nsec > 999999999)
+    return bad_field (l, "btime", i);
+  id.btime_sec = sec;
+  id.btime_nsec = (uint32_t) nsec;
+  if (tok) {
+    if (tok->type != OVL_JSON_STRING || !valid_token (tok->u.s))
+      return bad_field (l, "token", i);
+    strcpy (id.token, tok->u.s);
+  }
+  return add_entry (l, path, &id);
+}
+
+static int
+parse_v2_object (struct ovl_ledger *l, const struct ovl_json *root)
+{
+  static const char *const known[] = {
+    "virt-overlay-ledger", "domain", "restore-pending", "overlays",
+  };
+  const struct ovl_json *dom = ovl_json_get (root, "domain");
+  const struct ovl_json *rp = ovl_json_get (root, "restore-pending");
+  const struct ovl_json *ov = ovl_json_get (root, "overlays");
+  long long version;
+  size_t i;
+
+  if (check_keys (l, root, known, sizeof known / sizeof known[0], "the ledger") == -1)
+    return -1;
+  if (ovl_json_get_int (root, "virt-overlay-ledger", &version) == -1 || version != 2) {
+    ovl_error ("ledger %s: corrupt: not a version 2 ledger", l->file);
+    return -1;
+  }
+  if ((dom && dom->type != OVL_JSON_STRING) || (rp && rp->type != OVL_JSON_BOOL) ||
+      !ov || ov->type != OVL_JSON_ARRAY) {
+    ovl_error ("ledger %s: corrupt: \"domain\", \"restore-pending\" or \"overlays\" "
+               "of the wrong type", l->file);
+    return -1;
+  }
+  if (ovl_json_array_len (ov) > MAX_ENTRIES) {
+    ovl_error ("ledger %s: corrupt: more than %d overlays", l->file, MAX_ENTRIES);
+    return -1;
+  }
+  if (dom && !(l->domain = ovl_strdup (dom->u.s)))
+    return -1;
+  l->restore_pending = rp && rp->u.b;
+  for (i = 0; i < ovl_json_array_len (ov); i++)
+    if (parse_v2_entry (l, ovl_json_array_at (ov, i), i) == -1)
+      return -1;
+  return 0;
+}
+
+static int
+parse_v2 (struct ovl_ledger *l, const char *buf, size_t len)
+{
+  struct ovl_json_parser *p = ovl_json_parser_new (OVL_LEDGER_MAX_BYTES, 8);
+  CLEANUP_FREE char *label = NULL;
+  CLEANUP_JSON struct ovl_json *root = NULL;
+  CLEANUP_JSON struct ovl_json *more = NULL;
+  int r = -1;
+
+  if (!p || asprintf (&label, "ledger %s", l->file) == -1 ||
+      ovl_json_parser_set_label (p, label) == -1)
+    goto out;
+  if (ovl_json_parser_feed (p, buf, len) == -1 || ovl_json_parser_finish (p) == -1)
+    goto out;
+  root = ovl_json_parser_next (p);
+  more = ovl_json_parser_next (p);
+  if (!root || more) {
+    ovl_error ("ledger %s: corrupt: %s", l->file,
+               root ? "more than one JSON value" : "empty");
+    goto out;
+  }
+  r = parse_v2_object (l, root);
+ out:
+  ovl_json_parser_free (p);
+  return r;
+}
+
+/* ---- version 1: lines, split on '\n' over the whole buffer so that no
+ * line can be cut in two and read as another ---- */
+
+/* "DEV INO BIRTH-SEC BIRTH-NSEC PATH": single spaces, plain numbers. */
+static int
+parse_v1_ephemeral (struct ovl_ledger *l, char *rest)
+{
+  struct ovl_file_id id = { 0 };
+  char *f[4];
+  uint64_t sec, nsec;
+  bool neg;
+  size_t i;
+
+  for (i = 0; i < 4; i++) {
+    char *sp = strchr (rest, ' ');
+    if (!sp || sp == rest)
+      goto bad;
+    *sp = '\0';
+    f[i] = rest;
+    rest = sp + 1;
+  }
+  neg = f[2][0] == '-';
+  if (ovl_parse_u64 (f[0], &id.dev) == -1 || ovl_parse_u64 (f[1], &id.ino) == -1 ||
+      ovl_parse_u64 (f[2] + neg, &sec) == -1 || sec > INT64_MAX ||
+      ovl_parse_u64 (f[3], &nsec) == -1 || nsec > 999999999)
+    goto bad;
+  id.btime_sec = neg ? -(int64_t) sec : (int64_t) sec;
+  id.btime_nsec = (uint32_t) nsec;
+  return add_entry (l, rest, &id);
+
+ bad:
+  ovl_error ("ledger %s: corrupt: unreadable version 1 \"ephemeral\" line", l->file);
+  return -1;
+}
+
+static int
+parse_v1_line (struct ovl_ledger *l, char *line)
+{
+  if (strcmp (line, "restore-pending") == 0 && !l->restore_pending) {
     l->restore_pending = true;
     return 0;
   }
-  if (strncmp (line, "domain ", 7) == 0) {
-    free (l->domain);
+  if (strncmp (line, "domain ", 7) == 0 && !l->domain)
     return (l->domain = ovl_strdup (line + 7)) ? 0 : -1;
+  if (strncmp (line, "ephemeral ", 10) == 0)
+    return parse_v1_ephemeral (l, line + 10);
+  ovl_error ("ledger %s: corrupt: unreadable version 1 line '%.64s'", l->file, line);
+  return -1;
+}
+
+static int
+parse_v1 (struct ovl_ledger *l, const char *buf, size_t len)
+{
+  CLEANUP_FREE char *copy = NULL;
+  char *line, *nl;
+
+  if (memchr (buf, '\0', len) || buf[len - 1] != '\n') {
+    ovl_error ("ledger %s: corrupt: version 1 ledger with a NUL byte or cut short",
+               l->file);
+    return -1;
   }
-  if (sscanf (line, "ephemeral %llu %llu %lld %u %n", &dev, &ino, &bsec, &bnsec, &off) == 4 &&
-      off > 0 && line[off] == '/') {
-    id.dev = dev;
-    id.ino = ino;
-    id.btime_sec = bsec;
-    id.btime_nsec = bnsec;
-    return ovl_ledger_add (l, line + off, &id);
+  if (!(copy = malloc (len)))
+    return -1;
+  memcpy (copy, buf, len);
+  /* The header line, then one line per item. */
+  line = copy + strlen (LEDGER_V1_HEADER) + 1;
+  for (; line < copy + len; line = nl + 1) {
+    nl = memchr (line, '\n', (size_t) (copy + len - line));
+    *nl = '\0';
+    if (parse_v1_line (l, line) == -1)
+      return -1;
   }
-  ovl_error ("ledger %s: unreadable line '%s'", l->file, line);
+  return 0;
+}
+
+struct ovl_ledger *
+ovl_ledger_parse (const char *file, const char *buf, size_t len)
+{
+  struct ovl_ledger *l = ledger_new (file);
+  size_t hl = strlen (LEDGER_V1_HEADER);
+  int r;
+
+  if (!l)
+    return NULL;
+  if (len > hl && memcmp (buf, LEDGER_V1_HEADER "\n", hl + 1) == 0)
+    r = parse_v1 (l, buf, len);
+  else
+    r = parse_v2 (l, buf, len);
+  if (r == -1) {
+    ovl_ledger_free (l);
+    return NULL;
+  }
+  return l;
+}
+
+/* Read the whole of FILE into *BUF, refusing anything but a regular file
+ * (a FIFO would block for ever, a device never end) and more than the
+ * cap.  1 when there is no such file. */
+static int
+read_ledger_file (const char *file, char **buf, size_t *len)
+{
+  CLEANUP_CLOSE int fd = open (file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  struct ovl_buf b = OVL_BUF_INIT;
+  struct stat st;
+  char chunk[65536];
+  ssize_t n;
+
+  if (fd == -1) {
+    if (errno == ENOENT)
+      return 1;
+    if (errno == ELOOP)
+      ovl_error ("ledger %s: is a symbolic link", file);
+    else
+      ovl_error ("ledger %s: %m", file);
+    return -1;
+  }
+  if (fstat (fd, &st) == -1) {
+    ovl_error ("ledger %s: %m", file);
+    return -1;
+  }
+  if (!S_ISREG (st.st_mode)) {
+    ovl_error ("ledger %s: not a regular file", file);
+    return -1;
+  }
+  while (b.len <= OVL_LEDGER_MAX_BYTES) {
+    n = read (fd, chunk, sizeof chunk);
+    if (n == -1 && errno == EINTR)
+      continue;
+    if (n == -1) {
+      ovl_error ("ledger %s: read: %m", file);
+      goto fail;
+    }
+    if (n == 0) {
+      *len = b.len;
+      *buf = b.data;
+      return 0;
+    }
+    if (ovl_buf_append (&b, chunk, (size_t) n) == -1)
+      goto fail;
+  }
+  ovl_error ("ledger %s: larger than %d bytes", file, OVL_LEDGER_MAX_BYTES);
+ fail:
+  ovl_buf_reset (&b);
   return -1;
 }
 
 struct ovl_ledger *
 ovl_ledger_load (const char *state_dir, const char *uuid)
 {
-  struct ovl_ledger *l = ovl_calloc (1, sizeof *l);
-  CLEANUP_FCLOSE FILE *f = NULL;
-  char line[8192];
+  CLEANUP_FREE char *file = NULL;
+  CLEANUP_FREE char *buf = NULL;
+  size_t len = 0;
+  int r;
 
-  if (!l)
+  if (asprintf (&file, "%s/domains/%s", state_dir, uuid) == -1) {
+    file = NULL;
+    ovl_error ("out of memory");
     return NULL;
-  if (asprintf (&l->file, "%s/domains/%s", state_dir, uuid) == -1) {
-    l->file = NULL;
-    goto fail;
   }
-  if (!(l->entries = ovl_calloc (MAX_ENTRIES, sizeof *l->entries)))
-    goto fail;
-  f = fopen (l->file, "re");
-  if (!f) {
-    if (errno == ENOENT)
-      return l;
-    ovl_error ("ledger %s: %m", l->file);
-    goto fail;
-  }
-  while (fgets (line, sizeof line, f))
-    if (parse_line (l, line) == -1)
-      goto fail;
-  return l;
-
- fail:
-  ovl_ledger_free (l);
-  return NULL;
+  r = read_ledger_file (file, &buf, &len);
+  if (r == -1)
+    return NULL;
+  if (r == 1)
+    return ledger_new (file);
+  return ovl_ledger_parse (file, buf ? buf : "", len);
 }
 
 static int
@@ -172,15 +445,107 @@ fsync_dir (const char *dir)
   return 0;
 }
 
+/* The version 2 text of L into B; -1 if anything could not be added. */
+static int
+format_v2 (const struct ovl_ledger *l, struct ovl_buf *b)
+{
+  size_t i;
+
+  if (ovl_buf_printf (b, "{\"virt-overlay-ledger\":2") == -1)
+    return -1;
+  if (l->domain && (ovl_buf_printf (b, ",\"domain\":") == -1 ||
+                    ovl_json_append_string (b, l->domain) == -1))
+    return -1;
+  if (ovl_buf_printf (b, ",\"restore-pending\":%s,\"overlays\":[",
+                      l->restore_pending ? "true" : "false") == -1)
+    return -1;
+  for (i = 0; i < l->n; i++) {
+    const struct ovl_ledger_entry *e = &l->entries[i];
+    if (ovl_buf_printf (b, "%s{\"path\":", i ? "," : "") == -1 ||
+        ovl_json_append_string (b, e->path) == -1 ||
+        ovl_buf_printf (b, ",\"dev\":%llu,\"ino\":%llu,\"btime\":[%lld,%u]",
+                        (unsigned long long) e->id.dev, (unsigned long long) e->id.ino,
+                        (long long) e->id.btime_sec, e->id.btime_nsec) == -1)
+      return -1;
+    if (e->id.token[0] && (ovl_buf_printf (b, ",\"token\":") == -1 ||
+                           ovl_json_append_string (b, e->id.token) == -1))
+      return -1;
+    if (ovl_buf_printf (b, "}") == -1)
+      return -1;
+  }
+  return ovl_buf_printf (b, "]}\n");
+}
+
+/* Never write a ledger that would not load again (a name that is not
+ * UTF-8, a bad token, too large): the domain could never start again. */
+static int
+check_readable (const struct ovl_ledger *l, const struct ovl_buf *b)
+{
+  struct ovl_ledger *again = ovl_ledger_parse (l->file, b->data, b->len);
+
+  if (!again) {
+    ovl_error_prefix ("not saved: ");
+    return -1;
+  }
+  ovl_ledger_free (again);
+  return 0;
+}
+
+static int
+write_atomically (const char *file, const char *dir, const struct ovl_buf *b)
+{
+  CLEANUP_FREE char *tmp = NULL;
+  CLEANUP_CLOSE int fd = -1;
+  size_t off = 0;
+
+  if (mkdir_p (dir, 0700) == -1)
+    return -1;
+  if (asprintf (&tmp, "%s.tmp", file) == -1) {
+    tmp = NULL;
+    ovl_error ("out of memory");
+    return -1;
+  }
+  /* A leftover of a crash is ours to replace; a fresh file of our own,
+   * never through a link, is what gets written. */
+  if (unlink (tmp) == -1 && errno != ENOENT) {
+    ovl_error ("ledger %s: %m", tmp);
+    return -1;
+  }
+  fd = open (tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd == -1) {
+    ovl_error ("ledger %s: %m", tmp);
+    return -1;
+  }
+  while (off < b->len) {
+    ssize_t w = write (fd, b->data + off, b->len - off);
+    if (w == -1 && errno == EINTR)
+      continue;
+    if (w <= 0) {
+      if (w == 0)
+        errno = ENOSPC;
+      break;
+    }
+    off += (size_t) w;
+  }
+  if (off < b->len || fsync (fd) == -1) {
+    ovl_error ("ledger %s: write: %m", tmp);
+    unlink (tmp);
+    return -1;
+  }
+  if (rename (tmp, file) == -1) {
+    ovl_error ("ledger %s: rename: %m", file);
+    unlink (tmp);
+    return -1;
+  }
+  return fsync_dir (dir);
+}
+
 int
 ovl_ledger_save (struct ovl_ledger *l)
 {
   CLEANUP_FREE char *dir = ovl_strdup (l->file);
-  CLEANUP_FREE char *tmp = NULL;
   struct ovl_buf b = OVL_BUF_INIT;
-  CLEANUP_CLOSE int fd = -1;
-  size_t i;
-  ssize_t w;
+  int r = -1;
 
   if (!dir)
     return -1;
@@ -192,39 +557,10 @@ ovl_ledger_save (struct ovl_ledger *l)
     }
     return 0;
   }
-  ovl_buf_printf (&b, LEDGER_HEADER "\n");
-  if (l->domain)
-    ovl_buf_printf (&b, "domain %s\n", l->domain);
-  if (l->restore_pending)
-    ovl_buf_printf (&b, "restore-pending\n");
-  for (i = 0; i < l->n; i++)
-    ovl_buf_printf (&b, "ephemeral %llu %llu %lld %u %s\n",
-                    (unsigned long long) l->entries[i].id.dev,
-                    (unsigned long long) l->entries[i].id.ino,
-                    (long long) l->entries[i].id.btime_sec, l->entries[i].id.btime_nsec,
-                    l->entries[i].path);
-  if (!b.data || mkdir_p (dir, 0700) == -1 || asprintf (&tmp, "%s.tmp", l->file) == -1)
-    goto fail;
-  fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
-  if (fd == -1) {
-    ovl_error ("ledger %s: %m", tmp);
-    goto fail;
-  }
-  w = write (fd, b.data, b.len);
-  if (w != (ssize_t) b.len || fsync (fd) == -1) {
-    ovl_error ("ledger %s: write: %m", tmp);
-    unlink (tmp);
-    goto fail;
-  }
-  if (rename (tmp, l->file) == -1) {
-    ovl_error ("ledger %s: rename: %m", l->file);
-    unlink (tmp);
-    goto fail;
-  }
+  if (format_v2 (l, &b) == -1)
+    ovl_error ("ledger %s: out of memory", l->file);
+  else if (check_readable (l, &b) == 0)
+    r = write_atomically (l->file, dir, &b);
   ovl_buf_reset (&b);
-  return fsync_dir (dir);
-
- fail:
-  ovl_buf_reset (&b);
-  return -1;
+  return r;
 }

@@ -1,16 +1,27 @@
 /* The ledger: which ephemeral overlays this project created, per domain.
  *
- * One small text file per domain UUID under STATE_DIR/domains/, replaced
+ * One small file per domain UUID under STATE_DIR/domains/, replaced
  * atomically (temporary file, fsync, rename, fsync of the directory).  It
  * lives on persistent storage so that leftovers survive a host reboot.
  * A file is only ever removed when its path, device and inode match an
  * entry: a file that was moved, replaced or belongs to someone else is
  * left alone.
  *
- *   # virt-overlay ledger 1
- *   domain NAME
- *   restore-pending
- *   ephemeral DEV INO BIRTH-SEC BIRTH-NSEC PATH
+ * The domain name comes from the domain XML and can be megabytes long, so
+ * the ledger is one JSON object, which no string can break out of
+ * (version 2; optional keys may be absent, unknown keys are refused, so a
+ * per-entry key can be added later without a format break):
+ *
+ *   {"virt-overlay-ledger":2,"domain":"NAME","restore-pending":false,
+ *    "overlays":[{"path":"/abs","dev":N,"ino":N,"btime":[SEC,NSEC],
+ *                 "token":"32 lowercase hex digits"}]}
+ *
+ * "domain" and each "token" are left out when unknown.  Version 1 ledgers
+ * of older releases ("# virt-overlay ledger 1", then "domain NAME",
+ * "restore-pending" and "ephemeral DEV INO BIRTH-SEC BIRTH-NSEC PATH"
+ * lines) are still read; the next save writes version 2.  Anything
+ * malformed, truncated or not a regular file is refused as a whole, never
+ * half-read.
  */
 #ifndef OVL_LEDGER_H
 #define OVL_LEDGER_H
@@ -34,10 +45,19 @@ struct ovl_ledger {
   size_t n;
 };
 
+/* The most a ledger file may hold: a domain name may be as long as the
+ * domain XML libvirt accepts (4 MiB), escaped; 1024 entries. */
+#define OVL_LEDGER_MAX_BYTES (16 * 1024 * 1024)
+#define OVL_LEDGER_MAX_ENTRIES 1024
+
 /* Load the ledger of UUID (validated by the caller); an absent file gives
  * an empty ledger. */
 struct ovl_ledger *ovl_ledger_load (const char *state_dir, const char *uuid);
-/* Write it back (or remove the file when it holds nothing). */
+/* The ledger in BUF (LEN bytes, either version), without any I/O; FILE
+ * names it in errors and becomes its l->file. */
+struct ovl_ledger *ovl_ledger_parse (const char *file, const char *buf, size_t len);
+/* Write it back, always as version 2 (or remove the file when it holds
+ * nothing). */
 int ovl_ledger_save (struct ovl_ledger *l);
 void ovl_ledger_free (struct ovl_ledger *l);
 #define CLEANUP_LEDGER __attribute__((cleanup (ovl_ledger_cleanup)))

@@ -89,7 +89,7 @@ rm -f "$img/p.qcow2" "$img/pr.qcow2"
 domain dom "vda ephemeral $img/e.qcow2 $img/base.qcow2 qcow2" > "$T/e.xml"
 hook prepare begin - < "$T/e.xml"; expect_rc 0 "prepare ephemeral"
 [ -f "$img/e.qcow2" ] && pass || fail "ephemeral overlay not made"
-grep -q "ephemeral .* $img/e.qcow2" "$T/state/domains/$UUID" && pass || fail "ledger entry missing"
+grep -qF "\"path\":\"$img/e.qcow2\"" "$T/state/domains/$UUID" && pass || fail "ledger entry missing"
 mark "$img/e.qcow2"
 hook prepare begin - < "$T/e.xml"; expect_rc 0 "prepare ephemeral again"
 marked "$img/e.qcow2" && fail "ephemeral overlay not recreated at a cold boot" || pass
@@ -153,6 +153,42 @@ expect_quiet_stdout "migrate begin"
 hook migrate begin - < "$T/p.xml"; expect_rc 0 "migrate persistent"
 expect_quiet_stdout "migrate begin"
 
+# ---- a domain name cannot forge a ledger entry ----
+# The old line ledger read 8191 bytes a line: a name of 8184 'A's, then
+# what looks like an entry for a file virt-overlay never made, had that
+# file removed at release.
+# "DEV INO BIRTH-SEC BIRTH-NSEC" of $1 as virt-overlay's statx sees it.
+file_id () {
+  birth=$(stat -c %w "$1")
+  nsec=0
+  case $birth in
+    *.*) nsec=$(echo "$birth" | sed 's/^[^.]*\.\([0-9]*\).*/\1/; s/^0*//') ;;
+  esac
+  # shellcheck disable=SC2046
+  set -- $(stat -c '%Hd %Ld %i %W' "$1")
+  echo "$(( ($1 << 32) | $2 )) $3 $4 ${nsec:-0}"
+}
+echo "not virt-overlay's" > "$img/victim.qcow2"
+forged=$(printf "%8184s" "" | tr ' ' A)"ephemeral $(file_id "$img/victim.qcow2") $img/victim.qcow2"
+domain "$forged" "vda ephemeral $img/f.qcow2 $img/base.qcow2 qcow2" > "$T/forged.xml"
+for round in 1 2; do
+  hook prepare begin - < "$T/forged.xml"; expect_rc 0 "prepare with a forging name ($round)"
+  [ -f "$img/f.qcow2" ] && pass || fail "ephemeral overlay of the forging domain not made"
+  hook release end - < "$T/forged.xml"; expect_rc 0 "release with a forging name ($round)"
+  [ -s "$T/stderr" ] && fail "release with a forging name: $(cat "$T/stderr")" || pass
+  [ -e "$img/victim.qcow2" ] && pass || fail "a domain name had a file removed"
+  [ -e "$img/f.qcow2" ] && fail "ephemeral overlay of the forging domain not removed" || pass
+done
+rm -f "$img/victim.qcow2"
+# A name longer than the old line buffer no longer locks the domain out.
+domain "$(printf "%9000s" "" | tr ' ' B)" "vda ephemeral $img/f.qcow2 $img/base.qcow2 qcow2" > "$T/long.xml"
+hook prepare begin - < "$T/long.xml"; expect_rc 0 "prepare with a long name"
+mark "$img/f.qcow2"
+hook prepare begin - < "$T/long.xml"; expect_rc 0 "prepare again with a long name"
+marked "$img/f.qcow2" && fail "long name: ephemeral overlay not recreated" || pass
+hook release end - < "$T/long.xml"; expect_rc 0 "release with a long name"
+[ -e "$img/f.qcow2" ] && fail "long name: ephemeral overlay not removed" || pass
+
 # ---- refusals through the hook: one line per failing disk, no files ----
 printf 'QFI\373' > "$img/liar.raw"; truncate -s 1M "$img/liar.raw"
 domain dom "vda persistent $img/ok.qcow2 $img/base.qcow2 qcow2" \
@@ -202,7 +238,7 @@ rc=$?
 set -e
 [ "$rc" = 0 ] && pass || fail "prepare from the pool: exit $rc, $(cat "$T/piped")"
 grep -qx "$(stat -c %i "$img/e.qcow2")" "$T/pooled" && pass || fail "prepare did not take from the pool"
-grep -q "ephemeral .* $img/e.qcow2" "$T/state/domains/$UUID" && pass || fail "pooled overlay not in the ledger"
+grep -qF "\"path\":\"$img/e.qcow2\"" "$T/state/domains/$UUID" && pass || fail "pooled overlay not in the ledger"
 hook release end - < "$T/e.xml"; expect_rc 0 "release of a pooled overlay"
 [ -e "$img/e.qcow2" ] && fail "pooled ephemeral overlay not removed" || pass
 for l in "$img"/.virt-overlay-pool/*/lock; do flock "$l" true 2>/dev/null || true; done

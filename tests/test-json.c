@@ -1,5 +1,7 @@
 /* The JSON stream parser, fed every sample at every chunk size and every
- * split point, plus concatenated messages and bad input.
+ * split point, plus concatenated messages, bad input (tests/data/qmp-bad.tsv:
+ * file, then the expected error), the byte cap wherever the bytes stand,
+ * and exact 64-bit integers.
  *
  * Each tests/data/qmp/NAME.json has NAME.expected beside it: one compact
  * message per line.  OVL_REGENERATE=1 rewrites the expected files. */
@@ -13,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <cmocka.h>
 
 #include "error.h"
@@ -183,6 +186,155 @@ test_oversize (void **state)
   ovl_json_parser_free (p);
 }
 
+#define MiB (1024 * 1024)
+
+/* Whatever a value is and wherever it stands, the bytes fed since the last
+ * message closed are capped: fed 1 MiB at a time, input that never closes
+ * a message is refused by the first feed that takes it past the cap. */
+static const struct {
+  const char *what, *head;
+  char fill;
+  size_t cap;
+} cap_cases[] = {
+  { "top-level string", "\"", 'x', 4096 },
+  { "top-level string", "\"", 'x', 5 * MiB / 2 },
+  { "top-level number", "1", '1', 4096 },
+  { "top-level number", "-", '7', 3 * MiB / 2 },
+  { "whitespace", " ", ' ', 4096 },
+  { "whitespace after a message", "{}", ' ', 2 * MiB + 1 },
+  { "string in an object", "{\"return\": \"", 'x', 4096 },
+  { "string in an object", "{\"return\": \"", 'x', 3 * MiB - 1 },
+};
+
+static void
+test_cap_every_value (void **state)
+{
+  char *chunk = malloc (MiB);
+  size_t c;
+
+  assert_non_null (chunk);
+  for (c = 0; c < sizeof cap_cases / sizeof cap_cases[0]; c++) {
+    struct ovl_json_parser *p = ovl_json_parser_new (cap_cases[c].cap, 0);
+    size_t head = strlen (cap_cases[c].head), fed = 0, i;
+    int r = 0;
+
+    memset (chunk, cap_cases[c].fill, MiB);
+    memcpy (chunk, cap_cases[c].head, head);
+    for (i = 0; i < 32 && r == 0; i++) {
+      r = ovl_json_parser_feed (p, chunk, MiB);
+      fed += MiB;
+      ovl_json_free (ovl_json_parser_next (p));
+      memset (chunk, cap_cases[c].fill, head);
+    }
+    if (r != -1)
+      fail_msg ("%s, cap %zu: 32 MiB accepted", cap_cases[c].what, cap_cases[c].cap);
+    /* The failing feed is the first one past the cap. */
+    if (fed - MiB > cap_cases[c].cap || fed <= cap_cases[c].cap)
+      fail_msg ("%s, cap %zu: refused after %zu bytes", cap_cases[c].what, cap_cases[c].cap, fed);
+    if (!strstr (ovl_error_msg (), "message too large"))
+      fail_msg ("%s, cap %zu: %s", cap_cases[c].what, cap_cases[c].cap, ovl_error_msg ());
+    ovl_json_parser_free (p);
+  }
+  free (chunk);
+}
+
+/* One huge feed is refused about max_bytes in: only the first 2 * cap
+ * bytes of a 100 MiB buffer are readable, so reading on would crash. */
+static void
+test_cap_inside_one_feed (void **state)
+{
+  static const struct { const char *head; char fill; } cases[] = {
+    { "\"", 'x' }, { "{\"return\": \"", 'x' }, { "[", ' ' }, { " ", ' ' }, { "123", '0' },
+  };
+  const size_t cap = 64 * 1024, len = 100 * MiB;
+  char *big = mmap (NULL, len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  size_t c;
+
+  assert_true (big != MAP_FAILED);
+  assert_int_equal (mprotect (big, 2 * cap, PROT_READ | PROT_WRITE), 0);
+  for (c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    struct ovl_json_parser *p = ovl_json_parser_new (cap, 0);
+    memset (big, cases[c].fill, 2 * cap);
+    memcpy (big, cases[c].head, strlen (cases[c].head));
+    assert_int_equal (ovl_json_parser_feed (p, big, len), -1);
+    assert_non_null (strstr (ovl_error_msg (), "message too large"));
+    ovl_json_parser_free (p);
+  }
+  munmap (big, len);
+}
+
+/* Messages queued and not taken count against the cap too, so one feed
+ * of many small messages cannot pile them up without limit. */
+static void
+test_cap_unread (void **state)
+{
+  struct ovl_json_parser *p = ovl_json_parser_new (4096, 0);
+  size_t len = 1024 * 1024, i, n = 0;
+  char *many = malloc (len);
+  struct ovl_json *m;
+
+  assert_non_null (many);
+  for (i = 0; i < len; i += 2)
+    memcpy (many + i, "{}", 2);
+  assert_int_equal (ovl_json_parser_feed (p, many, len), -1);
+  assert_non_null (strstr (ovl_error_msg (), "too much input unread"));
+  ovl_json_parser_free (p);
+
+  /* Taken as they come, the same messages all pass. */
+  p = ovl_json_parser_new (4096, 0);
+  for (i = 0; i < len; i += 1024) {
+    assert_int_equal (ovl_json_parser_feed (p, many + i, 1024), 0);
+    while ((m = ovl_json_parser_next (p))) {
+      ovl_json_free (m);
+      n++;
+    }
+  }
+  assert_int_equal (ovl_json_parser_finish (p), 0);
+  assert_int_equal (n, len / 2);
+  ovl_json_parser_free (p);
+  free (many);
+}
+
+/* Unsigned 64-bit integers are read and written exactly; the getters
+ * refuse what does not fit their type. */
+static void
+test_u64 (void **state)
+{
+  const char *text = "{\"addr\": 12055409292258155293, \"max\": 18446744073709551615, "
+    "\"min\": -9223372036854775808, \"small\": 7, \"neg\": -1, \"d\": 1.5}";
+  struct ovl_json_parser *p = ovl_json_parser_new (0, 0);
+  struct ovl_json *m;
+  uint64_t u;
+  long long i;
+  char *s;
+
+  assert_int_equal (ovl_json_parser_feed (p, text, strlen (text)), 0);
+  assert_int_equal (ovl_json_parser_finish (p), 0);
+  m = ovl_json_parser_next (p);
+  assert_non_null (m);
+  assert_int_equal (ovl_json_get_u64 (m, "addr", &u), 0);
+  assert_true (u == 12055409292258155293ULL);
+  assert_int_equal (ovl_json_get_int (m, "addr", &i), -1);
+  assert_int_equal (ovl_json_get_u64 (m, "max", &u), 0);
+  assert_true (u == UINT64_MAX);
+  assert_int_equal (ovl_json_get_int (m, "min", &i), 0);
+  assert_true (i == INT64_MIN);
+  assert_int_equal (ovl_json_get_u64 (m, "min", &u), -1);
+  assert_int_equal (ovl_json_get_u64 (m, "neg", &u), -1);
+  assert_int_equal (ovl_json_get_u64 (m, "small", &u), 0);
+  assert_true (u == 7);
+  assert_int_equal (ovl_json_get_int (m, "small", &i), 0);
+  assert_int_equal (i, 7);
+  assert_int_equal (ovl_json_get_u64 (m, "d", &u), -1);
+  assert_int_equal (ovl_json_get_int (m, "d", &i), -1);
+  s = ovl_json_to_string (m);
+  assert_string_equal (s, "{\"addr\":12055409292258155293,\"max\":18446744073709551615,"
+                       "\"min\":-9223372036854775808,\"small\":7,\"neg\":-1,\"d\":1.5}");
+  free (s);
+  ovl_json_free (m);
+  ovl_json_parser_free (p);
+}
+
 static void
 test_lookup_and_escape (void **state)
 {
@@ -217,6 +369,10 @@ main (void)
     cmocka_unit_test (test_samples),
     cmocka_unit_test (test_bad),
     cmocka_unit_test (test_oversize),
+    cmocka_unit_test (test_cap_every_value),
+    cmocka_unit_test (test_cap_inside_one_feed),
+    cmocka_unit_test (test_cap_unread),
+    cmocka_unit_test (test_u64),
     cmocka_unit_test (test_lookup_and_escape),
   };
   return cmocka_run_group_tests_name ("json", tests, NULL, NULL);
