@@ -42,16 +42,18 @@
 
 static const char *domain_arg = "?";
 
-/* Report one problem: stderr (libvirt shows it) and syslog. */
+/* Report one problem: stderr (libvirt shows it) and syslog, on one line
+ * whatever the domain XML put in a path. */
 static void __attribute__((format (printf, 2, 3)))
 report (int prio, const char *fmt, ...)
 {
-  char msg[2048];
+  char raw[2048], msg[2048];
   va_list ap;
 
   va_start (ap, fmt);
-  vsnprintf (msg, sizeof msg, fmt, ap);
+  vsnprintf (raw, sizeof raw, fmt, ap);
   va_end (ap);
+  ovl_escape_controls (msg, sizeof msg, raw);
   fprintf (stderr, "virt-overlay: %s\n", msg);
   syslog (prio, "domain %s: %s", domain_arg, msg);
 }

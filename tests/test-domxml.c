@@ -62,6 +62,16 @@ expected_error (const char *name)
   return NULL;
 }
 
+/* No byte below 0x20, nor 0x7f: the message is one line of a log. */
+static bool
+one_line (const char *msg)
+{
+  for (; *msg; msg++)
+    if ((unsigned char) *msg < 0x20 || *msg == 0x7f)
+      return false;
+  return true;
+}
+
 static void
 test_samples (void **state)
 {
@@ -89,6 +99,8 @@ test_samples (void **state)
         fail_msg ("%s parsed, want error '%s'", e->d_name, want);
       if (!strstr (ovl_error_msg (), want))
         fail_msg ("%s: got '%s', want '%s'", e->d_name, ovl_error_msg (), want);
+      if (!one_line (ovl_error_msg ()))
+        fail_msg ("%s: a control character in '%s'", e->d_name, ovl_error_msg ());
       bad++;
     }
     else {
@@ -115,7 +127,7 @@ test_samples (void **state)
   closedir (d);
   free (dir);
   assert_true (good >= 5);
-  assert_true (bad >= 15);
+  assert_true (bad >= 16);
 }
 
 static void
@@ -206,6 +218,34 @@ test_schema (void **state)
   assert_true (checked >= 7);
 }
 
+/* Every message is one line: control characters are stored escaped. */
+static void
+test_error_escape (void **state)
+{
+  static const struct { const char *in; size_t dstlen; const char *out; } t[] = {
+    { "plain /path/x.qcow2", 64, "plain /path/x.qcow2" },
+    { "a\nb", 64, "a\\nb" },
+    { "\t\r", 64, "\\t\\r" },
+    { "\x01\x1f\x7f", 64, "\\x01\\x1f\\x7f" },
+    { "caf\xc3\xa9", 64, "caf\xc3\xa9" },        /* UTF-8 is kept */
+    { "ab\n", 4, "ab" },                    /* an escape is never cut */
+    { "ab\x02", 6, "ab" },
+    { "abc", 1, "" },
+  };
+  char buf[64];
+  size_t i;
+
+  for (i = 0; i < sizeof t / sizeof t[0]; i++) {
+    memset (buf, 'X', sizeof buf);
+    ovl_escape_controls (buf, t[i].dstlen, t[i].in);
+    assert_string_equal (buf, t[i].out);
+  }
+  ovl_error ("disk %s: '%s'", "vda", "a\nb");
+  assert_string_equal (ovl_error_msg (), "disk vda: 'a\\nb'");
+  ovl_error_prefix ("disk %s: ", "v\td");
+  assert_string_equal (ovl_error_msg (), "disk v\\td: disk vda: 'a\\nb'");
+}
+
 int
 main (void)
 {
@@ -213,6 +253,7 @@ main (void)
     cmocka_unit_test (test_samples),
     cmocka_unit_test (test_oversize),
     cmocka_unit_test (test_schema),
+    cmocka_unit_test (test_error_escape),
   };
   int r = cmocka_run_group_tests_name ("domxml", tests, setup, teardown);
   xmlCleanupParser ();
