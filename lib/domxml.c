@@ -167,27 +167,77 @@ apply_policy (xmlNodePtr n, struct ovl_disk *disk)
   return 0;
 }
 
+/* The shape of a disk virt-overlay makes overlays for: a qcow2 file whose
+ * first backing image is a qcow2 or raw file (libvirt sees to the rest of
+ * the chain).  Sources are checked by why_unsupported(). */
+static bool
+shape_is_ours (xmlNodePtr n)
+{
+  xmlNodePtr bs = child (n, "backingStore");
+  CLEANUP_FREE char *bfmt = attr (child (bs, "format"), "type");
+
+  return attr_is (n, "type", "file") && attr_is (n, "device", "disk") &&
+    attr_is (child (n, "driver"), "type", "qcow2") && !child (n, "transient") &&
+    bs && attr_is (bs, "type", "file") &&
+    bfmt && (strcmp (bfmt, "qcow2") == 0 || strcmp (bfmt, "raw") == 0);
+}
+
+static bool
+has_attr (xmlNodePtr n, const char *name)
+{
+  return n && xmlHasProp (n, BAD_CAST name) != NULL;
+}
+
+/* Why the image at SOURCE (in element HOLDER, <disk> or <backingStore>)
+ * is not a plain file we can name in a qcow2 header, or NULL.  An
+ * overlay made from its path would be wrong: unencrypted, without its
+ * data file, over the whole file instead of a slice, or beside the
+ * descriptor libvirt actually hands to QEMU. */
+static const char *
+why_not_plain (xmlNodePtr holder, xmlNodePtr source, bool top)
+{
+  if (child (source, "encryption") || child (holder, "encryption"))
+    return top ? "<encryption> on the overlay (it would be written unencrypted)"
+      : "<encryption> on the base";
+  if (child (source, "dataStore"))
+    return top ? "<dataStore> on the overlay (an external data file)"
+      : "<dataStore> on the base (an external data file)";
+  if (child (source, "slices"))
+    return top ? "<slices> on the overlay (the disk is part of the file)"
+      : "<slices> on the base (the whole file would be used)";
+  if (has_attr (source, "fdgroup"))
+    return top ? "fdgroup on the overlay's <source> (libvirt passes a descriptor)"
+      : "fdgroup on the base's <source> (libvirt passes a descriptor)";
+  if (!has_attr (source, "file"))
+    return top ? "no <source file> for the overlay" : "no <source file> for the base";
+  return NULL;
+}
+
+/* For a disk of our shape: why we leave it to libvirt, or NULL. */
+static const char *
+why_unsupported (xmlNodePtr n)
+{
+  xmlNodePtr bs = child (n, "backingStore");
+  const char *why = why_not_plain (n, child (n, "source"), true);
+
+  return why ? why : why_not_plain (bs, child (bs, "source"), false);
+}
+
 /* Read <disk> N into OUT if we handle it: 1 handled, 0 ignored, -1 error. */
 static int
 parse_disk (xmlNodePtr n, const struct ovl_config *cfg, struct ovl_disk *out)
 {
-  xmlNodePtr driver = child (n, "driver"), source = child (n, "source");
-  xmlNodePtr target = child (n, "target"), bs = child (n, "backingStore");
-  xmlNodePtr bsformat, bssource;
+  xmlNodePtr bs = child (n, "backingStore");
   CLEANUP_FREE char *dev = NULL, *file = NULL, *bfile = NULL, *bfmt = NULL;
 
-  if (!attr_is (n, "type", "file") || !attr_is (n, "device", "disk") ||
-      !attr_is (driver, "type", "qcow2") || child (n, "transient") ||
-      !bs || !attr_is (bs, "type", "file"))
+  if (!shape_is_ours (n) || why_unsupported (n))
     return 0;
-  bsformat = child (bs, "format");
-  bssource = child (bs, "source");
-  if (!(file = attr (source, "file")) || !(bfile = attr (bssource, "file")) ||
-      !(bfmt = attr (bsformat, "type")))
-    return 0;
-  if (strcmp (bfmt, "qcow2") != 0 && strcmp (bfmt, "raw") != 0)
-    return 0;
-  if (!(dev = attr (target, "dev")) || !*dev) {
+  file = attr (child (n, "source"), "file");
+  bfile = attr (child (bs, "source"), "file");
+  bfmt = attr (child (bs, "format"), "type");
+  if (!file || !bfile || !bfmt)
+    return -1;                  /* out of memory */
+  if (!(dev = attr (child (n, "target"), "dev")) || !*dev) {
     ovl_error ("disk with source '%s' has no <target dev>", file);
     return -1;
   }
@@ -207,10 +257,30 @@ parse_disk (xmlNodePtr n, const struct ovl_config *cfg, struct ovl_disk *out)
   return 1;
 }
 
+/* The metadata names TGT, which is not a handled disk: say why. */
+static void
+report_unhandled (xmlNodePtr devices, const char *tgt)
+{
+  xmlNodePtr n;
+
+  for (n = devices ? devices->children : NULL; n; n = n->next) {
+    const char *why;
+    if (!is_elem (n, "disk") || !attr_is (child (n, "target"), "dev", tgt) ||
+        !shape_is_ours (n) || !(why = why_unsupported (n)))
+      continue;
+    ovl_error ("disk %s: metadata names a disk virt-overlay leaves to libvirt: %s",
+               tgt, why);
+    return;
+  }
+  ovl_error ("disk %s: metadata names a disk that has no qcow2 overlay on a "
+             "<backingStore> of type file", tgt);
+}
+
 static int
 parse_policies (xmlNodePtr root, struct ovl_domain *d)
 {
   xmlNodePtr md = child (root, "metadata"), o, n;
+  bool named[MAX_DISKS] = { false };
   size_t i;
 
   for (o = md ? md->children : NULL; o; o = o->next) {
@@ -238,10 +308,15 @@ parse_policies (xmlNodePtr root, struct ovl_domain *d)
         if (strcmp (d->disks[i].target, tgt) == 0)
           break;
       if (i == d->ndisks) {
-        ovl_error ("disk %s: metadata names a disk that has no qcow2 overlay on a "
-                   "<backingStore> of type file", clean_string (tgt) ? tgt : "?");
+        report_unhandled (child (root, "devices"), tgt);
         return -1;
       }
+      /* Two entries would mean two policies; neither silently wins. */
+      if (named[i]) {
+        ovl_error ("disk %s: metadata names this disk twice", tgt);
+        return -1;
+      }
+      named[i] = true;
       if (apply_policy (n, &d->disks[i]) == -1)
         return -1;
     }

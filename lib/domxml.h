@@ -6,7 +6,20 @@
  * when it is <disk type='file' device='disk'> with <driver type='qcow2'>,
  * a <source file>, and a <backingStore type='file'> giving
  * <format type='qcow2|raw'> and <source file>; every other disk is left to
- * libvirt.  Per-disk policy comes from our element in <metadata>:
+ * libvirt.
+ *
+ * A disk of that shape is still left to libvirt when either image is not a
+ * plain file we can name in a qcow2 header: <encryption> (in <source>, or
+ * in <disk> as libvirt once wrote it), <dataStore> (an external data
+ * file), <slices> (the image is part of its file), fdgroup (libvirt hands
+ * QEMU a descriptor, the path is a label), or no file attribute.  An
+ * overlay made from such a disk's paths would write the guest's data
+ * unencrypted, lose its data file, or use the whole base file as base.
+ * Left alone means nothing is created: if the overlay is missing, libvirt
+ * fails the start itself.  When our metadata names such a disk, the admin
+ * asked for an overlay: the parse fails, saying why.  Each disk may be
+ * named once in the metadata.  Per-disk policy comes from our element in
+ * <metadata>:
  *
  *   <ovl:overlays xmlns:ovl="urn:virt-overlay:domain:1">
  *     <ovl:disk target="vda" mode="ephemeral" cluster-size="131072"
