@@ -41,6 +41,8 @@
 #include "util.h"
 
 static const char *domain_arg = "?";
+/* When this invocation must be over: start + timeout_ms, for every step. */
+static int64_t deadline = -1;
 
 /* Report one problem: stderr (libvirt shows it) and syslog, on one line
  * whatever the domain XML put in a path. */
@@ -96,9 +98,19 @@ load_domain (const struct ovl_config *cfg)
   CLEANUP_FREE char *xml = NULL;
   size_t len = 0;
 
+  struct ovl_domain *dom;
+
   if (!(xml = read_stdin (&len)))
     return NULL;
-  return ovl_domxml_parse (xml, len, cfg);
+  /* The parser's pre-scan bounds its time; should it still end past the
+   * deadline, stop here rather than go on to qsd late. */
+  dom = ovl_domxml_parse (xml, len, cfg);
+  if (dom && deadline >= 0 && ovl_now_ms () > deadline) {
+    ovl_domain_free (dom);
+    ovl_error ("reading the domain XML took longer than timeout_ms (%u ms)", cfg->timeout_ms);
+    return NULL;
+  }
+  return dom;
 }
 
 /* libvirt keeps a managed-save image at DIR/NAME.save. */
@@ -207,7 +219,7 @@ do_prepare (const struct ovl_config *cfg)
     return 1;
   }
 
-  if (n && ovl_overlay_create (cfg, reqs, n, ovl_now_ms () + cfg->timeout_ms) == -1) {
+  if (n && ovl_overlay_create (cfg, reqs, n, deadline) == -1) {
     for (i = 0; i < n; i++)
       if (reqs[i].error)
         report (LOG_ERR, "disk %s: %s", which[i]->target, reqs[i].error);
@@ -334,6 +346,7 @@ main (int argc, char **argv)
   CLEANUP_CONFIG struct ovl_config *cfg = NULL;
   const char *op, *subop, *reason = NULL;
   enum { PREPARE, RELEASE, RESTORE, MIGRATE, PLAN } what;
+  int64_t start = ovl_now_ms ();
 
   if (argc >= 2 && strcmp (argv[1], OVL_POOL_FILL_ARG) == 0)
     return ovl_pool_fill_main (argc, argv);   /* a detached refiller */
@@ -372,6 +385,7 @@ main (int argc, char **argv)
     report (LOG_ERR, "%s", ovl_error_msg ());
     return what == RELEASE ? 0 : 1;
   }
+  deadline = start + cfg->timeout_ms;
   switch (what) {
   case PREPARE: return do_prepare (cfg);
   case RELEASE: return do_release (cfg, reason);

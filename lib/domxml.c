@@ -15,6 +15,9 @@
 #include "util.h"
 
 #define MAX_DISKS 256
+#define MAX_ATTRS OVL_XML_MAX_ATTRS
+#define MAX_NS_DECLS OVL_XML_MAX_NS_DECLS
+#define MAX_NAMES OVL_XML_MAX_NAMES
 
 void
 ovl_domain_free (struct ovl_domain *d)
@@ -121,6 +124,144 @@ valid_uuid (const char *u)
       return false;
   }
   return true;
+}
+
+static bool
+starts (const char *p, const char *e, const char *s)
+{
+  size_t n = strlen (s);
+  return (size_t) (e - p) >= n && memcmp (p, s, n) == 0;
+}
+
+/* Past the first END at or after P; NULL if there is none. */
+static const char *
+skip_past (const char *p, const char *e, const char *end)
+{
+  const char *q = memmem (p, (size_t) (e - p), end, strlen (end));
+  return q ? q + strlen (end) : NULL;
+}
+
+static int
+line_of (const char *xml, const char *p)
+{
+  int line = 1;
+  for (; xml < p; xml++)
+    line += *xml == '\n';
+  return line;
+}
+
+static bool
+is_space (char c)
+{
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+struct scan {
+  const char *xml, *end;
+  unsigned names, nsdecls;
+};
+
+/* One more name-bearing token at AT; -1 (and an error) past the limit. */
+static int
+count_name (struct scan *s, const char *at)
+{
+  if (++s->names <= MAX_NAMES)
+    return 0;
+  ovl_error ("domain XML: more than %d tags, attributes, references and comments "
+             "(line %d); refused", MAX_NAMES, line_of (s->xml, at));
+  return -1;
+}
+
+/* The start tag at P (just past its '<'): count its attributes (one per
+ * quoted value), namespace declarations and entity references.  Returns
+ * the end of the tag, or NULL (and an error) past a limit. */
+static const char *
+scan_tag (struct scan *s, const char *p)
+{
+  const char *tag = p - 1, *e = s->end;
+  unsigned nattrs = 0;
+  char quote = 0;
+  bool after_space = false;
+
+  for (; p < e; p++) {
+    if (quote) {
+      if (*p == quote)
+        quote = 0;
+      else if (*p == '&' && p + 1 < e && p[1] != '#' && count_name (s, p) == -1)
+        return NULL;
+      continue;
+    }
+    if (*p == '>')
+      break;
+    if (*p == '"' || *p == '\'') {
+      quote = *p;
+      if (++nattrs > MAX_ATTRS) {
+        ovl_error ("domain XML: the element at line %d has more than %d attributes; refused",
+                   line_of (s->xml, tag), MAX_ATTRS);
+        return NULL;
+      }
+      if (count_name (s, p) == -1)
+        return NULL;
+    }
+    else if (after_space && starts (p, e, "xmlns") && p + 5 < e &&
+             (p[5] == ':' || p[5] == '=' || is_space (p[5])) &&
+             ++s->nsdecls > MAX_NS_DECLS) {
+      ovl_error ("domain XML: more than %d namespace declarations (line %d); refused",
+                 MAX_NS_DECLS, line_of (s->xml, tag));
+      return NULL;
+    }
+    after_space = is_space (*p);
+  }
+  return p;
+}
+
+/* Work that grows faster than the input in libxml2 2.9 is bounded here,
+ * in one linear pass over the raw bytes, before libxml2 sees them:
+ * - the attributes of one element: the duplicate check and the property
+ *   list are quadratic (100000 attributes in foreign metadata, which
+ *   libvirt keeps as it is, cost 24 s);
+ * - namespace declarations: each prefixed name is looked up through all
+ *   those in scope;
+ * - names, which go through a dictionary whose table stops growing at
+ *   16384 buckets, and short text nodes, interned there too, one per
+ *   tag, comment or PI: 400000 distinct names cost 4 s, even after a
+ *   well-formedness error (libxml2 goes on to the end).
+ * Comments, CDATA sections, PIs and quoted values are skipped as libxml2
+ * does; nesting is bounded by libxml2 itself (256 without XML_PARSE_HUGE).
+ * Malformed input that passes is left for libxml2 to report. */
+static int
+prescan (const char *xml, size_t len)
+{
+  struct scan s = { .xml = xml, .end = xml + len };
+  const char *p = xml, *e = s.end;
+
+  while (p && p < e) {
+    if (*p == '&' && p + 1 < e && p[1] != '#' && count_name (&s, p) == -1)
+      return -1;
+    if (*p != '<') {
+      p++;
+      continue;
+    }
+    if (!starts (p, e, "</") && count_name (&s, p) == -1)
+      return -1;
+    if (starts (p, e, "<!--"))
+      p = skip_past (p + 4, e, "-->");
+    else if (starts (p, e, "<![CDATA["))
+      p = skip_past (p + 9, e, "]]>");
+    else if (starts (p, e, "<?"))
+      p = skip_past (p + 2, e, "?>");
+    else if (starts (p, e, "<!DOCTYPE")) {
+      /* An internal subset could declare attributes and namespaces
+       * that no tag shows; we refuse any DTD anyway. */
+      ovl_error ("domain XML carries a DTD; refused");
+      return -1;
+    }
+    else if (starts (p, e, "</") || starts (p, e, "<!"))
+      p += 2;
+    else if (!(p = scan_tag (&s, p + 1)))
+      return -1;
+  }
+  return 0;
 }
 
 /* Apply one <ovl:disk> element to DISK. */
@@ -338,10 +479,12 @@ ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
   }
   if (len > (size_t) 0x7fffffff)
     return NULL;
+  if (prescan (xml, len) == -1)
+    return NULL;
   /* No network, no entity substitution, no DTD loading, no XInclude. */
   doc = xmlReadMemory (xml, (int) len, "domain.xml", NULL,
                        XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
-                       XML_PARSE_NOCDATA);
+                       XML_PARSE_NOCDATA | XML_PARSE_NODICT);
   if (!doc) {
     const xmlError *e = xmlGetLastError ();
     char msg[256];

@@ -219,6 +219,206 @@ test_schema (void **state)
   assert_true (checked >= 7);
 }
 
+/* ---- Bounded parse time: generated inputs, not files in the tree ---- */
+
+typedef void unit_fn (struct ovl_buf *b, unsigned i);
+
+/* A valid domain whose <metadata> holds a foreign element (kept by libvirt
+ * as it is) with HEAD, then UNIT (i = 0, 1, ...) while the document stays
+ * under the size cap and i < N, then TAIL. */
+static char *
+gen (const char *head, unit_fn *unit, unsigned n, const char *tail, size_t *len)
+{
+  struct ovl_buf b = OVL_BUF_INIT;
+  unsigned i;
+
+  ovl_buf_printf (&b, "<domain type='qemu'><name>big</name><metadata>"
+                  "<f:x xmlns:f='urn:example:f'>%s", head);
+  for (i = 0; i < n && b.len < OVL_XML_MAX - 65536; i++)
+    unit (&b, i);
+  ovl_buf_printf (&b, "%s</f:x></metadata><devices/></domain>", tail);
+  *len = b.len;
+  return ovl_buf_steal (&b);
+}
+
+static void
+u_attrs (struct ovl_buf *b, unsigned i)       /* the most attributes, distinct names */
+{
+  unsigned j;
+  ovl_buf_printf (b, "<a");
+  for (j = 0; j < OVL_XML_MAX_ATTRS; j++)
+    ovl_buf_printf (b, " a%u=''", i * OVL_XML_MAX_ATTRS + j);
+  ovl_buf_printf (b, "/>");
+}
+
+static void
+u_prefixed (struct ovl_buf *b, unsigned i)    /* looked up through 256 namespaces */
+{
+  unsigned j;
+  ovl_buf_printf (b, "<p0:a");
+  for (j = 0; j + 1 < OVL_XML_MAX_ATTRS; j++)
+    ovl_buf_printf (b, " p0:a%u=''", j);
+  ovl_buf_printf (b, "/>");
+}
+
+static void
+u_names (struct ovl_buf *b, unsigned i)       /* distinct names and short texts */
+{
+  static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+  ovl_buf_printf (b, "<n%u>%c%c%c</n%u>", i, al[i % 62], al[i / 62 % 62], al[i / 3844 % 62], i);
+}
+
+static void
+u_pis (struct ovl_buf *b, unsigned i)
+{
+  ovl_buf_printf (b, "<?p%u?>", i);
+}
+
+static void
+u_blanks (struct ovl_buf *b, unsigned i)      /* distinct blank texts, interned */
+{
+  ovl_buf_printf (b, "<a/>");
+  for (; i; i >>= 1)
+    ovl_buf_printf (b, "%c", i & 1 ? '\t' : ' ');
+}
+
+static void
+u_refs (struct ovl_buf *b, unsigned i)        /* undefined: an error, then on to the end */
+{
+  ovl_buf_printf (b, "&e%u;", i);
+}
+
+static void
+u_attr (struct ovl_buf *b, unsigned i)
+{
+  ovl_buf_printf (b, " a%u=''", i);
+}
+
+static void
+u_xmlns (struct ovl_buf *b, unsigned i)
+{
+  ovl_buf_printf (b, " xmlns:p%u='urn:p%u'", i, i);
+}
+
+static void
+u_comment (struct ovl_buf *b, unsigned i)
+{
+  ovl_buf_printf (b, "<!-- a%u='' --><![CDATA[ b%u='' ]]><?pi c%u='' ?>", i, i, i);
+}
+
+/* 255 namespaces in scope: 200 on nested elements, 55 on the last. */
+static char *
+ns_head (void)
+{
+  struct ovl_buf b = OVL_BUF_INIT;
+  unsigned i;
+  for (i = 0; i < 200; i++)
+    ovl_buf_printf (&b, "<e xmlns:p%u='urn:p%u'>", i, i);
+  ovl_buf_printf (&b, "<e");
+  for (; i < 255; i++)
+    ovl_buf_printf (&b, " xmlns:p%u='urn:p%u'", i, i);
+  ovl_buf_printf (&b, ">");
+  return ovl_buf_steal (&b);
+}
+
+static char *
+ns_tail (void)
+{
+  struct ovl_buf b = OVL_BUF_INIT;
+  unsigned i;
+  for (i = 0; i < 201; i++)
+    ovl_buf_printf (&b, "</e>");
+  return ovl_buf_steal (&b);
+}
+
+static double
+seconds (int64_t t0)
+{
+  return (double) (ovl_now_ms () - t0) / 1000;
+}
+
+/* Input just past a limit is refused before libxml2 sees it, at once. */
+static void
+test_prescan_limits (void **state)
+{
+  static const struct {
+    const char *head; unit_fn *unit; unsigned n; const char *tail; const char *want;
+  } t[] = {
+    /* 100000 attributes on one element took libxml2 24 s. */
+    { "<g", u_attr, 100000, "/>", "has more than 256 attributes" },
+    { "<g", u_attr, OVL_XML_MAX_ATTRS + 1, "/>", "line 1 has more than 256 attributes" },
+    { "<g", u_attr, OVL_XML_MAX_ATTRS, "/>", NULL },
+    { "<g", u_xmlns, OVL_XML_MAX_ATTRS, "/>", "more than 256 namespace declarations" },
+    { "<g", u_xmlns, OVL_XML_MAX_NS_DECLS - 1, "/>", NULL },   /* + xmlns:f */
+    { "", u_pis, OVL_XML_MAX_NAMES, "", "more than 100000 tags" },
+    { "", u_refs, OVL_XML_MAX_NAMES, "", "more than 100000 tags" },
+    { "", u_pis, OVL_XML_MAX_NAMES - 10, "", NULL },
+    /* Quoted text in comments, CDATA and PIs is no attribute. */
+    { "<g/>", u_comment, 1000, "", NULL },
+  };
+  size_t i;
+
+  for (i = 0; i < sizeof t / sizeof t[0]; i++) {
+    size_t len;
+    char *xml = gen (t[i].head, t[i].unit, t[i].n, t[i].tail, &len);
+    int64_t t0 = ovl_now_ms ();
+    struct ovl_domain *d;
+
+    ovl_error_clear ();
+    d = ovl_domxml_parse (xml, len, cfg);
+    if (t[i].want) {
+      if (d || !strstr (ovl_error_msg (), t[i].want))
+        fail_msg ("case %zu: got '%s', want '%s'", i, d ? "parsed" : ovl_error_msg (), t[i].want);
+      assert_true (seconds (t0) < 1);
+    }
+    else if (!d)
+      fail_msg ("case %zu: %s", i, ovl_error_msg ());
+    ovl_domain_free (d);
+    free (xml);
+  }
+}
+
+/* The worst input the pre-scan lets through still parses fast. */
+static void
+test_worst_case_time (void **state)
+{
+  char *nh = ns_head (), *nt = ns_tail ();
+  const struct {
+    const char *what, *head; unit_fn *unit; unsigned n; const char *tail; bool valid;
+  } t[] = {
+    { "256 attributes per element", "", u_attrs, OVL_XML_MAX_NAMES / 257 - 1, "", true },
+    { "255 namespaces in scope", nh, u_prefixed, OVL_XML_MAX_NAMES / 256 - 2, nt, true },
+    { "distinct names and texts", "", u_names, OVL_XML_MAX_NAMES - 10, "", true },
+    { "distinct PIs", "", u_pis, OVL_XML_MAX_NAMES - 10, "", true },
+    { "distinct blank texts", "", u_blanks, OVL_XML_MAX_NAMES - 10, "", true },
+    { "undefined references", "<g>", u_refs, OVL_XML_MAX_NAMES - 10, "</g>", false },
+  };
+  double worst = 0;
+  size_t i;
+
+  for (i = 0; i < sizeof t / sizeof t[0]; i++) {
+    size_t len;
+    char *xml = gen (t[i].head, t[i].unit, t[i].n, t[i].tail, &len);
+    int64_t t0 = ovl_now_ms ();
+    struct ovl_domain *d = ovl_domxml_parse (xml, len, cfg);
+    double s = seconds (t0);
+
+    printf ("# %-28s %8zu bytes  %.3f s\n", t[i].what, len, s);
+    if (t[i].valid && !d)
+      fail_msg ("%s: %s", t[i].what, ovl_error_msg ());
+    if (!t[i].valid && (d || !strstr (ovl_error_msg (), "malformed")))
+      fail_msg ("%s: want libxml2's error, got '%s'", t[i].what, d ? "parsed" : ovl_error_msg ());
+    if (s > worst)
+      worst = s;
+    ovl_domain_free (d);
+    free (xml);
+  }
+  printf ("# worst case that passes the pre-scan: %.3f s\n", worst);
+  assert_true (worst < 5);
+  free (nh);
+  free (nt);
+}
+
 /* Every message is one line: control characters are stored escaped. */
 static void
 test_error_escape (void **state)
@@ -255,6 +455,8 @@ main (void)
     cmocka_unit_test (test_oversize),
     cmocka_unit_test (test_schema),
     cmocka_unit_test (test_error_escape),
+    cmocka_unit_test (test_prescan_limits),
+    cmocka_unit_test (test_worst_case_time),
   };
   int r = cmocka_run_group_tests_name ("domxml", tests, setup, teardown);
   xmlCleanupParser ();
