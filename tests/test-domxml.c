@@ -369,7 +369,7 @@ test_prescan_limits (void **state)
     if (t[i].want) {
       if (d || !strstr (ovl_error_msg (), t[i].want))
         fail_msg ("case %zu: got '%s', want '%s'", i, d ? "parsed" : ovl_error_msg (), t[i].want);
-      assert_true (seconds (t0) < 1);
+      assert_true (seconds (t0) < 1);   /* the pre-scan alone, even under valgrind */
     }
     else if (!d)
       fail_msg ("case %zu: %s", i, ovl_error_msg ());
@@ -413,10 +413,12 @@ test_worst_case_time (void **state)
     ovl_domain_free (d);
     free (xml);
   }
-  printf ("# worst case that passes the pre-scan: %.3f s\n", worst);
-  assert_true (worst < 5);
   free (nh);
   free (nt);
+  printf ("# worst case that passes the pre-scan: %.3f s\n", worst);
+  /* Under valgrind the figure means nothing; the cases still run. */
+  if (!getenv ("OVL_VALGRIND") || strcmp (getenv ("OVL_VALGRIND"), "1") != 0)
+    assert_true (worst < 5);
 }
 
 /* Every message is one line: control characters are stored escaped. */
