@@ -326,7 +326,7 @@ shape_is_ours (xmlNodePtr n)
 static bool
 has_attr (xmlNodePtr n, const char *name)
 {
-  return n && xmlHasProp (n, BAD_CAST name) != NULL;
+  return n && xmlHasNsProp (n, BAD_CAST name, NULL) != NULL;   /* no namespace */
 }
 
 /* Why the image at SOURCE (in element HOLDER, <disk> or <backingStore>)
@@ -376,8 +376,10 @@ parse_disk (xmlNodePtr n, const struct ovl_config *cfg, struct ovl_disk *out)
   file = attr (child (n, "source"), "file");
   bfile = attr (child (bs, "source"), "file");
   bfmt = attr (child (bs, "format"), "type");
-  if (!file || !bfile || !bfmt)
-    return -1;                  /* out of memory */
+  if (!file || !bfile || !bfmt) {
+    ovl_error ("domain XML: out of memory");
+    return -1;
+  }
   if (!(dev = attr (child (n, "target"), "dev")) || !*dev) {
     ovl_error ("disk with source '%s' has no <target dev>", file);
     return -1;
