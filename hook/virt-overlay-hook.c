@@ -43,6 +43,8 @@
 #include "util.h"
 
 static const char *domain_arg = "?";
+/* When this invocation must be over: start + timeout_ms, for every step. */
+static int64_t deadline = -1;
 
 /* Past timeout_ms plus this, the hook gives up whatever it is doing:
  * libvirt waits for it with no timeout of its own. */
@@ -76,16 +78,18 @@ watchdog_arm (unsigned ms, int status)
   setitimer (ITIMER_REAL, &it, NULL);
 }
 
-/* Report one problem: stderr (libvirt shows it) and syslog. */
+/* Report one problem: stderr (libvirt shows it) and syslog, on one line
+ * whatever the domain XML put in a path. */
 static void __attribute__((format (printf, 2, 3)))
 report (int prio, const char *fmt, ...)
 {
-  char msg[2048];
+  char raw[2048], msg[2048];
   va_list ap;
 
   va_start (ap, fmt);
-  vsnprintf (msg, sizeof msg, fmt, ap);
+  vsnprintf (raw, sizeof raw, fmt, ap);
   va_end (ap);
+  ovl_escape_controls (msg, sizeof msg, raw);
   fprintf (stderr, "virt-overlay: %s\n", msg);
   syslog (prio, "domain %s: %s", domain_arg, msg);
 }
@@ -128,9 +132,19 @@ load_domain (const struct ovl_config *cfg)
   CLEANUP_FREE char *xml = NULL;
   size_t len = 0;
 
+  struct ovl_domain *dom;
+
   if (!(xml = read_stdin (&len)))
     return NULL;
-  return ovl_domxml_parse (xml, len, cfg);
+  /* The parser's pre-scan bounds its time; should it still end past the
+   * deadline, stop here rather than go on to qsd late. */
+  dom = ovl_domxml_parse (xml, len, cfg);
+  if (dom && deadline >= 0 && ovl_now_ms () > deadline) {
+    ovl_domain_free (dom);
+    ovl_error ("reading the domain XML took longer than timeout_ms (%u ms)", cfg->timeout_ms);
+    return NULL;
+  }
+  return dom;
 }
 
 /* libvirt keeps a managed-save image at DIR/NAME.save. */
@@ -253,7 +267,7 @@ do_prepare (const struct ovl_config *cfg)
     return 1;
   }
 
-  if (n && ovl_overlay_create (cfg, reqs, n, ovl_now_ms () + cfg->timeout_ms) == -1) {
+  if (n && ovl_overlay_create (cfg, reqs, n, deadline) == -1) {
     for (i = 0; i < n; i++)
       if (reqs[i].error)
         report (LOG_ERR, "disk %s: %s", which[i]->target, reqs[i].error);
@@ -380,6 +394,7 @@ main (int argc, char **argv)
   CLEANUP_CONFIG struct ovl_config *cfg = NULL;
   const char *op, *subop, *reason = NULL;
   enum { PREPARE, RELEASE, RESTORE, MIGRATE, PLAN } what;
+  int64_t start = ovl_now_ms ();
 
   if (argc >= 2 && strcmp (argv[1], OVL_POOL_FILL_ARG) == 0)
     return ovl_pool_fill_main (argc, argv);   /* a detached refiller */
@@ -418,7 +433,8 @@ main (int argc, char **argv)
     report (LOG_ERR, "%s", ovl_error_msg ());
     return what == RELEASE ? 0 : 1;
   }
-  watchdog_arm (cfg->timeout_ms + WATCHDOG_GRACE_MS, what == RELEASE ? 0 : 1);
+  deadline = start + cfg->timeout_ms;
+  watchdog_arm ((unsigned) ovl_ms_left (deadline) + WATCHDOG_GRACE_MS, what == RELEASE ? 0 : 1);
   switch (what) {
   case PREPARE: return do_prepare (cfg);
   case RELEASE: return do_release (cfg, reason);

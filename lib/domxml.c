@@ -15,6 +15,9 @@
 #include "util.h"
 
 #define MAX_DISKS 256
+#define MAX_ATTRS OVL_XML_MAX_ATTRS
+#define MAX_NS_DECLS OVL_XML_MAX_NS_DECLS
+#define MAX_NAMES OVL_XML_MAX_NAMES
 
 void
 ovl_domain_free (struct ovl_domain *d)
@@ -123,6 +126,144 @@ valid_uuid (const char *u)
   return true;
 }
 
+static bool
+starts (const char *p, const char *e, const char *s)
+{
+  size_t n = strlen (s);
+  return (size_t) (e - p) >= n && memcmp (p, s, n) == 0;
+}
+
+/* Past the first END at or after P; NULL if there is none. */
+static const char *
+skip_past (const char *p, const char *e, const char *end)
+{
+  const char *q = memmem (p, (size_t) (e - p), end, strlen (end));
+  return q ? q + strlen (end) : NULL;
+}
+
+static int
+line_of (const char *xml, const char *p)
+{
+  int line = 1;
+  for (; xml < p; xml++)
+    line += *xml == '\n';
+  return line;
+}
+
+static bool
+is_space (char c)
+{
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+struct scan {
+  const char *xml, *end;
+  unsigned names, nsdecls;
+};
+
+/* One more name-bearing token at AT; -1 (and an error) past the limit. */
+static int
+count_name (struct scan *s, const char *at)
+{
+  if (++s->names <= MAX_NAMES)
+    return 0;
+  ovl_error ("domain XML: more than %d tags, attributes, references and comments "
+             "(line %d); refused", MAX_NAMES, line_of (s->xml, at));
+  return -1;
+}
+
+/* The start tag at P (just past its '<'): count its attributes (one per
+ * quoted value), namespace declarations and entity references.  Returns
+ * the end of the tag, or NULL (and an error) past a limit. */
+static const char *
+scan_tag (struct scan *s, const char *p)
+{
+  const char *tag = p - 1, *e = s->end;
+  unsigned nattrs = 0;
+  char quote = 0;
+  bool after_space = false;
+
+  for (; p < e; p++) {
+    if (quote) {
+      if (*p == quote)
+        quote = 0;
+      else if (*p == '&' && p + 1 < e && p[1] != '#' && count_name (s, p) == -1)
+        return NULL;
+      continue;
+    }
+    if (*p == '>')
+      break;
+    if (*p == '"' || *p == '\'') {
+      quote = *p;
+      if (++nattrs > MAX_ATTRS) {
+        ovl_error ("domain XML: the element at line %d has more than %d attributes; refused",
+                   line_of (s->xml, tag), MAX_ATTRS);
+        return NULL;
+      }
+      if (count_name (s, p) == -1)
+        return NULL;
+    }
+    else if (after_space && starts (p, e, "xmlns") && p + 5 < e &&
+             (p[5] == ':' || p[5] == '=' || is_space (p[5])) &&
+             ++s->nsdecls > MAX_NS_DECLS) {
+      ovl_error ("domain XML: more than %d namespace declarations (line %d); refused",
+                 MAX_NS_DECLS, line_of (s->xml, tag));
+      return NULL;
+    }
+    after_space = is_space (*p);
+  }
+  return p;
+}
+
+/* Work that grows faster than the input in libxml2 2.9 is bounded here,
+ * in one linear pass over the raw bytes, before libxml2 sees them:
+ * - the attributes of one element: the duplicate check and the property
+ *   list are quadratic (100000 attributes in foreign metadata, which
+ *   libvirt keeps as it is, cost 24 s);
+ * - namespace declarations: each prefixed name is looked up through all
+ *   those in scope;
+ * - names, which go through a dictionary whose table stops growing at
+ *   16384 buckets, and short text nodes, interned there too, one per
+ *   tag, comment or PI: 400000 distinct names cost 4 s, even after a
+ *   well-formedness error (libxml2 goes on to the end).
+ * Comments, CDATA sections, PIs and quoted values are skipped as libxml2
+ * does; nesting is bounded by libxml2 itself (256 without XML_PARSE_HUGE).
+ * Malformed input that passes is left for libxml2 to report. */
+static int
+prescan (const char *xml, size_t len)
+{
+  struct scan s = { .xml = xml, .end = xml + len };
+  const char *p = xml, *e = s.end;
+
+  while (p && p < e) {
+    if (*p == '&' && p + 1 < e && p[1] != '#' && count_name (&s, p) == -1)
+      return -1;
+    if (*p != '<') {
+      p++;
+      continue;
+    }
+    if (!starts (p, e, "</") && count_name (&s, p) == -1)
+      return -1;
+    if (starts (p, e, "<!--"))
+      p = skip_past (p + 4, e, "-->");
+    else if (starts (p, e, "<![CDATA["))
+      p = skip_past (p + 9, e, "]]>");
+    else if (starts (p, e, "<?"))
+      p = skip_past (p + 2, e, "?>");
+    else if (starts (p, e, "<!DOCTYPE")) {
+      /* An internal subset could declare attributes and namespaces
+       * that no tag shows; we refuse any DTD anyway. */
+      ovl_error ("domain XML carries a DTD; refused");
+      return -1;
+    }
+    else if (starts (p, e, "</") || starts (p, e, "<!"))
+      p += 2;
+    else if (!(p = scan_tag (&s, p + 1)))
+      return -1;
+  }
+  return 0;
+}
+
 /* Apply one <ovl:disk> element to DISK. */
 static int
 apply_policy (xmlNodePtr n, struct ovl_disk *disk)
@@ -167,27 +308,79 @@ apply_policy (xmlNodePtr n, struct ovl_disk *disk)
   return 0;
 }
 
+/* The shape of a disk virt-overlay makes overlays for: a qcow2 file whose
+ * first backing image is a qcow2 or raw file (libvirt sees to the rest of
+ * the chain).  Sources are checked by why_unsupported(). */
+static bool
+shape_is_ours (xmlNodePtr n)
+{
+  xmlNodePtr bs = child (n, "backingStore");
+  CLEANUP_FREE char *bfmt = attr (child (bs, "format"), "type");
+
+  return attr_is (n, "type", "file") && attr_is (n, "device", "disk") &&
+    attr_is (child (n, "driver"), "type", "qcow2") && !child (n, "transient") &&
+    bs && attr_is (bs, "type", "file") &&
+    bfmt && (strcmp (bfmt, "qcow2") == 0 || strcmp (bfmt, "raw") == 0);
+}
+
+static bool
+has_attr (xmlNodePtr n, const char *name)
+{
+  return n && xmlHasNsProp (n, BAD_CAST name, NULL) != NULL;   /* no namespace */
+}
+
+/* Why the image at SOURCE (in element HOLDER, <disk> or <backingStore>)
+ * is not a plain file we can name in a qcow2 header, or NULL.  An
+ * overlay made from its path would be wrong: unencrypted, without its
+ * data file, over the whole file instead of a slice, or beside the
+ * descriptor libvirt actually hands to QEMU. */
+static const char *
+why_not_plain (xmlNodePtr holder, xmlNodePtr source, bool top)
+{
+  if (child (source, "encryption") || child (holder, "encryption"))
+    return top ? "<encryption> on the overlay (it would be written unencrypted)"
+      : "<encryption> on the base";
+  if (child (source, "dataStore"))
+    return top ? "<dataStore> on the overlay (an external data file)"
+      : "<dataStore> on the base (an external data file)";
+  if (child (source, "slices"))
+    return top ? "<slices> on the overlay (the disk is part of the file)"
+      : "<slices> on the base (the whole file would be used)";
+  if (has_attr (source, "fdgroup"))
+    return top ? "fdgroup on the overlay's <source> (libvirt passes a descriptor)"
+      : "fdgroup on the base's <source> (libvirt passes a descriptor)";
+  if (!has_attr (source, "file"))
+    return top ? "no <source file> for the overlay" : "no <source file> for the base";
+  return NULL;
+}
+
+/* For a disk of our shape: why we leave it to libvirt, or NULL. */
+static const char *
+why_unsupported (xmlNodePtr n)
+{
+  xmlNodePtr bs = child (n, "backingStore");
+  const char *why = why_not_plain (n, child (n, "source"), true);
+
+  return why ? why : why_not_plain (bs, child (bs, "source"), false);
+}
+
 /* Read <disk> N into OUT if we handle it: 1 handled, 0 ignored, -1 error. */
 static int
 parse_disk (xmlNodePtr n, const struct ovl_config *cfg, struct ovl_disk *out)
 {
-  xmlNodePtr driver = child (n, "driver"), source = child (n, "source");
-  xmlNodePtr target = child (n, "target"), bs = child (n, "backingStore");
-  xmlNodePtr bsformat, bssource;
+  xmlNodePtr bs = child (n, "backingStore");
   CLEANUP_FREE char *dev = NULL, *file = NULL, *bfile = NULL, *bfmt = NULL;
 
-  if (!attr_is (n, "type", "file") || !attr_is (n, "device", "disk") ||
-      !attr_is (driver, "type", "qcow2") || child (n, "transient") ||
-      !bs || !attr_is (bs, "type", "file"))
+  if (!shape_is_ours (n) || why_unsupported (n))
     return 0;
-  bsformat = child (bs, "format");
-  bssource = child (bs, "source");
-  if (!(file = attr (source, "file")) || !(bfile = attr (bssource, "file")) ||
-      !(bfmt = attr (bsformat, "type")))
-    return 0;
-  if (strcmp (bfmt, "qcow2") != 0 && strcmp (bfmt, "raw") != 0)
-    return 0;
-  if (!(dev = attr (target, "dev")) || !*dev) {
+  file = attr (child (n, "source"), "file");
+  bfile = attr (child (bs, "source"), "file");
+  bfmt = attr (child (bs, "format"), "type");
+  if (!file || !bfile || !bfmt) {
+    ovl_error ("domain XML: out of memory");
+    return -1;
+  }
+  if (!(dev = attr (child (n, "target"), "dev")) || !*dev) {
     ovl_error ("disk with source '%s' has no <target dev>", file);
     return -1;
   }
@@ -207,10 +400,30 @@ parse_disk (xmlNodePtr n, const struct ovl_config *cfg, struct ovl_disk *out)
   return 1;
 }
 
+/* The metadata names TGT, which is not a handled disk: say why. */
+static void
+report_unhandled (xmlNodePtr devices, const char *tgt)
+{
+  xmlNodePtr n;
+
+  for (n = devices ? devices->children : NULL; n; n = n->next) {
+    const char *why;
+    if (!is_elem (n, "disk") || !attr_is (child (n, "target"), "dev", tgt) ||
+        !shape_is_ours (n) || !(why = why_unsupported (n)))
+      continue;
+    ovl_error ("disk %s: metadata names a disk virt-overlay leaves to libvirt: %s",
+               tgt, why);
+    return;
+  }
+  ovl_error ("disk %s: metadata names a disk that has no qcow2 overlay on a "
+             "<backingStore> of type file", tgt);
+}
+
 static int
 parse_policies (xmlNodePtr root, struct ovl_domain *d)
 {
   xmlNodePtr md = child (root, "metadata"), o, n;
+  bool named[MAX_DISKS] = { false };
   size_t i;
 
   for (o = md ? md->children : NULL; o; o = o->next) {
@@ -238,10 +451,15 @@ parse_policies (xmlNodePtr root, struct ovl_domain *d)
         if (strcmp (d->disks[i].target, tgt) == 0)
           break;
       if (i == d->ndisks) {
-        ovl_error ("disk %s: metadata names a disk that has no qcow2 overlay on a "
-                   "<backingStore> of type file", clean_string (tgt) ? tgt : "?");
+        report_unhandled (child (root, "devices"), tgt);
         return -1;
       }
+      /* Two entries would mean two policies; neither silently wins. */
+      if (named[i]) {
+        ovl_error ("disk %s: metadata names this disk twice", tgt);
+        return -1;
+      }
+      named[i] = true;
       if (apply_policy (n, &d->disks[i]) == -1)
         return -1;
     }
@@ -263,10 +481,12 @@ ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
   }
   if (len > (size_t) 0x7fffffff)
     return NULL;
+  if (prescan (xml, len) == -1)
+    return NULL;
   /* No network, no entity substitution, no DTD loading, no XInclude. */
   doc = xmlReadMemory (xml, (int) len, "domain.xml", NULL,
                        XML_PARSE_NONET | XML_PARSE_NOERROR | XML_PARSE_NOWARNING |
-                       XML_PARSE_NOCDATA);
+                       XML_PARSE_NOCDATA | XML_PARSE_NODICT);
   if (!doc) {
     const xmlError *e = xmlGetLastError ();
     char msg[256];

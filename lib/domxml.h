@@ -1,12 +1,28 @@
 /* The domain XML: which disks get overlays, and how.
  *
  * The XML is untrusted (whoever may define a domain need not be root):
- * input is capped, no network, no DTD (a document with one is refused, so
- * no entity can be declared), no XInclude processing.  A disk is handled
+ * input is capped, and a linear pre-scan of the raw bytes bounds what
+ * makes libxml2's time grow faster than the input (attributes per
+ * element, namespaces, names: see the limits below), no network, no DTD
+ * (a document with one is refused, so no entity can be declared), no
+ * XInclude processing.  A disk is handled
  * when it is <disk type='file' device='disk'> with <driver type='qcow2'>,
  * a <source file>, and a <backingStore type='file'> giving
  * <format type='qcow2|raw'> and <source file>; every other disk is left to
- * libvirt.  Per-disk policy comes from our element in <metadata>:
+ * libvirt.
+ *
+ * A disk of that shape is still left to libvirt when either image is not a
+ * plain file we can name in a qcow2 header: <encryption> (in <source>, or
+ * in <disk> as libvirt once wrote it), <dataStore> (an external data
+ * file), <slices> (the image is part of its file), fdgroup (libvirt hands
+ * QEMU a descriptor, the path is a label), or no file attribute.  An
+ * overlay made from such a disk's paths would write the guest's data
+ * unencrypted, lose its data file, or use the whole base file as base.
+ * Left alone means nothing is created: if the overlay is missing, libvirt
+ * fails the start itself.  When our metadata names such a disk, the admin
+ * asked for an overlay: the parse fails, saying why.  Each disk may be
+ * named once in the metadata.  Per-disk policy comes from our element in
+ * <metadata>:
  *
  *   <ovl:overlays xmlns:ovl="urn:virt-overlay:domain:1">
  *     <ovl:disk target="vda" mode="ephemeral" cluster-size="131072"
@@ -25,6 +41,14 @@
 
 #define OVL_XML_NS "urn:virt-overlay:domain:1"
 #define OVL_XML_MAX (4 * 1024 * 1024)
+/* Checked on the raw bytes before libxml2 parses them (its time grows
+ * faster than the input past these).  libvirt's own elements have a
+ * handful of attributes; it writes one namespace declaration per
+ * application element in <metadata> plus a few on <domain>; a domain with
+ * 256 disks and 4096 vCPUs has some 30000 names in all. */
+#define OVL_XML_MAX_ATTRS 256         /* on one element */
+#define OVL_XML_MAX_NS_DECLS 256      /* in the document */
+#define OVL_XML_MAX_NAMES 100000      /* tags, attributes, references, comments, PIs */
 
 enum ovl_mode { OVL_MODE_PERSISTENT, OVL_MODE_EPHEMERAL };
 

@@ -242,4 +242,59 @@ grep -qF "\"path\":\"$img/e.qcow2\"" "$T/state/domains/$UUID" && pass || fail "p
 hook release end - < "$T/e.xml"; expect_rc 0 "release of a pooled overlay"
 [ -e "$img/e.qcow2" ] && fail "pooled ephemeral overlay not removed" || pass
 for l in "$img"/.virt-overlay-pool/*/lock; do flock "$l" true 2>/dev/null || true; done
+# ---- disks that are not plain files: nothing made; refused when named ----
+sed -i "s|^qsd_socket = .*|qsd_socket = $T/run/qsd.sock|; /^pool_size/d" "$T/conf"
+ENC="<encryption format='luks'><secret type='passphrase' uuid='0a81f5b2-8403-7b23-c8d6-21ccc2f80d6f'/></encryption>"
+domain dom "vda ephemeral $img/enc.qcow2 $img/base.qcow2 qcow2" |
+  sed "s|<source file='$img/enc.qcow2'/>|<source file='$img/enc.qcow2'>$ENC</source>|" > "$T/enc.xml"
+grep -q "<encryption" "$T/enc.xml" || fail "enc.xml lacks <encryption>"
+hook prepare begin - < "$T/enc.xml"; expect_rc 1 "prepare of an encrypted overlay named in the metadata"
+expect_err "disk vda: metadata names a disk virt-overlay leaves to libvirt: <encryption> on the overlay"
+[ -e "$img/enc.qcow2" ] && fail "an unencrypted overlay was made for an encrypted disk" || pass
+grep -v "ovl:disk" "$T/enc.xml" > "$T/enc-unnamed.xml"
+hook prepare begin - < "$T/enc-unnamed.xml"; expect_rc 0 "prepare of an encrypted disk, no metadata"
+[ -e "$img/enc.qcow2" ] && fail "an overlay was made for an encrypted disk left to libvirt" || pass
+
+# ---- every message is one line, whatever the XML holds ----
+domain dom "vda a&#10;b $img/nl.qcow2 $img/base.qcow2 qcow2" > "$T/nl.xml"
+hook prepare begin - < "$T/nl.xml"; expect_rc 1 "prepare with a newline in a value"
+expect_err "disk vda: mode 'a\nb' is not persistent or ephemeral"
+[ "$(wc -l < "$T/stderr")" = 1 ] && pass || fail "a message split over lines: $(cat "$T/stderr")"
+
+# ---- the parse is bounded: absurd XML is refused at once, for every op ----
+{
+  echo "<domain type='qemu'><name>dom</name><uuid>$UUID</uuid><metadata>"
+  printf "<f:x xmlns:f='urn:example:f'"
+  awk 'BEGIN { for (i = 0; i < 100000; i++) printf " a%d=\"\"", i }'
+  echo "/></metadata><devices/></domain>"
+} > "$T/attrs.xml"
+for op in "prepare begin" "release end"; do
+  t0=$(date +%s)
+  set +e
+  timeout 20 $HOOK dom $op - < "$T/attrs.xml" > "$T/stdout" 2> "$T/stderr"
+  rc=$?
+  set -e
+  t1=$(date +%s)
+  case $op in prepare*) expect_rc 1 "$op with 100000 attributes" ;; *) expect_rc 0 "$op with 100000 attributes" ;; esac
+  expect_err "has more than 256 attributes; refused"
+  if [ "${OVL_VALGRIND:-0}" != 1 ]; then
+    [ $((t1 - t0)) -lt 5 ] && pass || fail "$op with 100000 attributes took $((t1 - t0)) s"
+  fi
+done
+
+# A parse that ends past the deadline goes no further.
+awk 'BEGIN { printf "<f:x xmlns:f=\"urn:example:f\">"
+             for (i = 0; i < 50000; i++) printf "<p%d/>", i; print "</f:x>" }' > "$T/filler"
+domain dom "vda persistent $img/late.qcow2 $img/base.qcow2 qcow2" |
+  sed "s|</ovl:overlays></metadata>|</ovl:overlays>\nFILLER\n</metadata>|" |
+  sed "/^FILLER\$/{r $T/filler
+d}" > "$T/late.xml"
+grep -q "<p49999/>" "$T/late.xml" || fail "late.xml lacks its filler"
+sed -i "s|^timeout_ms = .*|timeout_ms = 1|" "$T/conf"
+hook prepare begin - < "$T/late.xml"; expect_rc 1 "prepare past the deadline"
+expect_err "reading the domain XML took longer than timeout_ms (1 ms)"
+[ -e "$img/late.qcow2" ] && fail "an overlay was made past the deadline" || pass
+sed -i "s|^timeout_ms = .*|timeout_ms = 20000|" "$T/conf"
+hook prepare begin - < "$T/late.xml"; expect_rc 0 "the same domain within the deadline"
+[ -f "$img/late.qcow2" ] && pass || fail "overlay not made within the deadline"
 finish
