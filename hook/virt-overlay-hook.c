@@ -72,8 +72,8 @@ watchdog_arm (unsigned ms, int status)
 
   watchdog_status = status;
   snprintf (watchdog_msg, sizeof watchdog_msg,
-            "virt-overlay: gave up after %u ms (timeout_ms plus %d ms); nothing more was done\n",
-            ms, WATCHDOG_GRACE_MS);
+            "virt-overlay: gave up: still running %d ms past timeout_ms; nothing more was done\n",
+            WATCHDOG_GRACE_MS);
   sigaction (SIGALRM, &sa, NULL);
   setitimer (ITIMER_REAL, &it, NULL);
 }
