@@ -15,10 +15,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "error.h"
 #include "image.h"
+#include "testutil.h"
 
 #define MiB (UINT64_C (1) << 20)
 #define EXT_FMT 0xe2792acaU
@@ -412,6 +414,73 @@ test_backing_path (void **state)
   assert_non_null (strstr (ovl_error_msg (), "makes a path too long"));
 }
 
+/* Write the image R describes, whole first cluster, as DIR/NAME. */
+static void
+write_image (const char *dir, const char *name, const struct qrow *r)
+{
+  char path[4096];
+  size_t len;
+  unsigned char *buf = build (r, &len);
+  FILE *f;
+
+  snprintf (path, sizeof path, "%s/%s", dir, name);
+  f = fopen (path, "wb");
+  assert_non_null (f);
+  assert_int_equal (fwrite (buf, 1, len, f), len);
+  assert_int_equal (fclose (f), 0);
+  free (buf);
+}
+
+/* The chain walker on files: a big first cluster with the backing name
+ * far from the start, relative names, a raw end, a loop, a missing
+ * format down the chain. */
+static void
+test_chain (void **state)
+{
+  char *dir = t_mkdtemp ();
+  struct ovl_dirs dirs = { &dir, 1 };
+  struct ovl_image img;
+  char top[4096], raw[4096];
+  const struct qrow rtop = { "top", .cluster_bits = 21, .size = 32 * MiB,
+                             .backing = "mid.qcow2", .backing_off = 1 * MiB + 3, .fmt = "qcow2" };
+  const struct qrow rmid = { "mid", .backing = "base.raw", .fmt = "raw" };
+  const struct qrow rloop = { "mid", .backing = "top.qcow2", .fmt = "qcow2" };
+  const struct qrow rnofmt = { "mid", .backing = "base.raw" };
+
+  (void) state;
+  snprintf (top, sizeof top, "%s/top.qcow2", dir);
+  snprintf (raw, sizeof raw, "%s/base.raw", dir);
+  write_image (dir, "top.qcow2", &rtop);
+  write_image (dir, "mid.qcow2", &rmid);
+  assert_int_equal (truncate (top, 3 * 2 * MiB), 0);
+  {
+    FILE *f = fopen (raw, "wb");
+    assert_non_null (f);
+    assert_int_equal (fclose (f), 0);
+    assert_int_equal (truncate (raw, 1 * MiB), 0);
+  }
+  if (ovl_image_probe_chain (&dirs, top, OVL_FMT_QCOW2, &img) != 0)
+    fail_msg ("good chain refused: %s", ovl_error_msg ());
+  assert_int_equal (img.size, 32 * MiB);
+  assert_int_equal (img.format, OVL_FMT_QCOW2);
+
+  write_image (dir, "mid.qcow2", &rloop);
+  assert_int_equal (ovl_image_probe_chain (&dirs, top, OVL_FMT_QCOW2, &img), -1);
+  assert_non_null (strstr (ovl_error_msg (), "backing chain loops at '"));
+
+  write_image (dir, "mid.qcow2", &rnofmt);
+  assert_int_equal (ovl_image_probe_chain (&dirs, top, OVL_FMT_QCOW2, &img), -1);
+  assert_non_null (strstr (ovl_error_msg (), "/base.raw' has no backing format in the header of '"));
+
+  /* The raw end is checked like a raw base. */
+  write_image (dir, "mid.qcow2", &rmid);
+  write_image (dir, "base.raw", &rmid);
+  assert_int_equal (ovl_image_probe_chain (&dirs, top, OVL_FMT_QCOW2, &img), -1);
+  assert_non_null (strstr (ovl_error_msg (), "/base.raw': declared raw but carries a qcow2/qcow header"));
+  t_rmtree (dir);
+  free (dir);
+}
+
 int
 main (void)
 {
@@ -421,6 +490,7 @@ main (void)
     cmocka_unit_test (test_longest_name),
     cmocka_unit_test (test_raw),
     cmocka_unit_test (test_backing_path),
+    cmocka_unit_test (test_chain),
   };
   return cmocka_run_group_tests_name ("image", tests, NULL, NULL);
 }
