@@ -121,15 +121,11 @@ has_reserved_component (const char *path)
 int
 ovl_request_check_base (const struct ovl_config *cfg, struct ovl_request *r)
 {
-  CLEANUP_CLOSE int bdir = -1;
-  const char *bname;
-
   if (!r->internal && has_reserved_component (r->base)) {
     req_failf (r, "base path '%s' uses a name reserved for virt-overlay", r->base);
     return -1;
   }
-  if (ovl_path_open_parent (r->base, &cfg->base_dirs, "base", false, &bdir, &bname) == -1 ||
-      ovl_image_probe (bdir, bname, r->base, r->base_format, &r->base_info) == -1) {
+  if (ovl_image_probe_chain (&cfg->base_dirs, r->base, r->base_format, &r->base_info) == -1) {
     req_fail (r);
     return -1;
   }

@@ -110,6 +110,100 @@ refuse "at most 256 overlays in one batch, not 257" "$B" "$@"
 refuse "overlay '$img/exists.qcow2' already exists" "$B" "$img/new1.qcow2" "$img/exists.qcow2" "$img/new2.qcow2"
 [ "$(cat "$img/exists.qcow2")" = precious ] && pass || fail "existing file changed"
 
+# ---- the base's own backing chain, read from the images' headers ----
+c=$img/chain
+mkdir -m 0711 "$c"
+qimg () { "$QEMU_IMG" "$@" || fail "qemu-img $*"; }
+# A qcow2 image NAME whose header says backing BACKING of format FMT,
+# written without opening the backing file.
+backed () { # NAME BACKING FMT
+  qimg create -q -f qcow2 "$c/$1" 16M
+  qimg rebase -q -u -b "$2" -F "$3" "$c/$1"
+}
+truncate -s 16M "$c/base.raw"
+backed shadow.qcow2 /etc/shadow raw
+backed vvfat.qcow2 'json:{"driver":"vvfat","dir":"/etc"}' raw
+backed jsonfile.qcow2 'json:{"driver":"file","filename":"/etc/shadow"}' raw
+backed nbd.qcow2 nbd://127.0.0.1/x raw
+backed nbdold.qcow2 nbd:127.0.0.1:10809 raw
+backed fat.qcow2 fat:rw:/etc raw
+backed up.qcow2 ../../elsewhere/x.raw raw
+backed outside.qcow2 "$T/elsewhere/x.raw" raw
+ln -s base.raw "$c/rawlink"
+backed symlink.qcow2 "$c/rawlink" raw
+backed symdir.qcow2 "$img/linkdir/base.qcow2" qcow2
+backed trunc.qcow2 "$img/truncated.qcow2" qcow2
+backed foreign.qcow2 "$img/qcow2-as-raw" raw
+backed vmdk.qcow2 "$c/base.raw" vmdk
+backed esc.qcow2 "$(printf '%s/x\033[2Jy' "$c")" raw
+qimg create -q -f qcow2 -o data_file="$c/data.raw" "$c/datafile.qcow2" 16M
+backed ondatafile.qcow2 "$c/datafile.qcow2" qcow2
+# No backing format: qemu-img insists on one, so rename the extension
+# (type 0xe2792aca) to a type nobody knows.
+backed nofmt.qcow2 "$c/base.raw" raw
+off=$(LC_ALL=C grep -obUaP '\xe2\x79\x2a\xca' "$c/nofmt.qcow2" | head -n 1 | cut -d: -f1)
+printf '\022\064\126\170' | dd of="$c/nofmt.qcow2" bs=1 seek="$off" conv=notrunc 2>/dev/null
+"$QEMU_IMG" info --output=json "$c/nofmt.qcow2" > "$T/info"
+grep -q '"backing-filename-format"' "$T/info" && fail "nofmt.qcow2 still has a backing format" || pass
+# The same deeper in the chain: base -> nofmt.qcow2 -> (no format).
+backed deepnofmt.qcow2 "$c/nofmt.qcow2" qcow2
+# Loops: a -> b -> a, and a file naming itself.
+backed loop-a.qcow2 "$c/loop-b.qcow2" qcow2
+backed loop-b.qcow2 "$c/loop-a.qcow2" qcow2
+backed self.qcow2 "$c/self.qcow2" qcow2
+# 17 images: d0.raw <- d1.qcow2 <- ... <- d16.qcow2
+truncate -s 16M "$c/d0.raw"
+qimg create -q -f qcow2 -b "$c/d0.raw" -F raw "$c/d1.qcow2"
+for i in $(seq 2 16); do
+  qimg create -q -f qcow2 -b "$c/d$((i - 1)).qcow2" -F qcow2 "$c/d$i.qcow2"
+done
+# A good chain: qcow2 -> qcow2 -> raw, the middle one named relatively.
+truncate -s 16M "$c/g.raw"
+qimg create -q -f qcow2 -b g.raw -F raw "$c/g-mid.qcow2"
+qimg create -q -f qcow2 -b "$c/g-mid.qcow2" -F qcow2 "$c/g-top.qcow2"
+
+refuse "base '$c/shadow.qcow2': backing file path '/etc/shadow' is outside the allowed directories" \
+  "$c/shadow.qcow2" "$img/new.qcow2"
+refuse "base '$c/vvfat.qcow2': backing file 'json:{\"driver\":\"vvfat\",\"dir\":\"/etc\"}' is not a plain path" \
+  "$c/vvfat.qcow2" "$img/new.qcow2"
+refuse "backing file 'json:{\"driver\":\"file\",\"filename\":\"/etc/shadow\"}' is not a plain path" \
+  "$c/jsonfile.qcow2" "$img/new.qcow2"
+refuse "base '$c/nbd.qcow2': backing file 'nbd://127.0.0.1/x' is not a plain path" "$c/nbd.qcow2" "$img/new.qcow2"
+refuse "backing file 'nbd:127.0.0.1:10809' is not a plain path" "$c/nbdold.qcow2" "$img/new.qcow2"
+refuse "backing file 'fat:rw:/etc' is not a plain path" "$c/fat.qcow2" "$img/new.qcow2"
+refuse "backing file path '$c/../../elsewhere/x.raw' is not normalised" "$c/up.qcow2" "$img/new.qcow2"
+refuse "backing file path '$T/elsewhere/x.raw' is outside the allowed directories" \
+  "$c/outside.qcow2" "$img/new.qcow2"
+refuse "base '$c/symlink.qcow2': backing file '$c/rawlink' is a symbolic link" "$c/symlink.qcow2" "$img/new.qcow2"
+refuse "backing file path '$img/linkdir/base.qcow2': '$img/linkdir' is a symbolic link" \
+  "$c/symdir.qcow2" "$img/new.qcow2"
+refuse "backing file '$img/truncated.qcow2': truncated qcow2 header" "$c/trunc.qcow2" "$img/new.qcow2"
+refuse "backing file '$img/qcow2-as-raw': declared raw but carries a qcow2/qcow header" \
+  "$c/foreign.qcow2" "$img/new.qcow2"
+refuse "unsupported backing format 'vmdk' in the header (qcow2 or raw)" "$c/vmdk.qcow2" "$img/new.qcow2"
+refuse "backing file '$c/x\\x1b[2Jy' has control characters in its name" "$c/esc.qcow2" "$img/new.qcow2"
+grep -q "$(printf '\033')" "$T/err" && fail "a control character from a header reached the message" || pass
+refuse "backing file '$c/datafile.qcow2': qcow2 base has an external data file" \
+  "$c/ondatafile.qcow2" "$img/new.qcow2"
+refuse "base '$c/nofmt.qcow2': backing file '$c/base.raw' has no backing format in the header of '$c/nofmt.qcow2'" \
+  "$c/nofmt.qcow2" "$img/new.qcow2"
+refuse "base '$c/deepnofmt.qcow2': backing file '$c/base.raw' has no backing format in the header of '$c/nofmt.qcow2'" \
+  "$c/deepnofmt.qcow2" "$img/new.qcow2"
+refuse "base '$c/loop-a.qcow2': backing chain loops at '$c/loop-a.qcow2'" "$c/loop-a.qcow2" "$img/new.qcow2"
+refuse "base '$c/self.qcow2': backing chain loops at '$c/self.qcow2'" "$c/self.qcow2" "$img/new.qcow2"
+refuse "base '$c/d16.qcow2': backing chain deeper than 16" "$c/d16.qcow2" "$img/new.qcow2"
+# One bad base in a batch of a good one: nothing is made.
+refuse "backing file path '/etc/shadow' is outside" "$c/shadow.qcow2" "$img/new1.qcow2" "$img/new2.qcow2"
+
+# 16 images are fine, and so is the good chain (relative names resolved
+# against the naming image's directory, as QEMU does).
+$VO create "$c/d15.qcow2" "$img/d15-top.qcow2" && pass || fail "create on a 16-image chain"
+same_as_qemu_img qcow2 "$c/d15.qcow2" "$img/d15-top.qcow2"
+$VO create "$c/g-top.qcow2" "$img/g-ovl.qcow2" && pass || fail "create on qcow2 -> qcow2 -> raw"
+same_as_qemu_img qcow2 "$c/g-top.qcow2" "$img/g-ovl.qcow2"
+"$QEMU_IMG" info --backing-chain "$img/g-ovl.qcow2" | grep -c '^image:' | grep -qx 4 \
+  && pass || fail "the good chain is not 4 images long"
+
 # Bad options are usage errors (exit 2).
 for args in "--cluster-size 1000" "--lazy-refcounts maybe" "--backing-format vmdk" "--size -5"; do
   set +e; $VO create $args "$B" "$img/new.qcow2" 2> "$T/err"; rc=$?; set -e
