@@ -3,7 +3,8 @@
  * One small file per domain UUID under STATE_DIR/domains/, replaced
  * atomically (temporary file, fsync, rename, fsync of the directory).  It
  * lives on persistent storage so that leftovers survive a host reboot.
- * A file is only ever removed when its path, device and inode match an
+ * A file is only ever removed when its path and its whole identity
+ * (device, inode, birth time, token: see struct ovl_file_id) match an
  * entry: a file that was moved, replaced or belongs to someone else is
  * left alone.
  *
