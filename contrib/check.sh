@@ -1,6 +1,7 @@
 #!/bin/sh
 # The test command of the README: install dependencies (as root), build
-# with warnings as errors, run the whole suite, then again under valgrind.
+# with warnings as errors, run the whole suite, then again under valgrind,
+# with the sanitizers, and the fuzz targets for a minute each.
 # A suite that needs a tool we installed must not skip here.
 set -eu
 cd "$(dirname "$0")/.."
@@ -40,9 +41,14 @@ if [ "$status" = 0 ]; then
      LDFLAGS="-fsanitize=address,undefined" &&
    make -j"$(nproc)" >/dev/null &&
    OVL_REQUIRE_ALL=1 make -j1 check \
-     TESTS="tests/test-json tests/test-qmp tests/test-qsd tests/test-domxml tests/test-ledger tests/test-image tests/test-create.sh tests/test-hook.sh tests/test-pool.sh tests/test-hostile.sh" \
+     TESTS="tests/test-config tests/test-json tests/test-qmp tests/test-qsd tests/test-domxml tests/test-ledger tests/test-image tests/test-create.sh tests/test-hook.sh tests/test-pool.sh tests/test-hostile.sh" \
      GLIBC_TUNABLES= ASAN_OPTIONS=detect_leaks=1) || { status=1; fail=$((fail + 1)); }
   rm -rf "$asan" virt-overlay-*.tar.gz
+fi
+# Every parser of untrusted bytes under libFuzzer for a minute each, in
+# a private clang build (fuzz-build/).
+if [ "$status" = 0 ]; then
+  make fuzz FUZZ_SECONDS=60 || { status=1; fail=$((fail + 1)); }
 fi
 echo "suites: $pass passed, $fail failed, $skip skipped"
 exit "$status"

@@ -3,17 +3,21 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cleanup.h"
 #include "config.h"
 #include "error.h"
 #include "util.h"
 
-#define MAX_LINE 4096
+#define MAX_LINE 4096              /* a line, its newline and a NUL */
 #define MAX_DIRS 64
+#define MAX_FILE (1024 * 1024)
 
 void
 ovl_dirs_free (struct ovl_dirs *d)
@@ -227,56 +231,135 @@ trim (char *s)
   return s;
 }
 
+/* One line (LEN bytes, no newline) into C; LINE is a scratch buffer. */
+static int
+parse_line (struct ovl_config *c, const char *name, unsigned lineno,
+            const char *text, size_t len, char line[MAX_LINE])
+{
+  char *eq, *key, *value, *hash;
+
+  /* The old fgets() reader's limit: line, newline and NUL in MAX_LINE. */
+  if (len + 2 > MAX_LINE) {
+    ovl_error ("%s:%u: line too long", name, lineno);
+    return -1;
+  }
+  if (memchr (text, '\0', len)) {
+    ovl_error ("%s:%u: NUL byte in line", name, lineno);
+    return -1;
+  }
+  memcpy (line, text, len);
+  line[len] = '\0';
+  if ((hash = strchr (line, '#')))
+    *hash = '\0';
+  key = trim (line);
+  if (!*key)
+    return 0;
+  if (!(eq = strchr (key, '='))) {
+    ovl_error ("%s:%u: expected 'key = value'", name, lineno);
+    return -1;
+  }
+  *eq = '\0';
+  value = trim (eq + 1);
+  key = trim (key);
+  if (set_key (c, key, value) == -1) {
+    ovl_error_prefix ("%s:%u: %s: ", name, lineno, key);
+    return -1;
+  }
+  return 0;
+}
+
 struct ovl_config *
-ovl_config_load_file (const char *path, bool must_exist)
+ovl_config_parse (const char *name, const char *buf, size_t len)
 {
   struct ovl_config *c = config_defaults ();
-  CLEANUP_FCLOSE FILE *f = NULL;
   char line[MAX_LINE];
+  const char *p = buf, *end = buf + len;
   unsigned lineno = 0;
 
   if (!c)
     return NULL;
-  if (!(f = fopen (path, "re"))) {
-    if (errno == ENOENT && !must_exist)
-      return c;
-    ovl_error ("%s: %m", path);
-    goto fail;
-  }
-  while (fgets (line, sizeof line, f)) {
-    char *eq, *key, *value, *hash;
+  while (p < end) {
+    const char *nl = memchr (p, '\n', (size_t) (end - p));
+    size_t n = (size_t) ((nl ? nl : end) - p);
 
-    lineno++;
-    if (!strchr (line, '\n') && !feof (f)) {
-      ovl_error ("%s:%u: line too long", path, lineno);
-      goto fail;
+    if (parse_line (c, name, ++lineno, p, n, line) == -1) {
+      ovl_config_free (c);
+      return NULL;
     }
-    if ((hash = strchr (line, '#')))
-      *hash = '\0';
-    key = trim (line);
-    if (!*key)
-      continue;
-    if (!(eq = strchr (key, '='))) {
-      ovl_error ("%s:%u: expected 'key = value'", path, lineno);
-      goto fail;
-    }
-    *eq = '\0';
-    value = trim (eq + 1);
-    key = trim (key);
-    if (set_key (c, key, value) == -1) {
-      ovl_error_prefix ("%s:%u: %s: ", path, lineno, key);
-      goto fail;
-    }
-  }
-  if (ferror (f)) {
-    ovl_error ("%s: read error", path);
-    goto fail;
+    p += n + (nl ? 1 : 0);
   }
   return c;
+}
 
- fail:
-  ovl_config_free (c);
-  return NULL;
+/* Read all of PATH (at most MAX_FILE bytes) into *BUF: 0, or 1 when it
+ * does not exist and need not, or -1 with the error set.  A FIFO or device
+ * is refused without blocking; a symlink is followed (a packaged /etc
+ * often links its configuration elsewhere). */
+static int
+read_config_file (const char *path, bool must_exist, char **buf, size_t *len)
+{
+  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  CLEANUP_FREE char *b = NULL;
+  struct stat st;
+  size_t cap, n = 0;
+
+  if (fd == -1) {
+    if (errno == ENOENT && !must_exist)
+      return 1;
+    ovl_error ("%s: %m", path);
+    return -1;
+  }
+  if (fstat (fd, &st) == -1) {
+    ovl_error ("%s: %m", path);
+    return -1;
+  }
+  if (!S_ISREG (st.st_mode)) {
+    ovl_error ("%s: not a regular file", path);
+    return -1;
+  }
+  if (st.st_size > MAX_FILE) {
+    ovl_error ("%s: larger than %d bytes", path, MAX_FILE);
+    return -1;
+  }
+  /* One byte more than its size, to see it grow. */
+  cap = (size_t) st.st_size + 1;
+  if (!(b = malloc (cap))) {
+    ovl_error ("out of memory");
+    return -1;
+  }
+  while (n < cap) {
+    ssize_t r = read (fd, b + n, cap - n);
+    if (r == -1 && errno == EINTR)
+      continue;
+    if (r == -1) {
+      ovl_error ("%s: read: %m", path);
+      return -1;
+    }
+    if (r == 0)
+      break;
+    n += (size_t) r;
+  }
+  if (n == cap) {
+    ovl_error ("%s: changed while it was read", path);
+    return -1;
+  }
+  *buf = OVL_STEAL (b);
+  *len = n;
+  return 0;
+}
+
+struct ovl_config *
+ovl_config_load_file (const char *path, bool must_exist)
+{
+  CLEANUP_FREE char *buf = NULL;
+  size_t len = 0;
+  int r = read_config_file (path, must_exist, &buf, &len);
+
+  if (r == 1)
+    return config_defaults ();
+  if (r == -1)
+    return NULL;
+  return ovl_config_parse (path, buf, len);
 }
 
 struct ovl_config *

@@ -36,8 +36,12 @@ struct ovl_config {
 
 /* Load the configuration (see above).  NULL with the error set. */
 struct ovl_config *ovl_config_load (void);
-/* Load from PATH; MUST_EXIST false lets a missing file mean defaults. */
+/* Load from PATH; MUST_EXIST false lets a missing file mean defaults.
+ * PATH must be a regular file (symlinks followed) of at most 1 MiB. */
 struct ovl_config *ovl_config_load_file (const char *path, bool must_exist);
+/* Parse LEN bytes of configuration text (any bytes: this is what the
+ * fuzzer drives); NAME is the file name for messages. */
+struct ovl_config *ovl_config_parse (const char *name, const char *buf, size_t len);
 void ovl_config_free (struct ovl_config *c);
 #define CLEANUP_CONFIG __attribute__((cleanup (ovl_config_cleanup)))
 void ovl_config_cleanup (struct ovl_config **c);

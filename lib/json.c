@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,6 +141,18 @@ ovl_json_append_string (struct ovl_buf *b, const char *s)
   return ovl_buf_append (b, "\"", 1);
 }
 
+/* All the digits of D, and a double still when read back: "%.17g"
+ * alone prints 2.0 as 2 and -0.0 as -0, which read back as integers. */
+static int
+double_to_string (struct ovl_buf *b, double d)
+{
+  char s[64];
+
+  snprintf (s, sizeof s, "%.17g", d);
+  return ovl_buf_printf (b, "%s%s", s,
+                         strspn (s, "-0123456789") == strlen (s) ? ".0" : "");
+}
+
 static int
 to_string (struct ovl_buf *b, const struct ovl_json *v)
 {
@@ -152,7 +165,7 @@ to_string (struct ovl_buf *b, const struct ovl_json *v)
     if (v->is_unsigned)
       return ovl_buf_printf (b, "%" PRIu64, v->u.u);
     return ovl_buf_printf (b, "%lld", v->u.i);
-  case OVL_JSON_DOUBLE: return ovl_buf_printf (b, "%.17g", v->u.d);
+  case OVL_JSON_DOUBLE: return double_to_string (b, v->u.d);
   case OVL_JSON_STRING: return ovl_json_append_string (b, v->u.s);
   case OVL_JSON_ARRAY:
   case OVL_JSON_OBJECT:
