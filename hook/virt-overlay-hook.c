@@ -72,7 +72,7 @@ watchdog_arm (unsigned ms, int status)
 
   watchdog_status = status;
   snprintf (watchdog_msg, sizeof watchdog_msg,
-            "virt-overlay: gave up: still running %d ms past timeout_ms; nothing more was done\n",
+            "virt-overlay: gave up: still running %d ms past timeout_ms\n",
             WATCHDOG_GRACE_MS);
   sigaction (SIGALRM, &sa, NULL);
   setitimer (ITIMER_REAL, &it, NULL);

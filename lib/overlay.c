@@ -111,6 +111,16 @@ valid_utf8 (const char *s)
   return true;
 }
 
+/* Paths end up in messages, ledgers and QMP: no control characters. */
+static bool
+has_control (const char *s)
+{
+  for (; *s; s++)
+    if ((unsigned char) *s < 0x20 || *s == 0x7f)
+      return true;
+  return false;
+}
+
 /* A component of PATH starts with our reserved prefix. */
 static bool
 has_reserved_component (const char *path)
@@ -176,6 +186,10 @@ check_request (const struct ovl_config *cfg, struct ovl_request *r,
         : (size_t) snprintf (shown + k, 5, "\\x%02x", (unsigned char) *bad);
     shown[k] = '\0';
     req_failf (r, "%s path '%s' is not valid UTF-8", in_base ? "base" : "overlay", shown);
+    return -1;
+  }
+  if (has_control (r->base) || has_control (r->overlay)) {
+    req_failf (r, "%s path contains control characters", has_control (r->base) ? "base" : "overlay");
     return -1;
   }
   if (strcmp (r->base, r->overlay) == 0) {

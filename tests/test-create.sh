@@ -323,6 +323,9 @@ rm -rf "$img/race"
 # ---- small ones: paths that are not UTF-8; qsd that does not start ----
 refuse "overlay path '$img/bad\\xff.qcow2' is not valid UTF-8" "$B" "$img/bad$(printf '\377').qcow2"
 refuse "base path '$img/b\\xc3(.qcow2' is not valid UTF-8" "$img/b$(printf '\303(').qcow2" "$img/new.qcow2"
+refuse "overlay path contains control characters" "$B" "$img/new$(printf '\033').qcow2"
+refuse "base path contains control characters" "$img/b
+.qcow2" "$img/new.qcow2"
 printf '#!/bin/sh\nexit 3\n' > "$T/qsd-exit3"; printf '#!/bin/sh\nkill -9 $$\n' > "$T/qsd-killed"
 chmod +x "$T/qsd-exit3" "$T/qsd-killed"
 for q in exit3:"it exited with status 3" killed:"it was killed by signal 9"; do
