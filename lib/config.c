@@ -292,16 +292,12 @@ ovl_config_parse (const char *name, const char *buf, size_t len)
 }
 
 /* Read all of PATH (at most MAX_FILE bytes) into *BUF: 0, or 1 when it
- * does not exist and need not, or -1 with the error set.  A FIFO or device
- * is refused without blocking; a symlink is followed (a packaged /etc
- * often links its configuration elsewhere). */
+ * does not exist and need not, or -1 with the error set.  A symlink is
+ * followed (a packaged /etc often links its configuration elsewhere). */
 static int
 read_config_file (const char *path, bool must_exist, char **buf, size_t *len)
 {
   CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-  CLEANUP_FREE char *b = NULL;
-  struct stat st;
-  size_t cap, n = 0;
 
   if (fd == -1) {
     if (errno == ENOENT && !must_exist)
@@ -309,43 +305,7 @@ read_config_file (const char *path, bool must_exist, char **buf, size_t *len)
     ovl_error ("%s: %m", path);
     return -1;
   }
-  if (fstat (fd, &st) == -1) {
-    ovl_error ("%s: %m", path);
-    return -1;
-  }
-  if (!S_ISREG (st.st_mode)) {
-    ovl_error ("%s: not a regular file", path);
-    return -1;
-  }
-  if (st.st_size > MAX_FILE) {
-    ovl_error ("%s: larger than %d bytes", path, MAX_FILE);
-    return -1;
-  }
-  /* One byte more than its size, to see it grow. */
-  cap = (size_t) st.st_size + 1;
-  if (!(b = malloc (cap))) {
-    ovl_error ("out of memory");
-    return -1;
-  }
-  while (n < cap) {
-    ssize_t r = read (fd, b + n, cap - n);
-    if (r == -1 && errno == EINTR)
-      continue;
-    if (r == -1) {
-      ovl_error ("%s: read: %m", path);
-      return -1;
-    }
-    if (r == 0)
-      break;
-    n += (size_t) r;
-  }
-  if (n == cap) {
-    ovl_error ("%s: changed while it was read", path);
-    return -1;
-  }
-  *buf = OVL_STEAL (b);
-  *len = n;
-  return 0;
+  return ovl_read_regular (fd, path, MAX_FILE, buf, len);
 }
 
 struct ovl_config *

@@ -99,16 +99,6 @@ text_of (xmlNodePtr n)
   return v ? strdup ((const char *) v) : NULL;
 }
 
-/* Paths end up in messages, the ledger and QMP: no control characters. */
-static bool
-clean_string (const char *s)
-{
-  for (; *s; s++)
-    if ((unsigned char) *s < 0x20 || *s == 0x7f)
-      return false;
-  return true;
-}
-
 static bool
 valid_uuid (const char *u)
 {
@@ -384,8 +374,8 @@ parse_disk (xmlNodePtr n, const struct ovl_config *cfg, struct ovl_disk *out)
     ovl_error ("disk with source '%s' has no <target dev>", file);
     return -1;
   }
-  if (!clean_string (dev) || !clean_string (file) || !clean_string (bfile)) {
-    ovl_error ("disk %s: control characters in a name or path", clean_string (dev) ? dev : "?");
+  if (ovl_has_control (dev) || ovl_has_control (file) || ovl_has_control (bfile)) {
+    ovl_error ("disk %s: control characters in a name or path", !ovl_has_control (dev) ? dev : "?");
     return -1;
   }
   memset (out, 0, sizeof *out);
@@ -508,7 +498,7 @@ ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
     return NULL;
   d->name = text_of (child (root, "name"));
   uuid = text_of (child (root, "uuid"));
-  if (!d->name || !*d->name || !clean_string (d->name)) {
+  if (!d->name || !*d->name || ovl_has_control (d->name)) {
     ovl_error ("domain XML: missing or bad <name>");
     return NULL;
   }

@@ -345,10 +345,7 @@ static int
 read_ledger_file (const char *file, char **buf, size_t *len)
 {
   CLEANUP_CLOSE int fd = open (file, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  struct ovl_buf b = OVL_BUF_INIT;
-  struct stat st;
-  char chunk[65536];
-  ssize_t n;
+  CLEANUP_FREE char *what = NULL;
 
   if (fd == -1) {
     if (errno == ENOENT)
@@ -359,34 +356,12 @@ read_ledger_file (const char *file, char **buf, size_t *len)
       ovl_error ("ledger %s: %m", file);
     return -1;
   }
-  if (fstat (fd, &st) == -1) {
-    ovl_error ("ledger %s: %m", file);
+  if (asprintf (&what, "ledger %s", file) == -1) {
+    what = NULL;
+    ovl_error ("out of memory");
     return -1;
   }
-  if (!S_ISREG (st.st_mode)) {
-    ovl_error ("ledger %s: not a regular file", file);
-    return -1;
-  }
-  while (b.len <= OVL_LEDGER_MAX_BYTES) {
-    n = read (fd, chunk, sizeof chunk);
-    if (n == -1 && errno == EINTR)
-      continue;
-    if (n == -1) {
-      ovl_error ("ledger %s: read: %m", file);
-      goto fail;
-    }
-    if (n == 0) {
-      *len = b.len;
-      *buf = b.data;
-      return 0;
-    }
-    if (ovl_buf_append (&b, chunk, (size_t) n) == -1)
-      goto fail;
-  }
-  ovl_error ("ledger %s: larger than %d bytes", file, OVL_LEDGER_MAX_BYTES);
- fail:
-  ovl_buf_reset (&b);
-  return -1;
+  return ovl_read_regular (fd, what, OVL_LEDGER_MAX_BYTES, buf, len);
 }
 
 struct ovl_ledger *

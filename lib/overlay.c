@@ -111,16 +111,6 @@ valid_utf8 (const char *s)
   return true;
 }
 
-/* Paths end up in messages, ledgers and QMP: no control characters. */
-static bool
-has_control (const char *s)
-{
-  for (; *s; s++)
-    if ((unsigned char) *s < 0x20 || *s == 0x7f)
-      return true;
-  return false;
-}
-
 /* A component of PATH starts with our reserved prefix. */
 static bool
 has_reserved_component (const char *path)
@@ -188,8 +178,8 @@ check_request (const struct ovl_config *cfg, struct ovl_request *r,
     req_failf (r, "%s path '%s' is not valid UTF-8", in_base ? "base" : "overlay", shown);
     return -1;
   }
-  if (has_control (r->base) || has_control (r->overlay)) {
-    req_failf (r, "%s path contains control characters", has_control (r->base) ? "base" : "overlay");
+  if (ovl_has_control (r->base) || ovl_has_control (r->overlay)) {
+    req_failf (r, "%s path contains control characters", ovl_has_control (r->base) ? "base" : "overlay");
     return -1;
   }
   if (strcmp (r->base, r->overlay) == 0) {

@@ -254,6 +254,53 @@ ovl_file_id_mark (int fd, struct ovl_file_id *id)
   return -1;
 }
 
+int
+ovl_read_regular (int fd, const char *what, size_t max, char **buf, size_t *len)
+{
+  struct ovl_buf b = OVL_BUF_INIT;
+  struct stat st;
+  char chunk[65536];
+  ssize_t n;
+
+  if (fstat (fd, &st) == -1) {
+    ovl_error ("%s: %m", what);
+    return -1;
+  }
+  if (!S_ISREG (st.st_mode)) {
+    ovl_error ("%s: not a regular file", what);
+    return -1;
+  }
+  while (b.len <= max) {
+    n = read (fd, chunk, sizeof chunk);
+    if (n == -1 && errno == EINTR)
+      continue;
+    if (n == -1) {
+      ovl_error ("%s: read: %m", what);
+      goto fail;
+    }
+    if (n == 0) {
+      *len = b.len;
+      *buf = ovl_buf_steal (&b);
+      return *buf ? 0 : -1;
+    }
+    if (ovl_buf_append (&b, chunk, (size_t) n) == -1)
+      goto fail;
+  }
+  ovl_error ("%s: larger than %zu bytes", what, max);
+ fail:
+  ovl_buf_reset (&b);
+  return -1;
+}
+
+bool
+ovl_has_control (const char *s)
+{
+  for (; *s; s++)
+    if ((unsigned char) *s < 0x20 || *s == 0x7f)
+      return true;
+  return false;
+}
+
 DIR *
 ovl_opendir_at (int dirfd)
 {

@@ -63,6 +63,15 @@ bool ovl_file_id_is_strong (const struct ovl_file_id *id);
  * error with the error set. */
 int ovl_file_id_mark (int fd, struct ovl_file_id *id);
 
+/* The whole of the file open as FD, at most MAX bytes, into *BUF (NUL-
+ * terminated, LEN bytes): anything but a regular file is refused (a FIFO
+ * would block for ever, a device never end), and so is a larger file.
+ * WHAT names it in errors. */
+int ovl_read_regular (int fd, const char *what, size_t max, char **buf, size_t *len);
+
+/* Whether S holds a control character (< 0x20 or DEL). */
+bool ovl_has_control (const char *s);
+
 /* A directory stream of its own on DIRFD's directory (a fresh open of
  * "." so that its read position is not shared with DIRFD), or NULL. */
 DIR *ovl_opendir_at (int dirfd);
