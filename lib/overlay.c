@@ -35,6 +35,7 @@ struct work {
   int tmpfd;
   char tmpname[64];
   char fdpath[64];              /* what qsd opens: our descriptor's /proc link */
+  struct ovl_file_id made;      /* the temporary file's identity, token included */
   char id[48];                  /* node name and job id */
   unsigned long seq;
   uint64_t create_id, dismiss_id;
@@ -143,6 +144,33 @@ ovl_request_check_base (const struct ovl_config *cfg, struct ovl_request *r)
   return 0;
 }
 
+/* PATH (WHAT: "base" or "overlay") can travel in QMP, messages and the
+ * ledger: UTF-8 without control characters. */
+static int
+check_text (struct ovl_request *r, const char *what, const char *path)
+{
+  char shown[256];
+  size_t k = 0;
+
+  if (ovl_has_control (path)) {
+    req_failf (r, "%s path contains control characters", what);
+    return -1;
+  }
+  if (valid_utf8 (path))
+    return 0;
+  /* Show it with every byte outside ASCII as \xNN. */
+  for (; *path && k + 5 < sizeof shown; path++)
+    k += (unsigned char) *path < 0x80 ? (size_t) snprintf (shown + k, 2, "%c", *path)
+      : (size_t) snprintf (shown + k, 5, "\\x%02x", (unsigned char) *path);
+  shown[k] = '\0';
+  req_failf (r, "%s path '%s' is not valid UTF-8", what, shown);
+  return -1;
+}
+
+#define NO_IDENTITY "its filesystem records neither birth times nor trusted extended " \
+  "attributes, so virt-overlay could not tell its own overlay from a replacement; " \
+  "ephemeral mode is refused there"
+
 /* Whether files made in directory DIRFD can be recognised later: its
  * filesystem records birth times, or keeps trusted.* attributes. */
 static bool
@@ -165,23 +193,8 @@ check_request (const struct ovl_config *cfg, struct ovl_request *r,
   const char *oname;
   struct stat st;
 
-  if (!valid_utf8 (r->base) || !valid_utf8 (r->overlay)) {
-    bool in_base = !valid_utf8 (r->base);
-    const char *bad = in_base ? r->base : r->overlay;
-    char shown[256];
-    size_t k = 0;
-    /* Show it with every byte outside ASCII as \xNN. */
-    for (; *bad && k + 5 < sizeof shown; bad++)
-      k += (unsigned char) *bad < 0x80 ? (size_t) snprintf (shown + k, 2, "%c", *bad)
-        : (size_t) snprintf (shown + k, 5, "\\x%02x", (unsigned char) *bad);
-    shown[k] = '\0';
-    req_failf (r, "%s path '%s' is not valid UTF-8", in_base ? "base" : "overlay", shown);
+  if (check_text (r, "base", r->base) == -1 || check_text (r, "overlay", r->overlay) == -1)
     return -1;
-  }
-  if (ovl_has_control (r->base) || ovl_has_control (r->overlay)) {
-    req_failf (r, "%s path contains control characters", ovl_has_control (r->base) ? "base" : "overlay");
-    return -1;
-  }
   if (strcmp (r->base, r->overlay) == 0) {
     req_failf (r, "overlay '%s' is the same file as its base", r->overlay);
     return -1;
@@ -206,9 +219,7 @@ check_request (const struct ovl_config *cfg, struct ovl_request *r,
     return -1;
   }
   if (r->need_identity && !dir_keeps_identity (odir)) {
-    req_failf (r, "overlay '%s': its filesystem records neither birth times nor trusted "
-               "extended attributes, so virt-overlay could not tell its own overlay from "
-               "a replacement; ephemeral mode is refused there", r->overlay);
+    req_failf (r, "overlay '%s': " NO_IDENTITY, r->overlay);
     return -1;
   }
   if (fstatat (odir, oname, &st, AT_SYMLINK_NOFOLLOW) == 0) {
@@ -304,7 +315,6 @@ static int
 create_temp (struct work *w)
 {
   struct ovl_request *r = w->r;
-  struct ovl_file_id id;
 
   snprintf (w->tmpname, sizeof w->tmpname, OVL_TMP_PREFIX "%ld-%lu.tmp",
             (long) getpid (), w->seq);
@@ -315,14 +325,15 @@ create_temp (struct work *w)
     return -1;
   }
   snprintf (w->fdpath, sizeof w->fdpath, "/proc/%ld/fd/%d", (long) getpid (), w->tmpfd);
-  if (ovl_file_id_mark (w->tmpfd, &id) == -1 ||
-      ovl_file_id_at (w->tmpfd, "", &id, NULL) == -1) {
+  /* Rename keeps the inode and its attributes: this is the identity of
+   * the overlay to be. */
+  if (ovl_file_id_mark (w->tmpfd, &w->made) == -1 ||
+      ovl_file_id_at (w->tmpfd, "", &w->made, NULL) == -1) {
     req_failf (r, "overlay '%s': %s", r->overlay, ovl_error_msg ());
     return -1;
   }
-  if (r->need_identity && !ovl_file_id_is_strong (&id)) {
-    req_failf (r, "overlay '%s': its filesystem records neither birth times nor trusted "
-               "extended attributes; ephemeral mode is refused there", r->overlay);
+  if (r->need_identity && !ovl_file_id_is_strong (&w->made)) {
+    req_failf (r, "overlay '%s': " NO_IDENTITY, r->overlay);
     return -1;
   }
   return 0;
@@ -638,10 +649,7 @@ commit_batch (struct work *w, size_t n)
   for (i = 0; i < n; i++) {
     if (w[i].pooled)
       continue;
-    if (ovl_file_id_at (w[i].tmpfd, "", &w[i].r->made, NULL) == -1) {
-      req_failf (w[i].r, "overlay '%s': statx: %m", w[i].r->overlay);
-      return -1;
-    }
+    w[i].r->made = w[i].made;
     if (publish (&w[i]) == -1)
       return -1;
   }
