@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -35,6 +36,38 @@ ovl_ms_left (int64_t deadline)
   if (left < 0)
     return 0;
   return left > 0x7fffffff ? 0x7fffffff : (int) left;
+}
+
+int
+ovl_flock_until (int fd, int op, int64_t deadline, const char *what)
+{
+  long pause_ms = 1;
+
+  /* Polling, not a blocking flock: SIGALRM belongs to the hook's
+   * watchdog, and a lock is normally held for milliseconds. */
+  for (;;) {
+    struct timespec ts;
+    int left;
+
+    if (flock (fd, op | LOCK_NB) == 0)
+      return 0;
+    if (errno != EWOULDBLOCK && errno != EINTR) {
+      ovl_error ("%s: flock: %m", what);
+      return -1;
+    }
+    left = ovl_ms_left (deadline);
+    if (left == 0) {
+      ovl_error ("%s: still held by another caller at the deadline", what);
+      return -1;
+    }
+    if (left > 0 && left < pause_ms)
+      pause_ms = left;
+    ts.tv_sec = 0;
+    ts.tv_nsec = pause_ms * 1000000L;
+    nanosleep (&ts, NULL);
+    if (pause_ms < 16)
+      pause_ms *= 2;
+  }
 }
 
 static int

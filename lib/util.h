@@ -14,6 +14,13 @@ int64_t ovl_now_ms (void);
 /* Milliseconds left until DEADLINE (>= 0), for poll(2); -1 if DEADLINE < 0 (none). */
 int ovl_ms_left (int64_t deadline);
 
+/* Take flock(2) OP (LOCK_SH or LOCK_EX) on FD, waiting no later than
+ * DEADLINE (ovl_now_ms() scale; -1 waits for ever).  flock works across
+ * pid namespaces, and NFS clients emulate it with POSIX locks, so
+ * callers on other hosts see it too.  0 locked; -1 with the error set,
+ * naming WHAT ("still held by another caller" when the deadline came). */
+int ovl_flock_until (int fd, int op, int64_t deadline, const char *what);
+
 struct ovl_buf {
   char *data;
   size_t len, cap;
