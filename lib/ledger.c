@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -30,6 +31,8 @@ ovl_ledger_free (struct ovl_ledger *l)
   free (l->entries);
   free (l->file);
   free (l->domain);
+  if (l->lockfd >= 0)
+    close (l->lockfd);          /* releases the lock */
   free (l);
 }
 
@@ -82,6 +85,7 @@ ledger_new (const char *file)
 
   if (!l)
     return NULL;
+  l->lockfd = -1;
   if (!(l->file = ovl_strdup (file)) ||
       !(l->entries = ovl_calloc (MAX_ENTRIES, sizeof *l->entries))) {
     ovl_ledger_free (l);
@@ -183,8 +187,9 @@ static int
 parse_v2_object (struct ovl_ledger *l, const struct ovl_json *root)
 {
   static const char *const known[] = {
-    "virt-overlay-ledger", "domain", "restore-pending", "overlays",
+    "virt-overlay-ledger", "domain", "restore-pending", "migration-pending", "overlays",
   };
+  const struct ovl_json *mp = ovl_json_get (root, "migration-pending");
   const struct ovl_json *dom = ovl_json_get (root, "domain");
   const struct ovl_json *rp = ovl_json_get (root, "restore-pending");
   const struct ovl_json *ov = ovl_json_get (root, "overlays");
@@ -210,6 +215,11 @@ parse_v2_object (struct ovl_ledger *l, const struct ovl_json *root)
   if (dom && !(l->domain = ovl_strdup (dom->u.s)))
     return -1;
   l->restore_pending = rp && rp->u.b;
+  if (mp && (ovl_json_get_int (root, "migration-pending", &l->migration_pending) == -1 ||
+             l->migration_pending <= 0)) {
+    ovl_error ("ledger %s: corrupt: bad \"migration-pending\"", l->file);
+    return -1;
+  }
   for (i = 0; i < ovl_json_array_len (ov); i++)
     if (parse_v2_entry (l, ovl_json_array_at (ov, i), i) == -1)
       return -1;
@@ -385,6 +395,41 @@ ovl_ledger_load (const char *state_dir, const char *uuid)
   return ovl_ledger_parse (file, buf ? buf : "", len);
 }
 
+static int mkdir_p (const char *dir, mode_t mode);
+
+struct ovl_ledger *
+ovl_ledger_open (const char *state_dir, const char *uuid, int64_t deadline)
+{
+  CLEANUP_FREE char *dir = NULL, *lockfile = NULL;
+  CLEANUP_CLOSE int fd = -1;
+  struct ovl_ledger *l;
+
+  if (asprintf (&dir, "%s/domains", state_dir) == -1 ||
+      asprintf (&lockfile, "%s/%s.lock", dir, uuid) == -1) {
+    ovl_error ("out of memory");
+    return NULL;
+  }
+  if (mkdir_p (dir, 0700) == -1)
+    return NULL;
+  fd = open (lockfile, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+  if (fd == -1) {
+    ovl_error ("ledger lock %s: %m", lockfile);
+    return NULL;
+  }
+  if (ovl_flock_until (fd, LOCK_EX, deadline, lockfile) == -1)
+    return NULL;
+  if (!(l = ovl_ledger_load (state_dir, uuid)))
+    return NULL;
+  l->lockfd = OVL_STEAL_FD (fd);
+  return l;
+}
+
+bool
+ovl_ledger_is_empty (const struct ovl_ledger *l)
+{
+  return l->n == 0 && !l->restore_pending && !l->migration_pending;
+}
+
 static int
 mkdir_p (const char *dir, mode_t mode)
 {
@@ -431,8 +476,12 @@ format_v2 (const struct ovl_ledger *l, struct ovl_buf *b)
   if (l->domain && (ovl_buf_printf (b, ",\"domain\":") == -1 ||
                     ovl_json_append_string (b, l->domain) == -1))
     return -1;
-  if (ovl_buf_printf (b, ",\"restore-pending\":%s,\"overlays\":[",
-                      l->restore_pending ? "true" : "false") == -1)
+  if (ovl_buf_printf (b, ",\"restore-pending\":%s", l->restore_pending ? "true" : "false") == -1)
+    return -1;
+  if (l->migration_pending &&
+      ovl_buf_printf (b, ",\"migration-pending\":%lld", (long long) l->migration_pending) == -1)
+    return -1;
+  if (ovl_buf_printf (b, ",\"overlays\":[") == -1)
     return -1;
   for (i = 0; i < l->n; i++) {
     const struct ovl_ledger_entry *e = &l->entries[i];
@@ -525,7 +574,7 @@ ovl_ledger_save (struct ovl_ledger *l)
   if (!dir)
     return -1;
   *strrchr (dir, '/') = '\0';
-  if (l->n == 0 && !l->restore_pending) {
+  if (ovl_ledger_is_empty (l)) {
     if (unlink (l->file) == -1 && errno != ENOENT) {
       ovl_error ("ledger %s: %m", l->file);
       return -1;

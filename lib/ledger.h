@@ -14,10 +14,12 @@
  * per-entry key can be added later without a format break):
  *
  *   {"virt-overlay-ledger":2,"domain":"NAME","restore-pending":false,
+ *    "migration-pending":UNIX-SECONDS,
  *    "overlays":[{"path":"/abs","dev":N,"ino":N,"btime":[SEC,NSEC],
  *                 "token":"32 lowercase hex digits"}]}
  *
- * "domain" and each "token" are left out when unknown.  Version 1 ledgers
+ * "domain", "migration-pending" and each "token" are left out when
+ * unknown or unset.  Version 1 ledgers
  * of older releases ("# virt-overlay ledger 1", then "domain NAME",
  * "restore-pending" and "ephemeral DEV INO BIRTH-SEC BIRTH-NSEC PATH"
  * lines) are still read; the next save writes version 2.  Anything
@@ -29,6 +31,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "util.h"
@@ -40,8 +43,11 @@ struct ovl_ledger_entry {
 
 struct ovl_ledger {
   char *file;                   /* STATE_DIR/domains/UUID */
+  int lockfd;                   /* STATE_DIR/domains/UUID.lock, held; or -1 */
   char *domain;
-  bool restore_pending;
+  bool restore_pending;         /* restore begin came; the next prepare restores */
+  long long migration_pending;  /* when (unix seconds) an incoming migration's
+                                 * migrate begin came, or 0 */
   struct ovl_ledger_entry *entries;
   size_t n;
 };
@@ -54,6 +60,14 @@ struct ovl_ledger {
 /* Load the ledger of UUID (validated by the caller); an absent file gives
  * an empty ledger. */
 struct ovl_ledger *ovl_ledger_load (const char *state_dir, const char *uuid);
+/* The same, under the exclusive lock of UUID's ledger, waited for until
+ * DEADLINE: every read-modify-write of a ledger goes through this, so
+ * that concurrent callers for one domain cannot lose each other's
+ * entries.  The lock is held until ovl_ledger_free.  Lock files stay
+ * (removing one would let two callers hold "the" lock at once). */
+struct ovl_ledger *ovl_ledger_open (const char *state_dir, const char *uuid, int64_t deadline);
+/* Nothing recorded: no overlay, no pending restore or migration. */
+bool ovl_ledger_is_empty (const struct ovl_ledger *l);
 /* The ledger in BUF (LEN bytes, either version), without any I/O; FILE
  * names it in errors and becomes its l->file. */
 struct ovl_ledger *ovl_ledger_parse (const char *file, const char *buf, size_t len);

@@ -44,6 +44,9 @@ dump (const struct ovl_ledger *l)
     assert_int_equal (ovl_buf_printf (&b, "(none)"), 0);
   assert_int_equal (ovl_buf_printf (&b, "\nrestore-pending %s\n",
                                     l->restore_pending ? "yes" : "no"), 0);
+  if (l->migration_pending)
+    assert_int_equal (ovl_buf_printf (&b, "migration-pending %lld\n",
+                                      l->migration_pending), 0);
   for (i = 0; i < l->n; i++) {
     const struct ovl_ledger_entry *e = &l->entries[i];
     assert_int_equal (ovl_buf_printf (&b, "overlay dev=%llu ino=%llu btime=%lld.%09u token='%s' path=",
@@ -154,7 +157,7 @@ test_good (void **state)
      * ledger that holds nothing is removed instead. */
     again = save_and_load (l, tmp);
     assert_non_null (again);
-    if (l->n == 0 && !l->restore_pending) {
+    if (ovl_ledger_is_empty (l)) {
       assert_int_equal (access (again->file, F_OK), -1);
       assert_null (again->domain);
       goto next;
