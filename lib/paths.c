@@ -52,10 +52,11 @@ check_syntax (const char *path, const char *what)
   return 0;
 }
 
-int
-ovl_path_open_parent (const char *path, const struct ovl_dirs *dirs,
-                      const char *what, bool strict_parent,
-                      int *dirfd, const char **name)
+/* The walk behind both entry points; *MISSING tells a directory on the
+ * way that does not exist (error set too) from every other failure. */
+static int
+open_parent (const char *path, const struct ovl_dirs *dirs, const char *what,
+             bool strict_parent, int *dirfd, const char **name, bool *missing)
 {
   CLEANUP_CLOSE int fd = -1;
   const char *p, *last;
@@ -93,6 +94,7 @@ ovl_path_open_parent (const char *path, const struct ovl_dirs *dirs,
         ovl_error ("%s path '%s': '%.*s' is a symbolic link", what, path,
                    (int) (p + len - path), path);
       else {
+        *missing = e == ENOENT;
         errno = e;
         ovl_error ("%s path '%s': '%.*s': %m", what, path, (int) (p + len - path), path);
       }
@@ -128,4 +130,29 @@ ovl_path_open_parent (const char *path, const struct ovl_dirs *dirs,
   *name = last;
   *dirfd = OVL_STEAL_FD (fd);
   return 0;
+}
+
+int
+ovl_path_open_parent (const char *path, const struct ovl_dirs *dirs,
+                      const char *what, bool strict_parent,
+                      int *dirfd, const char **name)
+{
+  bool missing = false;
+
+  return open_parent (path, dirs, what, strict_parent, dirfd, name, &missing);
+}
+
+int
+ovl_path_open_parent_if_exists (const char *path, const struct ovl_dirs *dirs,
+                                const char *what, int *dirfd, const char **name)
+{
+  bool missing = false;
+
+  if (open_parent (path, dirs, what, true, dirfd, name, &missing) == 0)
+    return 1;
+  if (missing) {
+    ovl_error_clear ();
+    return 0;
+  }
+  return -1;
 }

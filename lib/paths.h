@@ -21,6 +21,13 @@ int ovl_path_open_parent (const char *path, const struct ovl_dirs *dirs,
                           const char *what, bool strict_parent,
                           int *dirfd, const char **name);
 
+/* The same, strict, for a path that may be gone: 1 opened, 0 a directory
+ * on the way does not exist (nothing set), -1 any other failure (the
+ * error set: outside the directories, a symlink, a foreign owner, ...).
+ * The answer is in the return value, never to be read from errno. */
+int ovl_path_open_parent_if_exists (const char *path, const struct ovl_dirs *dirs,
+                                    const char *what, int *dirfd, const char **name);
+
 /* True if PATH is DIR or below it (both normalised). */
 bool ovl_path_is_below (const char *path, const char *dir);
 
