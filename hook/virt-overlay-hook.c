@@ -2,16 +2,15 @@
  *
  *   virt-overlay-hook DOMAIN OPERATION SUBOP EXTRA [REASON]   < domain XML
  *
- * prepare begin  create missing overlays (from the warm pool when it has
- *                them, else all in one batch through qsd), recreate
- *                ephemeral ones at a cold boot; exit 1 with one line per
- *                failing disk and libvirt stops the start.
- * release end    remove the ephemeral overlays we created (same path,
- *                device, inode and birth time), unless the
- *                domain was saved or migrated; always exit 0.
- * restore begin  remember that the next prepare is a restore: ephemeral
- *                overlays must then be found as they were.
- * migrate begin  refuse an incoming domain with ephemeral overlays.
+ * prepare begin  create missing overlays, recreate ephemeral ones at a
+ *                cold boot; exit 1 with one line per failing disk and
+ *                libvirt stops the start.
+ * release end    remove the ephemeral overlays we created; always exit 0.
+ * restore begin  remember that the next prepare is a restore.
+ * migrate begin  refuse an incoming domain with ephemeral overlays;
+ *                remember that the next prepare is a migration's.
+ * The rules are lib/lifecycle.h's; this program keeps argv, stdin,
+ * messages and the exit code.
  * anything else  exit 0 at once, reading nothing (a failing "reconnect"
  *                would kill a running domain).
  *
@@ -37,8 +36,7 @@
 #include "config.h"
 #include "domxml.h"
 #include "error.h"
-#include "ledger.h"
-#include "overlay.h"
+#include "lifecycle.h"
 #include "pool.h"
 #include "util.h"
 
@@ -147,244 +145,24 @@ load_domain (const struct ovl_config *cfg)
   return dom;
 }
 
-/* libvirt keeps a managed-save image at DIR/NAME.save. */
-static bool
-managed_save_exists (const struct ovl_config *cfg, const char *name)
-{
-  CLEANUP_FREE char *p = NULL;
-  struct stat st;
-
-  if (strchr (name, '/') || asprintf (&p, "%s/%s.save", cfg->managed_save_dir, name) == -1)
-    return false;
-  return lstat (p, &st) == 0;
-}
-
-/* 1 PATH exists (whatever it is), 0 it does not, -1 it cannot be told
- * (a component that is not a directory, a name too long, ...): error set. */
+/* Carry out OP through the lifecycle rules and say what went wrong. */
 static int
-path_exists (const char *path)
+run (const struct ovl_config *cfg, enum ovl_op op, const char *reason)
 {
-  struct stat st;
-
-  if (lstat (path, &st) == 0)
-    return 1;
-  if (errno == ENOENT)
-    return 0;
-  ovl_error ("overlay '%s': %m", path);
-  return -1;
-}
-
-/* Undo the ephemeral overlays of a batch whose ledger could not be saved. */
-static void
-remove_created (const struct ovl_config *cfg, struct ovl_request *reqs, size_t n)
-{
+  CLEANUP_DOMAIN struct ovl_domain *dom = NULL;
+  struct ovl_outcome o;
   size_t i;
-  for (i = 0; i < n; i++)
-    ovl_overlay_remove_owned (cfg, reqs[i].overlay, &reqs[i].made);
-}
-
-static int
-do_prepare (const struct ovl_config *cfg)
-{
-  CLEANUP_DOMAIN struct ovl_domain *dom = NULL;
-  CLEANUP_LEDGER struct ovl_ledger *ledger = NULL;
-  CLEANUP_FREE struct ovl_request *reqs = NULL;
-  CLEANUP_FREE const struct ovl_disk **which = NULL;
-  size_t i, n = 0;
-  int bad = 0, status = 0;
-  bool ephemeral, restoring, recorded = true;
+  int status;
 
   if (!(dom = load_domain (cfg))) {
-    report (LOG_ERR, "%s", ovl_error_msg ());
-    return 1;
+    report (op == OVL_OP_RELEASE ? LOG_WARNING : LOG_ERR, "%s%s",
+            op == OVL_OP_RELEASE ? "release: " : "", ovl_error_msg ());
+    return op == OVL_OP_RELEASE ? 0 : 1;
   }
-  if (dom->ndisks == 0)
-    return 0;
-  /* Only ephemeral disks need the ledger (and care about a restore). */
-  ephemeral = ovl_domain_has_ephemeral (dom);
-  if (ephemeral && !(ledger = ovl_ledger_load (cfg->state_dir, dom->uuid))) {
-    report (LOG_ERR, "%s", ovl_error_msg ());
-    return 1;
-  }
-  restoring = ephemeral &&
-    (ledger->restore_pending || managed_save_exists (cfg, dom->name));
-  reqs = calloc (dom->ndisks, sizeof *reqs);
-  which = calloc (dom->ndisks, sizeof *which);
-  if (!reqs || !which) {
-    report (LOG_ERR, "out of memory");
-    return 1;
-  }
-
-  for (i = 0; i < dom->ndisks; i++) {
-    const struct ovl_disk *k = &dom->disks[i];
-    int exists = path_exists (k->overlay);
-
-    if (exists == -1) {
-      report (LOG_ERR, "disk %s: %s", k->target, ovl_error_msg ());
-      bad = 1;
-      continue;
-    }
-    if (k->mode == OVL_MODE_PERSISTENT && exists)
-      continue;                 /* whatever it holds, it is the disk */
-    if (k->mode == OVL_MODE_EPHEMERAL && exists) {
-      struct ovl_ledger_entry *e;
-      int r;
-      if (restoring)
-        continue;               /* the saved state runs on it */
-      e = ovl_ledger_find (ledger, k->overlay);
-      r = e ? ovl_overlay_remove_owned (cfg, k->overlay, &e->id) : 0;
-      if (r == 1)
-        ovl_ledger_remove (ledger, e);
-      else {
-        if (r == 0)
-          report (LOG_ERR, "disk %s: ephemeral overlay '%s' exists and was not created "
-                  "by virt-overlay for this domain; refusing to replace it", k->target, k->overlay);
-        else
-          report (LOG_ERR, "disk %s: %s", k->target, ovl_error_msg ());
-        bad = 1;
-        continue;
-      }
-    }
-    else if (k->mode == OVL_MODE_EPHEMERAL && restoring) {
-      report (LOG_ERR, "disk %s: ephemeral overlay '%s' is missing; the saved state "
-              "cannot run on a fresh disk", k->target, k->overlay);
-      bad = 1;
-      continue;
-    }
-    reqs[n].base = k->base;
-    reqs[n].base_format = k->base_format;
-    reqs[n].overlay = k->overlay;
-    reqs[n].size = k->size;
-    reqs[n].cluster_size = k->cluster_size;
-    reqs[n].lazy_refcounts = k->lazy_refcounts;
-    reqs[n].extended_l2 = k->extended_l2;
-    reqs[n].need_identity = k->mode == OVL_MODE_EPHEMERAL;
-    which[n++] = k;
-  }
-  if (bad) {
-    if (ledger)
-      ovl_ledger_save (ledger);
-    return 1;
-  }
-
-  if (n && ovl_overlay_create (cfg, reqs, n, deadline) == -1) {
-    for (i = 0; i < n; i++)
-      if (reqs[i].error)
-        report (LOG_ERR, "disk %s: %s", which[i]->target, reqs[i].error);
-    status = 1;
-  }
-  else {
-    for (i = 0; i < n; i++)
-      if (which[i]->mode == OVL_MODE_EPHEMERAL &&
-          ovl_ledger_add (ledger, reqs[i].overlay, &reqs[i].made) == -1)
-        recorded = false;
-  }
-  if (ledger) {
-    free (ledger->domain);
-    ledger->domain = strdup (dom->name);
-    ledger->restore_pending = false;
-  }
-  if (!recorded || (ledger && ovl_ledger_save (ledger) == -1)) {
-    report (LOG_ERR, "%s", ovl_error_msg ());
-    /* Unrecorded ephemeral overlays could never be replaced: undo. */
-    if (status == 0)
-      remove_created (cfg, reqs, n);
-    status = 1;
-  }
-  /* Top the pool up again, off the critical path: a detached process
-   * with nothing of ours open, so libvirt does not wait for it. */
-  if (status == 0 && n)
-    ovl_pool_fill_detached (cfg, reqs, n);
-  for (i = 0; i < n; i++)
-    ovl_request_clear (&reqs[i]);
-  return status;
-}
-
-static int
-do_release (const struct ovl_config *cfg, const char *reason)
-{
-  CLEANUP_DOMAIN struct ovl_domain *dom = NULL;
-  CLEANUP_LEDGER struct ovl_ledger *ledger = NULL;
-  bool keep;
-  size_t i;
-
-  if (!(dom = load_domain (cfg))) {
-    report (LOG_WARNING, "release: %s", ovl_error_msg ());
-    return 0;
-  }
-  if (!dom->uuid)
-    return 0;
-  if (!(ledger = ovl_ledger_load (cfg->state_dir, dom->uuid))) {
-    report (LOG_WARNING, "release: %s", ovl_error_msg ());
-    return 0;
-  }
-  if (ledger->n == 0 && !ledger->restore_pending)
-    return 0;
-  /* Saved (the state runs on these disks later) or migrated away. */
-  keep = (reason && (strcmp (reason, "saved") == 0 || strcmp (reason, "migrated") == 0)) ||
-    managed_save_exists (cfg, dom->name);
-  ledger->restore_pending = false;
-  if (!keep) {
-    for (i = ledger->n; i-- > 0; ) {
-      struct ovl_ledger_entry *e = &ledger->entries[i];
-      int r = ovl_overlay_remove_owned (cfg, e->path, &e->id);
-      if (r == -1) {
-        report (LOG_WARNING, "release: %s", ovl_error_msg ());
-        continue;               /* keep the entry: try again next time */
-      }
-      if (r == 0 && path_exists (e->path) == 1)
-        report (LOG_WARNING, "release: '%s' is no longer the overlay virt-overlay made; "
-                "left alone", e->path);
-      ovl_ledger_remove (ledger, e);
-    }
-  }
-  if (ovl_ledger_save (ledger) == -1)
-    report (LOG_WARNING, "release: %s", ovl_error_msg ());
-  return 0;
-}
-
-static int
-do_restore (const struct ovl_config *cfg)
-{
-  CLEANUP_DOMAIN struct ovl_domain *dom = NULL;
-  CLEANUP_LEDGER struct ovl_ledger *ledger = NULL;
-
-  if (!(dom = load_domain (cfg))) {
-    report (LOG_ERR, "%s", ovl_error_msg ());
-    return 1;
-  }
-  if (!ovl_domain_has_ephemeral (dom))
-    return 0;
-  if (!(ledger = ovl_ledger_load (cfg->state_dir, dom->uuid))) {
-    report (LOG_ERR, "%s", ovl_error_msg ());
-    return 1;
-  }
-  ledger->restore_pending = true;
-  if (ovl_ledger_save (ledger) == -1) {
-    report (LOG_ERR, "%s", ovl_error_msg ());
-    return 1;
-  }
-  return 0;
-}
-
-static int
-do_migrate (const struct ovl_config *cfg)
-{
-  CLEANUP_DOMAIN struct ovl_domain *dom = NULL;
-  size_t i;
-  int status = 0;
-
-  if (!(dom = load_domain (cfg))) {
-    report (LOG_ERR, "%s", ovl_error_msg ());
-    return 1;
-  }
-  for (i = 0; i < dom->ndisks; i++)
-    if (dom->disks[i].mode == OVL_MODE_EPHEMERAL) {
-      report (LOG_ERR, "disk %s: an ephemeral overlay ('%s') cannot be migrated in; "
-              "its contents stay on the source host", dom->disks[i].target,
-              dom->disks[i].overlay);
-      status = 1;
-    }
+  status = ovl_lifecycle_run (cfg, op, dom, reason, deadline, &o);
+  for (i = 0; i < o.nlines; i++)
+    report (status ? LOG_ERR : LOG_WARNING, "%s", o.lines[i]);
+  ovl_outcome_clear (&o);
   return status;
 }
 
@@ -436,10 +214,10 @@ main (int argc, char **argv)
   deadline = start + cfg->timeout_ms;
   watchdog_arm ((unsigned) ovl_ms_left (deadline) + WATCHDOG_GRACE_MS, what == RELEASE ? 0 : 1);
   switch (what) {
-  case PREPARE: return do_prepare (cfg);
-  case RELEASE: return do_release (cfg, reason);
-  case RESTORE: return do_restore (cfg);
-  case MIGRATE: return do_migrate (cfg);
+  case PREPARE: return run (cfg, OVL_OP_PREPARE, NULL);
+  case RELEASE: return run (cfg, OVL_OP_RELEASE, reason);
+  case RESTORE: return run (cfg, OVL_OP_RESTORE, NULL);
+  case MIGRATE: return run (cfg, OVL_OP_MIGRATE, NULL);
   case PLAN: {
     CLEANUP_DOMAIN struct ovl_domain *dom = load_domain (cfg);
     CLEANUP_FREE char *plan = dom ? ovl_domain_plan (dom) : NULL;

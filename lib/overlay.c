@@ -240,28 +240,52 @@ check_request (const struct ovl_config *cfg, struct ovl_request *r,
   return 0;
 }
 
+/* What is at PATH against ID; for OVL_OURS, *DIRFD and *NAME locate it. */
+static int
+presence (const struct ovl_config *cfg, const char *path, const struct ovl_file_id *id,
+          int *dirfd, const char **name)
+{
+  CLEANUP_CLOSE int fd = -1;
+  struct ovl_file_id now;
+  bool is_reg;
+  int r;
+
+  r = ovl_path_open_parent_if_exists (path, &cfg->overlay_dirs, "overlay", &fd, name);
+  if (r != 1)
+    return r == 0 ? OVL_PRESENCE_ABSENT : -1;
+  if (ovl_file_id_at (fd, *name, &now, &is_reg) == -1) {
+    if (errno == ENOENT)
+      return OVL_PRESENCE_ABSENT;
+    ovl_error ("overlay '%s': %m", path);
+    return -1;
+  }
+  /* Device and inode alone would let a user's new file pass for ours. */
+  if (!id || !is_reg || !ovl_file_id_is_strong (id) || !ovl_file_id_equal (&now, id))
+    return OVL_PRESENCE_OTHER;
+  *dirfd = OVL_STEAL_FD (fd);
+  return OVL_PRESENCE_OURS;
+}
+
+int
+ovl_overlay_presence (const struct ovl_config *cfg, const char *path,
+                      const struct ovl_file_id *id)
+{
+  CLEANUP_CLOSE int dirfd = -1;
+  const char *name;
+
+  return presence (cfg, path, id, &dirfd, &name);
+}
+
 int
 ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
                           const struct ovl_file_id *id)
 {
   CLEANUP_CLOSE int dirfd = -1;
   const char *name;
-  struct ovl_file_id now;
-  bool is_reg;
+  int r = presence (cfg, path, id, &dirfd, &name);
 
-  /* Device and inode alone would let a user's new file pass for ours. */
-  if (!ovl_file_id_is_strong (id))
-    return 0;
-  if (ovl_path_open_parent (path, &cfg->overlay_dirs, "overlay", true, &dirfd, &name) == -1)
-    return errno == ENOENT ? 0 : -1;
-  if (ovl_file_id_at (dirfd, name, &now, &is_reg) == -1) {
-    if (errno == ENOENT)
-      return 0;
-    ovl_error ("overlay '%s': %m", path);
-    return -1;
-  }
-  if (!is_reg || !ovl_file_id_equal (&now, id))
-    return 0;
+  if (r != OVL_PRESENCE_OURS)
+    return r == -1 ? -1 : 0;
   if (unlinkat (dirfd, name, 0) == -1) {
     ovl_error ("overlay '%s': unlink: %m", path);
     return -1;
@@ -629,9 +653,10 @@ publish (struct work *w)
   return 0;
 }
 
-/* Make the temporary files durable and move them into place. */
+/* Make the temporary files durable and move them into place, after
+ * BEFORE (if any) has recorded what is about to be published. */
 static int
-commit_batch (struct work *w, size_t n)
+commit_batch (struct work *w, size_t n, const struct ovl_publish_hook *before)
 {
   size_t i;
 
@@ -646,13 +671,16 @@ commit_batch (struct work *w, size_t n)
       req_failf (w[i].r, "overlay '%s': fdatasync: %m", w[i].r->overlay);
       return -1;
     }
-  for (i = 0; i < n; i++) {
-    if (w[i].pooled)
-      continue;
-    w[i].r->made = w[i].made;
-    if (publish (&w[i]) == -1)
-      return -1;
+  for (i = 0; i < n; i++)
+    if (!w[i].pooled)
+      w[i].r->made = w[i].made;
+  if (before && before->fn (before->opaque, w[0].r, n) == -1) {
+    req_fail (w[0].r);
+    return -1;
   }
+  for (i = 0; i < n; i++)
+    if (!w[i].pooled && publish (&w[i]) == -1)
+      return -1;
   for (i = 0; i < n; i++)
     if (w[i].first_in_dir && fsync (w[i].dirfd) == -1) {
       req_failf (w[i].r, "overlay '%s': fsync of its directory: %m", w[i].r->overlay);
@@ -721,13 +749,58 @@ fail_all (struct ovl_request *reqs, size_t n)
       reqs[i].error = NULL;
 }
 
+/* Every check of every request that needs no daemon; the overlays'
+ * directories are opened into W. */
+static int
+check_all (const struct ovl_config *cfg, struct work *w, size_t n)
+{
+  size_t i, j;
+  int bad = 0;
+
+  for (i = 0; i < n; i++) {
+    for (j = 0; j < i; j++)
+      if (strcmp (w[i].r->overlay, w[j].r->overlay) == 0) {
+        req_failf (w[i].r, "overlay '%s' is requested twice", w[i].r->overlay);
+        bad = 1;
+      }
+    if (!w[i].r->error && check_request (cfg, w[i].r, &w[i].dirfd, &w[i].name) == -1)
+      bad = 1;
+  }
+  return bad ? -1 : 0;
+}
+
+int
+ovl_overlay_check (const struct ovl_config *cfg, struct ovl_request *reqs, size_t n)
+{
+  struct work *w = ovl_calloc (n ? n : 1, sizeof *w);
+  size_t i;
+  int r;
+
+  if (!w)
+    return -1;
+  for (i = 0; i < n; i++) {
+    w[i].r = &reqs[i];
+    w[i].dirfd = w[i].tmpfd = -1;
+  }
+  r = check_all (cfg, w, n);
+  free_work (w, n);
+  return r == -1 ? batch_failed (reqs, n) : 0;
+}
+
 int
 ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
                     size_t n, int64_t deadline)
 {
+  return ovl_overlay_create_recorded (cfg, reqs, n, deadline, NULL);
+}
+
+int
+ovl_overlay_create_recorded (const struct ovl_config *cfg, struct ovl_request *reqs,
+                             size_t n, int64_t deadline, const struct ovl_publish_hook *before)
+{
   struct work *w;
-  size_t i, j, npooled = 0;
-  int bad = 0, r;
+  size_t i, npooled = 0;
+  int r;
 
   if (n == 0)
     return 0;
@@ -747,16 +820,7 @@ ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
   }
 
   /* Every check first: nothing is created unless all pass. */
-  for (i = 0; i < n; i++) {
-    for (j = 0; j < i; j++)
-      if (strcmp (reqs[i].overlay, reqs[j].overlay) == 0) {
-        req_failf (&reqs[i], "overlay '%s' is requested twice", reqs[i].overlay);
-        bad = 1;
-      }
-    if (!reqs[i].error && check_request (cfg, &reqs[i], &w[i].dirfd, &w[i].name) == -1)
-      bad = 1;
-  }
-  if (bad)
+  if (check_all (cfg, w, n) == -1)
     goto fail;
 
   mark_first_in_dir (w, n);
@@ -785,7 +849,7 @@ ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
       fail_all (reqs, n);
     goto fail;
   }
-  if (commit_batch (w, n) == -1)
+  if (commit_batch (w, n, before) == -1)
     goto fail;
 
   free_work (w, n);

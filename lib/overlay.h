@@ -63,10 +63,40 @@ void ovl_request_defaults (struct ovl_request *r, const struct ovl_config *cfg);
 int ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
                         size_t n, int64_t deadline);
 
+/* Only the checks that need no daemon (base, path, options), each
+ * failure in its request's .error; nothing is created.  0 or -1. */
+int ovl_overlay_check (const struct ovl_config *cfg, struct ovl_request *reqs, size_t n);
+
+/* Called once each overlay of a batch exists under its temporary name,
+ * durable, with every request's .made set (rename and link keep the
+ * inode, so that is the identity of the overlay to be), before any is
+ * published: the caller records what it is about to own (the write-ahead
+ * ledger), so that a crash at any point after leaves nothing it cannot
+ * recognise.  -1 (error set) aborts the batch; nothing is published. */
+struct ovl_publish_hook {
+  int (*fn) (void *opaque, const struct ovl_request *reqs, size_t n);
+  void *opaque;
+};
+int ovl_overlay_create_recorded (const struct ovl_config *cfg, struct ovl_request *reqs,
+                                 size_t n, int64_t deadline,
+                                 const struct ovl_publish_hook *before);
+
 /* Check only the base, and resolve the size (0 = the base's). */
 int ovl_request_check_base (const struct ovl_config *cfg, struct ovl_request *r);
 
 void ovl_request_clear (struct ovl_request *r);
+
+/* What is at PATH (in the overlay directories, reached without
+ * symlinks) against ID (NULL: no record of it): */
+enum {
+  OVL_PRESENCE_ABSENT,          /* nothing, or a directory on the way is gone */
+  OVL_PRESENCE_OURS,            /* the regular file ID, provably (see ovl_file_id_is_strong) */
+  OVL_PRESENCE_OTHER,           /* anything else */
+};
+/* One of those, or -1 when it cannot be told (error set: the path is no
+ * longer allowed, a symlink on the way, an I/O error). */
+int ovl_overlay_presence (const struct ovl_config *cfg, const char *path,
+                          const struct ovl_file_id *id);
 
 /* Remove PATH (in the overlay directories, reached without symlinks) only
  * if it is still the regular file ID.  1 removed, 0 absent or not that

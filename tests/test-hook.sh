@@ -152,6 +152,86 @@ expect_err "disk vda: an ephemeral overlay ('$img/e.qcow2') cannot be migrated i
 expect_quiet_stdout "migrate begin"
 hook migrate begin - < "$T/p.xml"; expect_rc 0 "migrate persistent"
 expect_quiet_stdout "migrate begin"
+# libvirt runs the prepare of an incoming migration too: a persistent
+# overlay missing here must not be made empty under the migrated guest.
+rm -f "$img/p.qcow2"
+hook prepare begin - < "$T/p.xml"; expect_rc 1 "prepare of an incoming migration"
+expect_err "disk vda: overlay '$img/p.qcow2' is missing on this host; migrating needs shared storage or --copy-storage-all"
+[ -e "$img/p.qcow2" ] && fail "an incoming migration got an empty overlay" || pass
+# The mark is for that prepare only: the next cold start makes it.
+hook prepare begin - < "$T/p.xml"; expect_rc 0 "cold start after a refused migration"
+[ -f "$img/p.qcow2" ] && pass || fail "persistent overlay not made after the migration"
+# ... and an overlay that is there (shared storage) is the disk.
+mark "$img/p.qcow2"
+hook migrate begin - < "$T/p.xml"; expect_rc 0 "migrate persistent, overlay present"
+hook prepare begin - < "$T/p.xml"; expect_rc 0 "prepare of a migration on shared storage"
+marked "$img/p.qcow2" && pass || fail "incoming migration replaced an existing overlay"
+rm -f "$img/p.qcow2"
+# A failed migration's release end drops the mark.
+hook migrate begin - < "$T/p.xml"; expect_rc 0 "migrate persistent"
+hook release end - < "$T/p.xml"; expect_rc 0 "release after a failed migration"
+hook prepare begin - < "$T/p.xml"; expect_rc 0 "cold start after a failed migration"
+[ -f "$img/p.qcow2" ] && pass || fail "mark outlived the migration's release"
+rm -f "$img/p.qcow2"
+# A mark left by a migration that never got to its prepare expires.
+hook migrate begin - < "$T/p.xml"; expect_rc 0 "migrate persistent"
+ledger=$T/state/domains/$UUID
+grep -q '"migration-pending":' "$ledger" && pass || fail "no migration mark in the ledger"
+old=$(( $(date +%s) - 121 ))
+[ -f "$ledger" ] && sed -i "s/\"migration-pending\":[0-9]*/\"migration-pending\":$old/" "$ledger"
+hook prepare begin - < "$T/p.xml"; expect_rc 0 "cold start after an old migration mark"
+[ -f "$img/p.qcow2" ] && pass || fail "an expired migration mark blocked a cold start"
+rm -f "$img/p.qcow2"
+hook release end - < "$T/p.xml"
+[ -e "$ledger" ] && fail "ledger left after release: $(cat "$ledger")" || pass
+
+# ---- two callers for one domain at once lose nothing ----
+# libvirt serialises jobs per domain; scripts and the CLI do not.  Every
+# ledger read-modify-write is under the domain's lock: however the two
+# prepares interleave, the overlay that stays is in the ledger, and the
+# release removes it.
+for round in 1 2 3 4 5; do
+  $HOOK dom prepare begin - < "$T/e.xml" 2> "$T/race1" & p1=$!
+  $HOOK dom prepare begin - < "$T/e.xml" 2> "$T/race2" & p2=$!
+  wait $p1 || true; wait $p2 || true
+  [ -f "$img/e.qcow2" ] && pass || fail "race $round: no overlay ($(cat "$T/race1" "$T/race2"))"
+  hook release end - < "$T/e.xml"; expect_rc 0 "release after racing prepares"
+  [ -e "$img/e.qcow2" ] && fail "race $round: an overlay lost its ledger entry" || pass
+  hook prepare begin - < "$T/e.xml"; expect_rc 0 "start after racing prepares ($round)"
+  hook release end - < "$T/e.xml"
+done
+# A caller that holds the lock past our deadline: we give up in time,
+# saying so, and touch nothing.
+flock -o "$T/state/domains/$UUID.lock" sleep 30 & holder=$!
+sleep 0.3
+write_conf "$T/conf.short" "timeout_ms = 700"
+set +e
+VIRT_OVERLAY_CONFIG=$T/conf.short $HOOK dom prepare begin - < "$T/e.xml" > /dev/null 2> "$T/stderr"
+rc=$?
+set -e
+kill $holder 2>/dev/null; wait $holder 2>/dev/null || true
+expect_rc 1 "prepare while the ledger is locked"
+expect_err "$UUID.lock: still held by another caller at the deadline"
+grep -q "gave up" "$T/stderr" && fail "the watchdog, not the lock wait, ended it" || pass
+[ -e "$img/e.qcow2" ] && fail "made an overlay without the ledger lock" || pass
+
+# ---- decisions never read an errno set by another call ----
+# overlay_dirs changed while the domain ran: release cannot tell what is
+# at the old path, so it keeps both the file and its ledger entry, and
+# says so truthfully.
+hook prepare begin - < "$T/e.xml"; expect_rc 0 "prepare before overlay_dirs changes"
+write_conf "$T/conf.moved" "overlay_dirs = $T/elsewhere"
+mkdir -p "$T/elsewhere"
+set +e
+VIRT_OVERLAY_CONFIG=$T/conf.moved $HOOK dom release end - < "$T/e.xml" > /dev/null 2> "$T/stderr"
+rc=$?
+set -e
+expect_rc 0 "release with overlay_dirs changed"
+expect_err "is outside the allowed directories; its ledger entry is kept"
+grep -q "no longer the overlay" "$T/stderr" && fail "release claimed the overlay was replaced" || pass
+[ -f "$img/e.qcow2" ] && pass || fail "release removed an overlay it could not check"
+hook release end - < "$T/e.xml"; expect_rc 0 "release with overlay_dirs back"
+[ -e "$img/e.qcow2" ] && fail "the kept entry did not let the overlay be removed" || pass
 
 # ---- a domain name cannot forge a ledger entry ----
 # The old line ledger read 8191 bytes a line: a name of 8184 'A's, then

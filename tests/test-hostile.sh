@@ -89,11 +89,11 @@ write_conf "$T/conf"
 echo "a file" > "$img/afile"
 domain persistent "$img/afile/x.qcow2" > "$T/n.xml"
 hook prepare begin < "$T/n.xml"; expect_rc 1 "overlay below a file"
-expect_err "disk vda: overlay '$img/afile/x.qcow2': Not a directory"
+expect_err "disk vda: overlay path '$img/afile/x.qcow2': '$img/afile': Not a directory"
 long=$(printf '%0300d' 0)
 domain ephemeral "$img/$long.qcow2" > "$T/l.xml"
 hook prepare begin < "$T/l.xml"; expect_rc 1 "overlay name too long"
-expect_err "disk vda: overlay '$img/$long.qcow2': File name too long"
+expect_err "disk vda: overlay path '$img/$long.qcow2' has a component longer than 255 bytes"
 # ---- a watchdog bounds what has no deadline of its own: here, a domain
 # XML that never ends (stdin held open) ----
 write_conf "$T/conf" "timeout_ms = 300"

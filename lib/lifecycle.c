@@ -1,0 +1,508 @@
+/* The lifecycle of a domain's overlays; see lifecycle.h. */
+#include <config.h>
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cleanup.h"
+#include "error.h"
+#include "ledger.h"
+#include "lifecycle.h"
+#include "overlay.h"
+#include "pool.h"
+#include "util.h"
+
+/* ---- the rules ---- */
+
+static struct ovl_decision
+act (enum ovl_action a, bool forget)
+{
+  struct ovl_decision d = { a, OVL_WHY_NONE, forget };
+  return d;
+}
+
+static struct ovl_decision
+refuse (enum ovl_why why)
+{
+  struct ovl_decision d = { OVL_ACT_REFUSE, why, false };
+  return d;
+}
+
+static struct ovl_decision
+decide_prepare (const struct ovl_dom_facts *dom, const struct ovl_disk_facts *k)
+{
+  bool restoring = dom->restore_pending || dom->managed_save;
+  bool exists = k->presence != OVL_ABSENT;
+
+  if (k->mode == OVL_MODE_PERSISTENT) {
+    /* Whatever it holds, it is the disk; an entry left from when it was
+     * ephemeral must not get it removed at the next stop. */
+    if (exists)
+      return act (OVL_ACT_USE, k->in_ledger);
+    if (dom->migration_pending)
+      return refuse (OVL_WHY_MIGRATION_MISSING);
+    if (restoring)
+      return refuse (OVL_WHY_RESTORE_MISSING);
+    return act (OVL_ACT_CREATE, k->in_ledger);
+  }
+  if (dom->migration_pending)
+    return refuse (OVL_WHY_EPHEMERAL_MIGRATION);
+  if (restoring)
+    return exists ? act (OVL_ACT_USE, false) : refuse (OVL_WHY_RESTORE_MISSING);
+  switch (k->presence) {
+  case OVL_OURS:
+    return act (OVL_ACT_RECREATE, false);
+  case OVL_FOREIGN:
+    return refuse (OVL_WHY_FOREIGN);
+  case OVL_ABSENT:
+  default:
+    /* An entry whose file is gone (a crash before publishing) goes. */
+    return act (OVL_ACT_CREATE, k->in_ledger);
+  }
+}
+
+static struct ovl_decision
+decide_release (const struct ovl_dom_facts *dom, const struct ovl_disk_facts *k)
+{
+  if (!k->in_ledger)
+    return act (OVL_ACT_USE, false);     /* not ours to touch */
+  if (dom->stopped_to_keep || dom->managed_save)
+    return act (OVL_ACT_USE, false);     /* the saved state runs on it later */
+  switch (k->presence) {
+  case OVL_OURS:
+    return act (OVL_ACT_REMOVE, true);
+  case OVL_FOREIGN:                      /* ours is gone: replaced or moved */
+  case OVL_ABSENT:
+  default:
+    return act (OVL_ACT_FORGET, true);
+  }
+}
+
+struct ovl_decision
+ovl_lifecycle_decide (enum ovl_op op, const struct ovl_dom_facts *dom,
+                      const struct ovl_disk_facts *k)
+{
+  switch (op) {
+  case OVL_OP_PREPARE:
+    return decide_prepare (dom, k);
+  case OVL_OP_RELEASE:
+    return decide_release (dom, k);
+  case OVL_OP_MIGRATE:
+    return k->mode == OVL_MODE_EPHEMERAL ? refuse (OVL_WHY_EPHEMERAL_MIGRATION)
+      : act (OVL_ACT_USE, false);
+  case OVL_OP_RESTORE:
+  default:
+    return act (OVL_ACT_USE, false);
+  }
+}
+
+const char *
+ovl_op_name (enum ovl_op op)
+{
+  static const char *const n[] = { "prepare", "release", "restore", "migrate" };
+  return (unsigned) op < 4 ? n[op] : "?";
+}
+
+const char *
+ovl_action_name (enum ovl_action a)
+{
+  static const char *const n[] = { "use", "create", "recreate", "remove", "forget", "refuse" };
+  return (unsigned) a < 6 ? n[a] : "?";
+}
+
+const char *
+ovl_why_name (enum ovl_why w)
+{
+  static const char *const n[] = {
+    "-", "foreign", "restore-missing", "migration-missing", "ephemeral-migration",
+  };
+  return (unsigned) w < 5 ? n[w] : "?";
+}
+
+/* ---- carrying them out ---- */
+
+void
+ovl_outcome_clear (struct ovl_outcome *o)
+{
+  size_t i;
+  for (i = 0; i < o->nlines; i++)
+    free (o->lines[i]);
+  free (o->lines);
+  memset (o, 0, sizeof *o);
+}
+
+static void __attribute__((format (printf, 2, 3)))
+say (struct ovl_outcome *o, const char *fmt, ...)
+{
+  char **more = realloc (o->lines, (o->nlines + 1) * sizeof *more);
+  va_list ap;
+  char *line;
+  int r;
+
+  if (!more)
+    return;
+  o->lines = more;
+  va_start (ap, fmt);
+  r = vasprintf (&line, fmt, ap);
+  va_end (ap);
+  if (r >= 0)
+    o->lines[o->nlines++] = line;
+}
+
+/* The line for a refusal of DISK. */
+static void
+say_refusal (struct ovl_outcome *o, const struct ovl_disk *k, enum ovl_why why)
+{
+  switch (why) {
+  case OVL_WHY_FOREIGN:
+    say (o, "disk %s: ephemeral overlay '%s' exists and was not created by virt-overlay "
+         "for this domain; refusing to replace it", k->target, k->overlay);
+    break;
+  case OVL_WHY_RESTORE_MISSING:
+    say (o, "disk %s: %s overlay '%s' is missing; the saved state cannot run on a fresh disk",
+         k->target, k->mode == OVL_MODE_EPHEMERAL ? "ephemeral" : "persistent", k->overlay);
+    break;
+  case OVL_WHY_MIGRATION_MISSING:
+    say (o, "disk %s: overlay '%s' is missing on this host; migrating needs shared "
+         "storage or --copy-storage-all", k->target, k->overlay);
+    break;
+  case OVL_WHY_EPHEMERAL_MIGRATION:
+    say (o, "disk %s: an ephemeral overlay ('%s') cannot be migrated in; its contents "
+         "stay on the source host", k->target, k->overlay);
+    break;
+  case OVL_WHY_NONE:
+  default:
+    say (o, "disk %s: refused", k->target);
+    break;
+  }
+}
+
+/* libvirt keeps a managed-save image at DIR/NAME.save: 1 it does, 0 it
+ * does not, -1 it cannot be told (error set). */
+static int
+managed_save_exists (const struct ovl_config *cfg, const char *name)
+{
+  CLEANUP_FREE char *p = NULL;
+  struct stat st;
+
+  if (strchr (name, '/'))
+    return 0;                   /* libvirt refuses such a name */
+  if (asprintf (&p, "%s/%s.save", cfg->managed_save_dir, name) == -1) {
+    ovl_error ("out of memory");
+    return -1;
+  }
+  if (lstat (p, &st) == 0)
+    return 1;
+  if (errno == ENOENT || errno == ENAMETOOLONG)
+    return 0;                   /* a name libvirt could not have saved under */
+  ovl_error ("cannot tell whether a managed save exists ('%s'): %m", p);
+  return -1;
+}
+
+static bool
+mark_is_fresh (long long when)
+{
+  time_t now = time (NULL);
+  return when > 0 && now >= when && now - when <= OVL_MIGRATION_MARK_SECONDS;
+}
+
+/* The domain's facts; -1 (error set) when one cannot be told. */
+static int
+dom_facts (const struct ovl_config *cfg, const struct ovl_domain *dom,
+           const struct ovl_ledger *l, const char *reason, struct ovl_dom_facts *f)
+{
+  int ms = managed_save_exists (cfg, dom->name);
+
+  if (ms == -1)
+    return -1;
+  memset (f, 0, sizeof *f);
+  f->managed_save = ms == 1;
+  f->restore_pending = l && l->restore_pending;
+  f->migration_pending = l && mark_is_fresh (l->migration_pending);
+  f->stopped_to_keep = reason &&
+    (strcmp (reason, "saved") == 0 || strcmp (reason, "migrated") == 0);
+  return 0;
+}
+
+/* One disk's facts against ENTRY (or NULL); -1 (error set). */
+static int
+disk_facts (const struct ovl_config *cfg, enum ovl_mode mode, const char *path,
+            const struct ovl_ledger_entry *e, struct ovl_disk_facts *f)
+{
+  int p = ovl_overlay_presence (cfg, path, e ? &e->id : NULL);
+
+  if (p == -1)
+    return -1;
+  f->mode = mode;
+  f->in_ledger = e != NULL;
+  f->presence = p == OVL_PRESENCE_ABSENT ? OVL_ABSENT
+    : p == OVL_PRESENCE_OURS ? OVL_OURS : OVL_FOREIGN;
+  return 0;
+}
+
+/* The prepare of one domain: everything a batch needs. */
+struct prepare {
+  const struct ovl_config *cfg;
+  const struct ovl_domain *dom;
+  struct ovl_ledger *ledger;    /* NULL: the domain has no UUID */
+  struct ovl_outcome *o;
+  struct ovl_request *reqs;
+  const struct ovl_disk **which;
+  size_t n;
+  bool saved;                   /* the write-ahead save holds it all */
+};
+
+/* Write ahead: every ephemeral overlay of the batch is in the ledger,
+ * durably, before the first is published (see ovl_publish_hook). */
+static int
+record_batch (void *opaque, const struct ovl_request *reqs, size_t n)
+{
+  struct prepare *p = opaque;
+  size_t i;
+
+  for (i = 0; i < n; i++)
+    if (p->which[i]->mode == OVL_MODE_EPHEMERAL &&
+        ovl_ledger_add (p->ledger, reqs[i].overlay, &reqs[i].made) == -1)
+      return -1;
+  if (ovl_ledger_save (p->ledger) == -1)
+    return -1;
+  p->saved = true;
+  return 0;
+}
+
+/* A failed batch published nothing: its entries go again (best effort:
+ * an entry whose file never appeared is dropped at the next start). */
+static void
+unrecord_batch (struct prepare *p)
+{
+  size_t i;
+  struct ovl_ledger_entry *e;
+
+  if (!p->ledger)
+    return;
+  for (i = 0; i < p->n; i++)
+    if (p->which[i]->mode == OVL_MODE_EPHEMERAL &&
+        (e = ovl_ledger_find (p->ledger, p->reqs[i].overlay)) &&
+        ovl_file_id_equal (&e->id, &p->reqs[i].made) &&
+        ovl_overlay_presence (p->cfg, e->path, &e->id) == OVL_PRESENCE_ABSENT)
+      ovl_ledger_remove (p->ledger, e);
+}
+
+static void
+queue_request (struct prepare *p, const struct ovl_disk *k)
+{
+  struct ovl_request *r = &p->reqs[p->n];
+
+  r->base = k->base;
+  r->base_format = k->base_format;
+  r->overlay = k->overlay;
+  r->size = k->size;
+  r->cluster_size = k->cluster_size;
+  r->lazy_refcounts = k->lazy_refcounts;
+  r->extended_l2 = k->extended_l2;
+  r->need_identity = k->mode == OVL_MODE_EPHEMERAL;
+  p->which[p->n++] = k;
+}
+
+/* Decide and do what comes before the batch for disk K: 0 fine, -1 the
+ * disk fails (a line said why). */
+static int
+prepare_disk (struct prepare *p, const struct ovl_dom_facts *df, const struct ovl_disk *k)
+{
+  struct ovl_ledger_entry *e = p->ledger ? ovl_ledger_find (p->ledger, k->overlay) : NULL;
+  struct ovl_disk_facts f;
+  struct ovl_decision d;
+  int r;
+
+  if (disk_facts (p->cfg, k->mode, k->overlay, e, &f) == -1) {
+    say (p->o, "disk %s: %s", k->target, ovl_error_msg ());
+    return -1;
+  }
+  d = ovl_lifecycle_decide (OVL_OP_PREPARE, df, &f);
+  if (d.action == OVL_ACT_REFUSE) {
+    say_refusal (p->o, k, d.why);
+    return -1;
+  }
+  if (d.action == OVL_ACT_RECREATE) {
+    r = ovl_overlay_remove_owned (p->cfg, k->overlay, &e->id);
+    if (r != 1) {
+      if (r == 0)
+        say (p->o, "disk %s: ephemeral overlay '%s' changed while it was being replaced; "
+             "left alone", k->target, k->overlay);
+      else
+        say (p->o, "disk %s: %s", k->target, ovl_error_msg ());
+      return -1;
+    }
+    p->o->removed++;
+    d.forget = true;
+  }
+  if (d.forget && e)
+    ovl_ledger_remove (p->ledger, e);
+  if (d.action == OVL_ACT_CREATE || d.action == OVL_ACT_RECREATE)
+    queue_request (p, k);
+  return 0;
+}
+
+/* A start that fails says everything wrong with it at once: the disks
+ * that passed so far are checked too, and nothing is made. */
+static void
+report_other_problems (struct prepare *p)
+{
+  size_t i;
+
+  ovl_overlay_check (p->cfg, p->reqs, p->n);
+  for (i = 0; i < p->n; i++)
+    if (p->reqs[i].error)
+      say (p->o, "disk %s: %s", p->which[i]->target, p->reqs[i].error);
+}
+
+static int
+run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline)
+{
+  struct ovl_publish_hook hook = { record_batch, p };
+  size_t i;
+  int bad = 0;
+
+  for (i = 0; i < p->dom->ndisks; i++)
+    if (prepare_disk (p, df, &p->dom->disks[i]) == -1)
+      bad = 1;
+  if (p->ledger) {
+    /* This prepare is what the marks were for, whatever comes of it. */
+    p->ledger->restore_pending = false;
+    p->ledger->migration_pending = 0;
+    free (p->ledger->domain);
+    p->ledger->domain = ovl_strdup (p->dom->name);
+  }
+  if (bad && p->n)
+    report_other_problems (p);
+  if (!bad && p->n) {
+    if (!p->ledger && ovl_domain_has_ephemeral (p->dom)) {
+      say (p->o, "domain %s has ephemeral disks but no UUID", p->dom->name);
+      bad = 1;
+    }
+    else if (ovl_overlay_create_recorded (p->cfg, p->reqs, p->n, deadline,
+                                          p->ledger ? &hook : NULL) == -1) {
+      for (i = 0; i < p->n; i++)
+        if (p->reqs[i].error)
+          say (p->o, "disk %s: %s", p->which[i]->target, p->reqs[i].error);
+      unrecord_batch (p);
+      p->saved = false;
+      bad = 1;
+    }
+    else
+      p->o->created = p->n;
+  }
+  if (p->ledger && !p->saved && ovl_ledger_save (p->ledger) == -1) {
+    say (p->o, "%s", ovl_error_msg ());
+    bad = 1;
+  }
+  if (!bad && p->n)
+    ovl_pool_fill_detached (p->cfg, p->reqs, p->n);
+  return bad;
+}
+
+/* Release: each ledger entry, one by one. */
+static void
+run_release (const struct ovl_config *cfg, struct ovl_ledger *l,
+             const struct ovl_dom_facts *df, struct ovl_outcome *o)
+{
+  size_t i;
+
+  l->restore_pending = false;
+  l->migration_pending = 0;
+  for (i = l->n; i-- > 0; ) {
+    struct ovl_ledger_entry *e = &l->entries[i];
+    struct ovl_disk_facts f;
+    struct ovl_decision d;
+    int r;
+
+    /* Kept, with a true line, whenever what is there cannot be told. */
+    if (disk_facts (cfg, OVL_MODE_EPHEMERAL, e->path, e, &f) == -1) {
+      say (o, "release: %s; its ledger entry is kept", ovl_error_msg ());
+      continue;
+    }
+    d = ovl_lifecycle_decide (OVL_OP_RELEASE, df, &f);
+    if (d.action == OVL_ACT_REMOVE) {
+      r = ovl_overlay_remove_owned (cfg, e->path, &e->id);
+      if (r == -1) {
+        say (o, "release: %s; its ledger entry is kept", ovl_error_msg ());
+        continue;
+      }
+      if (r == 1)
+        o->removed++;
+    }
+    else if (d.action == OVL_ACT_FORGET && f.presence == OVL_FOREIGN)
+      say (o, "release: '%s' is no longer the overlay virt-overlay made; left alone", e->path);
+    if (d.forget)
+      ovl_ledger_remove (l, e);
+  }
+}
+
+int
+ovl_lifecycle_run (const struct ovl_config *cfg, enum ovl_op op,
+                   const struct ovl_domain *dom, const char *reason,
+                   int64_t deadline, struct ovl_outcome *o)
+{
+  CLEANUP_LEDGER struct ovl_ledger *ledger = NULL;
+  struct ovl_dom_facts df;
+  size_t i;
+
+  memset (o, 0, sizeof *o);
+  if (dom->ndisks == 0)
+    return 0;
+  /* Every read-modify-write of the ledger is under its lock. */
+  if (dom->uuid && !(ledger = ovl_ledger_open (cfg->state_dir, dom->uuid, deadline)))
+    goto fail;
+  if (dom_facts (cfg, dom, ledger, reason, &df) == -1)
+    goto fail;
+
+  switch (op) {
+  case OVL_OP_PREPARE: {
+    CLEANUP_FREE struct ovl_request *reqs = ovl_calloc (dom->ndisks, sizeof *reqs);
+    CLEANUP_FREE const struct ovl_disk **which = ovl_calloc (dom->ndisks, sizeof *which);
+    struct prepare p = { cfg, dom, ledger, o, reqs, which, 0, false };
+
+    if (!reqs || !which)
+      goto fail;
+    o->status = run_prepare (&p, &df, deadline);
+    for (i = 0; i < p.n; i++)
+      ovl_request_clear (&reqs[i]);
+    return o->status;
+  }
+  case OVL_OP_RELEASE:
+    if (!ledger)
+      return 0;
+    run_release (cfg, ledger, &df, o);
+    if (ovl_ledger_save (ledger) == -1)
+      say (o, "release: %s", ovl_error_msg ());
+    return 0;                   /* libvirt ignores it, the domain is gone */
+  case OVL_OP_RESTORE:
+  case OVL_OP_MIGRATE:
+    for (i = 0; i < dom->ndisks; i++) {
+      struct ovl_disk_facts f = { dom->disks[i].mode, OVL_ABSENT, false };
+      struct ovl_decision d = ovl_lifecycle_decide (op, &df, &f);
+      if (d.action == OVL_ACT_REFUSE) {
+        say_refusal (o, &dom->disks[i], d.why);
+        o->status = 1;
+      }
+    }
+    if (o->status || !ledger)
+      return o->status;
+    if (op == OVL_OP_RESTORE)
+      ledger->restore_pending = true;
+    else
+      ledger->migration_pending = (long long) time (NULL);
+    if (ovl_ledger_save (ledger) == -1)
+      goto fail;
+    return 0;
+  }
+ fail:
+  say (o, "%s%s", op == OVL_OP_RELEASE ? "release: " : "", ovl_error_msg ());
+  o->status = op == OVL_OP_RELEASE ? 0 : 1;
+  return o->status;
+}

@@ -1,0 +1,111 @@
+/* The lifecycle of a domain's overlays: what each libvirt hook operation
+ * does to them.
+ *
+ * Two layers.  ovl_lifecycle_decide holds the rules and does no I/O: an
+ * operation, what is known of the domain (a restore or an incoming
+ * migration under way, a managed-save image, why it stopped) and of one
+ * disk (its mode, what is at its overlay path, whether the ledger has it)
+ * give one action.  ovl_lifecycle_run gathers those facts from the disk
+ * and the ledger (under the ledger's lock), applies the actions (remove,
+ * create through the engine with a write-ahead ledger entry, forget) and
+ * reports one line per problem.  The hook keeps argv, stdin, printing and
+ * the exit code.
+ *
+ * The rules, in short:
+ *   prepare   a persistent overlay that exists is the disk; a missing one
+ *             is made, except when the domain comes back from a saved
+ *             state or an incoming migration (an empty overlay under a
+ *             running guest would silently revert its disk to the base).
+ *             An ephemeral overlay is made fresh at a cold boot (ours is
+ *             removed first; anyone else's is refused), kept as it is for
+ *             a restore, refused for an incoming migration.
+ *   release   our ephemeral overlays are removed, unless the domain was
+ *             saved or migrated away; the pending marks are dropped.
+ *   restore   marks the next prepare as a restore.
+ *   migrate   (incoming) refuses ephemeral disks, marks the next prepare
+ *             as a migration's for OVL_MIGRATION_MARK_SECONDS at most.
+ */
+#ifndef OVL_LIFECYCLE_H
+#define OVL_LIFECYCLE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "domxml.h"
+
+enum ovl_op { OVL_OP_PREPARE, OVL_OP_RELEASE, OVL_OP_RESTORE, OVL_OP_MIGRATE };
+
+/* libvirt runs "migrate begin" and the prepare of the same incoming
+ * migration within moments; a mark older than this belongs to a
+ * migration that failed before its prepare. */
+#define OVL_MIGRATION_MARK_SECONDS 120
+
+struct ovl_dom_facts {
+  bool restore_pending;         /* "restore begin" came before this prepare */
+  bool migration_pending;       /* "migrate begin" came, recently */
+  bool managed_save;            /* libvirt holds a managed-save image */
+  bool stopped_to_keep;         /* release: the reason was "saved" or "migrated" */
+};
+
+/* What is at a disk's overlay path, against the ledger's entry. */
+enum ovl_presence {
+  OVL_ABSENT,                   /* nothing */
+  OVL_OURS,                     /* the very file the ledger records */
+  OVL_FOREIGN,                  /* something else (or no entry to tell) */
+};
+
+struct ovl_disk_facts {
+  enum ovl_mode mode;
+  enum ovl_presence presence;
+  bool in_ledger;
+};
+
+enum ovl_action {
+  OVL_ACT_USE,                  /* leave what is there: it is the disk */
+  OVL_ACT_CREATE,               /* make the overlay */
+  OVL_ACT_RECREATE,             /* remove our overlay, make a fresh one */
+  OVL_ACT_REMOVE,               /* remove our overlay and its entry */
+  OVL_ACT_FORGET,               /* drop the entry, touch no file */
+  OVL_ACT_REFUSE,               /* fail the operation for this disk */
+};
+
+enum ovl_why {
+  OVL_WHY_NONE,
+  OVL_WHY_FOREIGN,              /* an ephemeral overlay we did not make is there */
+  OVL_WHY_RESTORE_MISSING,      /* a saved state cannot run on a fresh disk */
+  OVL_WHY_MIGRATION_MISSING,    /* an incoming guest cannot run on a fresh disk */
+  OVL_WHY_EPHEMERAL_MIGRATION,  /* an ephemeral overlay's data stays on the source */
+};
+
+struct ovl_decision {
+  enum ovl_action action;
+  enum ovl_why why;             /* for OVL_ACT_REFUSE */
+  bool forget;                  /* also drop the disk's ledger entry */
+};
+
+/* The rule for one disk (for release: one ledger entry). */
+struct ovl_decision ovl_lifecycle_decide (enum ovl_op op, const struct ovl_dom_facts *dom,
+                                          const struct ovl_disk_facts *disk);
+
+const char *ovl_op_name (enum ovl_op op);
+const char *ovl_action_name (enum ovl_action a);
+const char *ovl_why_name (enum ovl_why w);
+
+/* What ovl_lifecycle_run did. */
+struct ovl_outcome {
+  int status;                   /* 0, or 1: libvirt must not go on */
+  char **lines;                 /* one line per problem ("disk vda: ..."): */
+  size_t nlines;                /* errors when status is 1, else warnings */
+  size_t created, removed;      /* overlays made and removed */
+};
+void ovl_outcome_clear (struct ovl_outcome *o);
+
+/* Carry out OP for DOM.  REASON is libvirt's shutoff reason (release),
+ * or NULL.  Everything ends by DEADLINE.  Returns o->status. */
+int ovl_lifecycle_run (const struct ovl_config *cfg, enum ovl_op op,
+                       const struct ovl_domain *dom, const char *reason,
+                       int64_t deadline, struct ovl_outcome *o);
+
+#endif
