@@ -1,0 +1,462 @@
+/* The lifecycle rules (tests/data/lifecycle/rules.tsv, checked to cover
+ * every combination), then their execution against the real
+ * qemu-storage-daemon: the write-ahead ledger, its undo when it cannot
+ * be saved, the recovery of what a crash left, and the marks. */
+#include <config.h>
+
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "config.h"
+#include "domxml.h"
+#include "error.h"
+#include "ledger.h"
+#include "lifecycle.h"
+#include "overlay.h"
+#include "util.h"
+#include "testutil.h"
+
+/* ---- the rules table ---- */
+
+#define NCOLS 11
+static const char *const ops[] = { "prepare", "release", "restore", "migrate" };
+static const char *const modes[] = { "persistent", "ephemeral" };
+static const char *const presences[] = { "absent", "ours", "foreign" };
+
+struct rule {
+  int line;
+  char *col[NCOLS];
+};
+static struct rule rules[128];
+static size_t nrules;
+
+/* Field F ("*", "a", "a|b") matches VALUE. */
+static bool
+field_matches (const char *f, const char *value)
+{
+  size_t n = strlen (value);
+
+  if (strcmp (f, "*") == 0)
+    return true;
+  for (;;) {
+    if (strncmp (f, value, n) == 0 && (f[n] == '\0' || f[n] == '|'))
+      return true;
+    if (!(f = strchr (f, '|')))
+      return false;
+    f++;
+  }
+}
+
+static void
+load_rules (void)
+{
+  char *path = t_data_path ("lifecycle/rules.tsv");
+  char *text = t_read_file (path, NULL), *line, *save = NULL;
+  int lineno = 0;
+
+  assert_non_null (text);
+  for (line = strtok_r (text, "\n", &save); line; line = strtok_r (NULL, "\n", &save)) {
+    struct rule *r = &rules[nrules];
+    char *f, *fsave = NULL;
+    int k = 0;
+
+    lineno++;
+    if (line[0] == '#' || line[0] == '\0')
+      continue;
+    for (f = strtok_r (line, "\t", &fsave); f && k < NCOLS; f = strtok_r (NULL, "\t", &fsave))
+      r->col[k++] = strdup (f);
+    if (k != NCOLS || strtok_r (NULL, "\t", &fsave))
+      fail_msg ("rules.tsv: a line has %d fields, not %d", k, NCOLS);
+    r->line = lineno;
+    assert_true (++nrules < sizeof rules / sizeof rules[0]);
+  }
+  free (text);
+  free (path);
+}
+
+static const char *
+yes_no (bool b)
+{
+  return b ? "yes" : "no";
+}
+
+/* Every combination of the inputs is matched by some line, and what each
+ * matching line expects is what the rules decide. */
+static void
+test_rules (void **state)
+{
+  unsigned op, mode, pres, bits, checked = 0;
+
+  load_rules ();
+  assert_true (nrules > 10);
+  for (op = 0; op < 4; op++)
+    for (mode = 0; mode < 2; mode++)
+      for (pres = 0; pres < 3; pres++)
+        for (bits = 0; bits < 32; bits++) {
+          struct ovl_disk_facts k = {
+            mode ? OVL_MODE_EPHEMERAL : OVL_MODE_PERSISTENT, (enum ovl_presence) pres, bits & 1,
+          };
+          struct ovl_dom_facts d = { bits & 2, bits & 4, bits & 8, bits & 16 };
+          const char *in[8] = {
+            ops[op], modes[mode], presences[pres], yes_no (k.in_ledger),
+            yes_no (d.restore_pending), yes_no (d.migration_pending), yes_no (d.managed_save),
+            yes_no (d.stopped_to_keep),
+          };
+          struct ovl_decision got;
+          size_t i, matched = 0;
+          int c;
+
+          if (k.presence == OVL_OURS && !k.in_ledger)
+            continue;           /* "ours" is what the ledger says */
+          got = ovl_lifecycle_decide ((enum ovl_op) op, &d, &k);
+          for (i = 0; i < nrules; i++) {
+            for (c = 0; c < 8 && field_matches (rules[i].col[c], in[c]); c++)
+              ;
+            if (c < 8)
+              continue;
+            matched++;
+            if (strcmp (rules[i].col[8], ovl_action_name (got.action)) != 0 ||
+                strcmp (rules[i].col[9], ovl_why_name (got.why)) != 0 ||
+                strcmp (rules[i].col[10], yes_no (got.forget)) != 0)
+              fail_msg ("rules.tsv line %d: %s %s %s ledger=%s restore=%s migration=%s "
+                        "managed-save=%s keep=%s: want %s %s %s, the rules say %s %s %s",
+                        rules[i].line, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7],
+                        rules[i].col[8], rules[i].col[9], rules[i].col[10],
+                        ovl_action_name (got.action), ovl_why_name (got.why), yes_no (got.forget));
+          }
+          if (!matched)
+            fail_msg ("rules.tsv has no line for %s %s %s ledger=%s restore=%s migration=%s "
+                      "managed-save=%s keep=%s", in[0], in[1], in[2], in[3], in[4], in[5],
+                      in[6], in[7]);
+          checked++;
+        }
+  /* 4 ops x 2 modes x (absent, foreign: 2 ledger states; ours: 1) x 16 */
+  assert_int_equal (checked, 4 * 2 * 5 * 16);
+}
+
+/* ---- execution ---- */
+
+#define UUID "0d1b3f5e-8a7c-4b2e-9d0f-123456789abc"
+
+static char *dir, *img, *state, *overlay;
+static struct t_qsd qsd;
+static struct ovl_config *cfg;
+
+static void
+run_cmd (const char *fmt, ...)
+{
+  char cmd[8192];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (cmd, sizeof cmd, fmt, ap);
+  va_end (ap);
+  if (system (cmd) != 0)
+    fail_msg ("failed: %s", cmd);
+}
+
+static int
+setup (void **state_)
+{
+  char *text;
+  const char *qemu_img = getenv ("QEMU_IMG") && *getenv ("QEMU_IMG") ? getenv ("QEMU_IMG") : "qemu-img";
+
+  dir = t_mkdtemp ();
+  if (asprintf (&img, "%s/img", dir) == -1 || asprintf (&state, "%s/state", dir) == -1 ||
+      asprintf (&overlay, "%s/vm.qcow2", img) == -1)
+    abort ();
+  mkdir (img, 0755);
+  mkdir (state, 0700);
+  run_cmd ("'%s' create -q -f qcow2 '%s/base.qcow2' 16M", qemu_img, img);
+  if (t_qsd_start (&qsd, dir) == -1) {
+    fprintf (stderr, "cannot start qemu-storage-daemon\n");
+    return -1;
+  }
+  if (asprintf (&text, "qsd_socket = %s\nqsd_spawn = off\noverlay_dirs = %s\nbase_dirs = %s\n"
+                "state_dir = %s\nmanaged_save_dir = %s\npool_size = 0\n",
+                qsd.sock, img, img, state, dir) == -1)
+    abort ();
+  cfg = ovl_config_parse ("test", text, strlen (text));
+  free (text);
+  if (!cfg) {
+    fprintf (stderr, "config: %s\n", ovl_error_msg ());
+    return -1;
+  }
+  return 0;
+}
+
+static int
+teardown (void **state_)
+{
+  size_t i;
+
+  ovl_config_free (cfg);
+  t_qsd_stop (&qsd);
+  t_rmtree (dir);
+  free (dir); free (img); free (state); free (overlay);
+  for (i = 0; i < nrules; i++)
+    for (int c = 0; c < NCOLS; c++)
+      free (rules[i].col[c]);
+  return 0;
+}
+
+/* A domain with one disk of MODE on OVERLAY. */
+static struct ovl_domain *
+domain (const char *mode)
+{
+  char *xml;
+  struct ovl_domain *d;
+
+  if (asprintf (&xml,
+                "<domain type='qemu'><name>life</name><uuid>" UUID "</uuid>"
+                "<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>"
+                "<ovl:disk target='vda' mode='%s'/></ovl:overlays></metadata><devices>"
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+                "<source file='%s'/><backingStore type='file'><format type='qcow2'/>"
+                "<source file='%s/base.qcow2'/><backingStore/></backingStore>"
+                "<target dev='vda' bus='virtio'/></disk></devices></domain>",
+                mode, overlay, img) == -1)
+    abort ();
+  d = ovl_domxml_parse (xml, strlen (xml), cfg);
+  free (xml);
+  if (!d)
+    fail_msg ("domain: %s", ovl_error_msg ());
+  return d;
+}
+
+static int
+run (enum ovl_op op, const struct ovl_domain *d, const char *reason, struct ovl_outcome *o)
+{
+  return ovl_lifecycle_run (cfg, op, d, reason, ovl_now_ms () + 20000, o);
+}
+
+static void
+assert_said (const struct ovl_outcome *o, const char *part)
+{
+  size_t i;
+  for (i = 0; i < o->nlines; i++)
+    if (strstr (o->lines[i], part))
+      return;
+  fail_msg ("no line says '%s' (%zu lines%s%s)", part, o->nlines,
+            o->nlines ? ", first: " : "", o->nlines ? o->lines[0] : "");
+}
+
+/* Nothing of ours in IMG but what is listed: no temporary file. */
+static void
+assert_no_temps (void)
+{
+  DIR *d = opendir (img);
+  struct dirent *e;
+
+  assert_non_null (d);
+  while ((e = readdir (d)))
+    if (strncmp (e->d_name, OVL_TMP_PREFIX, strlen (OVL_TMP_PREFIX)) == 0)
+      fail_msg ("temporary file left: %s", e->d_name);
+  closedir (d);
+}
+
+static struct ovl_ledger *
+ledger (void)
+{
+  struct ovl_ledger *l = ovl_ledger_load (state, UUID);
+  assert_non_null (l);
+  return l;
+}
+
+static bool
+exists (const char *p)
+{
+  struct stat st;
+  return lstat (p, &st) == 0;
+}
+
+/* The ledger cannot be saved: the write-ahead save fails before
+ * anything is published, and nothing at all is left (the undo no test
+ * reached when the ledger was saved after publishing). */
+static void
+test_unsaved_ledger_publishes_nothing (void **state_)
+{
+  struct ovl_domain *d = domain ("ephemeral");
+  struct ovl_outcome o;
+  char *blocker, *inside;
+
+  /* The ledger's temporary name is taken by a directory with a file in. */
+  if (asprintf (&blocker, "%s/domains/" UUID ".tmp", state) == -1 ||
+      asprintf (&inside, "%s/x", blocker) == -1)
+    abort ();
+  mkdir (state, 0700);
+  run_cmd ("mkdir -p '%s/domains' && mkdir '%s' && touch '%s'", state, blocker, inside);
+  assert_int_equal (run (OVL_OP_PREPARE, d, NULL, &o), 1);
+  assert_said (&o, "ledger");
+  assert_false (exists (overlay));
+  assert_no_temps ();
+  assert_int_equal (o.created, 0);
+  ovl_outcome_clear (&o);
+  run_cmd ("rm -rf '%s'", blocker);
+
+  /* Saved again, the same start works and is recorded. */
+  assert_int_equal (run (OVL_OP_PREPARE, d, NULL, &o), 0);
+  assert_int_equal (o.created, 1);
+  ovl_outcome_clear (&o);
+  {
+    struct ovl_ledger *l = ledger ();
+    assert_int_equal (l->n, 1);
+    assert_int_equal (ovl_overlay_presence (cfg, overlay, &l->entries[0].id), OVL_PRESENCE_OURS);
+    ovl_ledger_free (l);
+  }
+  assert_int_equal (run (OVL_OP_RELEASE, d, NULL, &o), 0);
+  assert_int_equal (o.removed, 1);
+  ovl_outcome_clear (&o);
+  assert_false (exists (overlay));
+  /* A ledger that holds nothing is removed. */
+  free (inside);
+  if (asprintf (&inside, "%s/domains/" UUID, state) == -1)
+    abort ();
+  assert_false (exists (inside));
+  free (blocker);
+  free (inside);
+  ovl_domain_free (d);
+}
+
+/* What a crash between the write-ahead save and the rename leaves: an
+ * entry whose file never appeared.  The next start makes the overlay and
+ * replaces the entry; the one after recreates it. */
+static void
+test_entry_without_file (void **state_)
+{
+  struct ovl_domain *d = domain ("ephemeral");
+  struct ovl_ledger *l = ovl_ledger_open (state, UUID, -1);
+  struct ovl_file_id ghost = { 1, 2, 3, 4, "0123456789abcdef0123456789abcdef" };
+  struct ovl_outcome o;
+
+  assert_non_null (l);
+  assert_int_equal (ovl_ledger_add (l, overlay, &ghost), 0);
+  assert_int_equal (ovl_ledger_save (l), 0);
+  ovl_ledger_free (l);
+
+  assert_int_equal (run (OVL_OP_PREPARE, d, NULL, &o), 0);
+  assert_int_equal (o.created, 1);
+  assert_int_equal (o.removed, 0);
+  ovl_outcome_clear (&o);
+  l = ledger ();
+  assert_int_equal (l->n, 1);
+  assert_false (ovl_file_id_equal (&l->entries[0].id, &ghost));
+  assert_int_equal (ovl_overlay_presence (cfg, overlay, &l->entries[0].id), OVL_PRESENCE_OURS);
+  ovl_ledger_free (l);
+
+  assert_int_equal (run (OVL_OP_PREPARE, d, NULL, &o), 0);
+  assert_int_equal (o.removed, 1);
+  assert_int_equal (o.created, 1);
+  ovl_outcome_clear (&o);
+  assert_int_equal (run (OVL_OP_RELEASE, d, NULL, &o), 0);
+  ovl_outcome_clear (&o);
+  assert_false (exists (overlay));
+  ovl_domain_free (d);
+}
+
+/* A file we did not make is refused and left as it is, at start and at
+ * stop, and its path's stale entry does not make it ours. */
+static void
+test_foreign_file (void **state_)
+{
+  struct ovl_domain *d = domain ("ephemeral");
+  struct ovl_outcome o;
+  char *text;
+  size_t len;
+
+  run_cmd ("echo mine > '%s'", overlay);
+  assert_int_equal (run (OVL_OP_PREPARE, d, NULL, &o), 1);
+  assert_said (&o, "disk vda: ephemeral overlay");
+  assert_said (&o, "was not created by virt-overlay");
+  ovl_outcome_clear (&o);
+  assert_int_equal (run (OVL_OP_RELEASE, d, NULL, &o), 0);
+  ovl_outcome_clear (&o);
+  text = t_read_file (overlay, &len);
+  assert_non_null (text);
+  assert_string_equal (text, "mine\n");
+  free (text);
+  unlink (overlay);
+  ovl_domain_free (d);
+}
+
+/* migrate begin, then prepare: no overlay is made; the mark is used once. */
+static void
+test_incoming_migration (void **state_)
+{
+  struct ovl_domain *p = domain ("persistent"), *e = domain ("ephemeral");
+  struct ovl_outcome o;
+
+  assert_int_equal (run (OVL_OP_MIGRATE, e, NULL, &o), 1);
+  assert_said (&o, "cannot be migrated in");
+  ovl_outcome_clear (&o);
+  assert_int_equal (run (OVL_OP_MIGRATE, p, NULL, &o), 0);
+  ovl_outcome_clear (&o);
+  assert_int_equal (run (OVL_OP_PREPARE, p, NULL, &o), 1);
+  assert_said (&o, "is missing on this host");
+  ovl_outcome_clear (&o);
+  assert_false (exists (overlay));
+  assert_int_equal (run (OVL_OP_PREPARE, p, NULL, &o), 0);
+  assert_int_equal (o.created, 1);
+  ovl_outcome_clear (&o);
+  assert_true (exists (overlay));
+  /* Persistent: release leaves it. */
+  assert_int_equal (run (OVL_OP_RELEASE, p, NULL, &o), 0);
+  ovl_outcome_clear (&o);
+  assert_true (exists (overlay));
+  unlink (overlay);
+  ovl_domain_free (p);
+  ovl_domain_free (e);
+}
+
+/* Kept when the domain was saved; removed at the next plain stop. */
+static void
+test_saved_then_stopped (void **state_)
+{
+  struct ovl_domain *d = domain ("ephemeral");
+  struct ovl_outcome o;
+
+  assert_int_equal (run (OVL_OP_PREPARE, d, NULL, &o), 0);
+  ovl_outcome_clear (&o);
+  assert_int_equal (run (OVL_OP_RELEASE, d, "saved", &o), 0);
+  ovl_outcome_clear (&o);
+  assert_true (exists (overlay));
+  assert_int_equal (run (OVL_OP_RESTORE, d, NULL, &o), 0);
+  ovl_outcome_clear (&o);
+  assert_int_equal (run (OVL_OP_PREPARE, d, NULL, &o), 0);
+  assert_int_equal (o.created, 0);
+  ovl_outcome_clear (&o);
+  assert_int_equal (run (OVL_OP_RELEASE, d, NULL, &o), 0);
+  assert_int_equal (o.removed, 1);
+  ovl_outcome_clear (&o);
+  assert_false (exists (overlay));
+  ovl_domain_free (d);
+}
+
+int
+main (void)
+{
+  const struct CMUnitTest rules_tests[] = {
+    cmocka_unit_test (test_rules),
+  };
+  const struct CMUnitTest run_tests[] = {
+    cmocka_unit_test (test_unsaved_ledger_publishes_nothing),
+    cmocka_unit_test (test_entry_without_file),
+    cmocka_unit_test (test_foreign_file),
+    cmocka_unit_test (test_incoming_migration),
+    cmocka_unit_test (test_saved_then_stopped),
+  };
+  int r;
+
+  r = cmocka_run_group_tests_name ("lifecycle rules", rules_tests, NULL, NULL);
+  t_require (getenv ("QSD") && *getenv ("QSD") ? getenv ("QSD") : "qemu-storage-daemon");
+  t_require (getenv ("QEMU_IMG") && *getenv ("QEMU_IMG") ? getenv ("QEMU_IMG") : "qemu-img");
+  return r | cmocka_run_group_tests_name ("lifecycle run", run_tests, setup, teardown);
+}
