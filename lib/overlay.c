@@ -40,7 +40,8 @@ struct work {
   unsigned long seq;
   uint64_t create_id, dismiss_id;
   bool job_created, renamed;
-  bool pooled;                  /* handed out from the pool: no qsd work */
+  bool pooled;                  /* claimed from the pool: no qsd work */
+  struct ovl_pool_claim claim;
   unsigned daemon;              /* which qsd makes it */
   bool first_in_dir;            /* the first request in its directory */
 };
@@ -678,9 +679,17 @@ commit_batch (struct work *w, size_t n, const struct ovl_publish_hook *before)
     req_fail (w[0].r);
     return -1;
   }
-  for (i = 0; i < n; i++)
-    if (!w[i].pooled && publish (&w[i]) == -1)
+  for (i = 0; i < n; i++) {
+    if (w[i].pooled) {
+      if (ovl_pool_publish (&w[i].claim, w[i].dirfd, w[i].name, w[i].r->overlay) == -1) {
+        req_fail (w[i].r);
+        return -1;
+      }
+      w[i].renamed = true;
+    }
+    else if (publish (&w[i]) == -1)
       return -1;
+  }
   for (i = 0; i < n; i++)
     if (w[i].first_in_dir && fsync (w[i].dirfd) == -1) {
       req_failf (w[i].r, "overlay '%s': fsync of its directory: %m", w[i].r->overlay);
@@ -697,7 +706,7 @@ rollback (struct work *w, size_t n)
   struct ovl_file_id now;
 
   for (i = 0; i < n; i++) {
-    if (w[i].renamed || w[i].pooled) {
+    if (w[i].renamed) {
       /* Ours only if it is still the file we made. */
       if (ovl_file_id_at (w[i].dirfd, w[i].name, &now, NULL) == 0 &&
           ovl_file_id_equal (&now, &w[i].r->made))
@@ -717,6 +726,7 @@ free_work (struct work *w, size_t n)
       close (w[i].dirfd);
     if (w[i].tmpfd >= 0)
       close (w[i].tmpfd);
+    ovl_pool_unclaim (&w[i].claim);
   }
   free (w);
 }
@@ -781,6 +791,7 @@ ovl_overlay_check (const struct ovl_config *cfg, struct ovl_request *reqs, size_
   for (i = 0; i < n; i++) {
     w[i].r = &reqs[i];
     w[i].dirfd = w[i].tmpfd = -1;
+    w[i].claim.pfd = w[i].claim.fd = -1;
   }
   r = check_all (cfg, w, n);
   free_work (w, n);
@@ -814,6 +825,7 @@ ovl_overlay_create_recorded (const struct ovl_config *cfg, struct ovl_request *r
   for (i = 0; i < n; i++) {
     w[i].r = &reqs[i];
     w[i].dirfd = w[i].tmpfd = -1;
+    w[i].claim.pfd = w[i].claim.fd = -1;
     w[i].seq = ++batch_seq;
     snprintf (w[i].id, sizeof w[i].id, OVL_NAME_PREFIX "%ld-%lu",
               (long) getpid (), w[i].seq);
@@ -828,7 +840,7 @@ ovl_overlay_create_recorded (const struct ovl_config *cfg, struct ovl_request *r
   for (i = 0; i < n; i++) {
     if (cfg->pool_size == 0 || reqs[i].internal)
       break;
-    r = ovl_pool_take (&reqs[i], w[i].dirfd, w[i].name, &reqs[i].made, &reqs[i].pool_left);
+    r = ovl_pool_claim (&reqs[i], w[i].dirfd, &w[i].claim, &reqs[i].made, &reqs[i].pool_left);
     if (r == -1) {
       req_fail (&reqs[i]);
       goto fail;

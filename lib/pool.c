@@ -158,14 +158,43 @@ ovl_pool_wants_refill (const struct ovl_config *cfg, const struct ovl_request *r
   return cfg->pool_size > 0 && (!r->from_pool || r->pool_left <= cfg->pool_size / 2);
 }
 
+/* Claim ready file NAME of pool PFD into C: locked without waiting (a
+ * file another taker holds is skipped), still that name's file once
+ * locked, a regular file with one link (a second name means a take that
+ * was cut short after linking it: it is somebody's disk now).  1
+ * claimed, 0 not this one, -1 error. */
+static int
+claim_one (int pfd, const char *name, struct ovl_pool_claim *c, struct ovl_file_id *id)
+{
+  CLEANUP_CLOSE int fd = openat (pfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  struct stat a, b;
+  bool is_reg;
+
+  if (fd == -1)
+    return 0;                   /* gone: another taker was first */
+  if (flock (fd, LOCK_EX | LOCK_NB) == -1)
+    return 0;
+  if (fstat (fd, &a) == -1 || fstatat (pfd, name, &b, AT_SYMLINK_NOFOLLOW) == -1 ||
+      a.st_dev != b.st_dev || a.st_ino != b.st_ino || !S_ISREG (a.st_mode) || a.st_nlink != 1)
+    return 0;
+  if (ovl_file_id_at (fd, "", id, &is_reg) == -1) {
+    ovl_error ("pool: statx: %m");
+    return -1;
+  }
+  snprintf (c->name, sizeof c->name, "%s", name);
+  c->fd = OVL_STEAL_FD (fd);
+  return 1;
+}
+
 int
-ovl_pool_take (const struct ovl_request *r, int dirfd, const char *name,
-               struct ovl_file_id *made, size_t *left)
+ovl_pool_claim (const struct ovl_request *r, int dirfd, struct ovl_pool_claim *c,
+                struct ovl_file_id *id, size_t *left)
 {
   char key[KEY_MAX], hash[17];
   CLEANUP_CLOSE int top = -1, pfd = -1;
   CLEANUP_CLOSEDIR DIR *d = NULL;
   struct dirent *e;
+  int got;
 
   if (make_key (r, key, sizeof key) == -1)
     return -1;
@@ -177,34 +206,54 @@ ovl_pool_take (const struct ovl_request *r, int dirfd, const char *name,
   if (!(d = ovl_opendir_at (pfd)))
     return 0;
   while ((e = readdir (d))) {
-    if (!is_ready_name (e->d_name))
+    if (!is_ready_name (e->d_name) || strlen (e->d_name) >= sizeof c->name)
       continue;
-    if (renameat2 (pfd, e->d_name, dirfd, name, RENAME_NOREPLACE) == 0) {
-      bool is_reg;
-      if (ovl_file_id_at (dirfd, name, made, &is_reg) == -1) {
-        ovl_error ("overlay '%s': statx: %m", r->overlay);
-        return -1;
-      }
-      if (!is_reg) {
-        /* Only we write in a pool; still, publish nothing but a file. */
-        renameat2 (dirfd, name, pfd, e->d_name, RENAME_NOREPLACE);
-        ovl_error ("overlay '%s': the pool held something other than a file", r->overlay);
-        return -1;
-      }
-      /* The rest of this directory read tells how many stay ready. */
-      for (*left = 0; (e = readdir (d)); )
-        *left += is_ready_name (e->d_name);
-      return 1;
-    }
-    if (errno == ENOENT)
-      continue;                 /* another taker was first */
-    if (errno == EEXIST)
-      ovl_error ("overlay '%s' appeared while it was being made; left alone", r->overlay);
-    else
-      ovl_error ("overlay '%s': taking from the pool: %m", r->overlay);
-    return -1;
+    got = claim_one (pfd, e->d_name, c, id);
+    if (got == 0)
+      continue;
+    if (got == -1)
+      return -1;
+    c->pfd = OVL_STEAL_FD (pfd);
+    /* The rest of this directory read tells how many stay ready. */
+    for (*left = 0; (e = readdir (d)); )
+      *left += is_ready_name (e->d_name);
+    return 1;
   }
   return 0;
+}
+
+int
+ovl_pool_publish (struct ovl_pool_claim *c, int dirfd, const char *name, const char *overlay)
+{
+  struct stat a, b;
+
+  if (renameat2 (c->pfd, c->name, dirfd, name, RENAME_NOREPLACE) == -1) {
+    if (errno == EEXIST)
+      ovl_error ("overlay '%s' appeared while it was being made; left alone", overlay);
+    else
+      ovl_error ("overlay '%s': taking from the pool: %m", overlay);
+    return -1;
+  }
+  /* Only we write in a pool; still, publish nothing but the file claimed. */
+  if (fstat (c->fd, &a) == -1 || fstatat (dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == -1 ||
+      a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+    renameat2 (dirfd, name, c->pfd, c->name, RENAME_NOREPLACE);
+    ovl_error ("overlay '%s': the pooled file was replaced while it was handed out", overlay);
+    return -1;
+  }
+  c->name[0] = '\0';
+  return 0;
+}
+
+void
+ovl_pool_unclaim (struct ovl_pool_claim *c)
+{
+  if (c->fd >= 0)
+    close (c->fd);              /* unpublished, it is ready for the next taker */
+  if (c->pfd >= 0)
+    close (c->pfd);
+  c->fd = c->pfd = -1;
+  c->name[0] = '\0';
 }
 
 /* mkdir NAME in DIRFD (0700) unless it is there; then open it. */

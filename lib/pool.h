@@ -28,10 +28,29 @@
 
 #define OVL_POOL_DIR ".virt-overlay-pool"
 
-/* Hand out a pooled overlay for R (checked) into DIRFD/NAME.
- * 1 taken (MADE is set; *LEFT how many stay ready), 0 none ready, -1 error. */
-int ovl_pool_take (const struct ovl_request *r, int dirfd, const char *name,
-                   struct ovl_file_id *made, size_t *left);
+/* Handing out is two steps, so that the caller can record what it is
+ * about to own before it is published (the write-ahead ledger).  A
+ * claimed file is locked (flock: other takers skip it, across pid
+ * namespaces and NFS clients alike) and known by identity; publishing
+ * moves it into place; until then it is still in the pool, and a taker
+ * that dies leaves it there, ready. */
+struct ovl_pool_claim {
+  int pfd;                      /* the pool directory */
+  int fd;                       /* the claimed file, flocked */
+  char name[64];                /* its name there ("" once published) */
+};
+#define OVL_POOL_CLAIM_INIT { -1, -1, "" }
+/* Claim a ready overlay for R (checked), to go into directory DIRFD.
+ * 1 claimed (*ID its identity, *LEFT how many stay ready), 0 none ready,
+ * -1 error. */
+int ovl_pool_claim (const struct ovl_request *r, int dirfd, struct ovl_pool_claim *c,
+                    struct ovl_file_id *id, size_t *left);
+/* Move it to DIRFD/NAME (OVERLAY names it in errors), never replacing
+ * anything.  0, or -1 with the error set (it stays in the pool). */
+int ovl_pool_publish (struct ovl_pool_claim *c, int dirfd, const char *name,
+                      const char *overlay);
+/* Let the claim go. */
+void ovl_pool_unclaim (struct ovl_pool_claim *c);
 
 /* Whether R's pool wants topping up: refills come in batches, when a
  * take left it at half or less (or it had nothing for R). */
