@@ -29,6 +29,7 @@ struct pending {
 
 struct ovl_qmp {
   int fd;
+  char *path;                   /* the socket, for messages */
   struct ovl_json_parser *parser;
   struct ovl_buf out;
   uint64_t next_id;
@@ -81,6 +82,7 @@ ovl_qmp_close (struct ovl_qmp *q)
     ovl_json_free (q->events[i]);
   free (q->events);
   free (q->fatal);
+  free (q->path);
   free (q);
 }
 
@@ -203,7 +205,11 @@ pump (struct ovl_qmp *q, int64_t deadline)
     return -1;
   }
   if (r == 0) {
-    ovl_error ("QMP: timed out waiting for qemu-storage-daemon%s",
+    /* Connected, but qsd is silent: say so, and how far it got. */
+    ovl_error ("QMP: %s: qemu-storage-daemon did not answer: timed out waiting for %s%s",
+               q->path,
+               !q->greeted ? "its greeting" : q->caps_id ? "its reply to qmp_capabilities" :
+               "its replies and events",
                ovl_json_parser_in_message (q->parser) ? " (in the middle of a message)" : "");
     return -1;
   }
@@ -402,7 +408,7 @@ ovl_qmp_wait_event (struct ovl_qmp *q, int64_t deadline, const char *name, ...)
 }
 
 static struct ovl_qmp *
-open_fd (int fd, int64_t deadline, bool lazy)
+open_fd (int fd, const char *path, int64_t deadline, bool lazy)
 {
   struct ovl_qmp *q = ovl_calloc (1, sizeof *q);
 
@@ -411,6 +417,8 @@ open_fd (int fd, int64_t deadline, bool lazy)
     return NULL;
   }
   q->fd = fd;
+  if (!(q->path = ovl_strdup (path)))
+    goto fail;
   if (fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) | O_NONBLOCK) == -1) {
     ovl_error ("QMP: fcntl: %m");
     goto fail;
@@ -465,12 +473,13 @@ connect_path (const char *path, int64_t deadline, bool lazy)
     if (errno == EINTR)
       continue;
     if (errno == EAGAIN || errno == EINPROGRESS)
-      ovl_error ("QMP: %s: timed out connecting", path);
+      ovl_error ("QMP: %s: qemu-storage-daemon did not answer: timed out connecting "
+                 "(its backlog stayed full)", path);
     else
       ovl_error ("QMP: %s: %m", path);
     return NULL;
   }
-  return open_fd (OVL_STEAL_FD (fd), deadline, lazy);
+  return open_fd (OVL_STEAL_FD (fd), path, deadline, lazy);
 }
 
 struct ovl_qmp *

@@ -7,6 +7,13 @@
  * --pidfile, in its own session, with stdio on /dev/null and no inherited
  * descriptors: libvirt reads the hook's stdout and stderr to EOF, so a
  * daemon holding them would hang libvirtd.
+ *
+ * Every wait ends at the caller's deadline (the start lock, qsd's first
+ * process, the QMP greeting): a qsd not ready by then is killed with its
+ * process group, so that no half-started one keeps the socket path, and
+ * the error says what it did (exited with N, killed by signal N, could
+ * not be run, exited without listening, not ready in time, or connected
+ * but did not answer).
  */
 #ifndef OVL_QSD_H
 #define OVL_QSD_H

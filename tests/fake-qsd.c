@@ -8,6 +8,7 @@
  *   error-create:N   job N concludes with an error
  *   stall-create:N   stop answering at command N (the client times out)
  *   kill-create:N    SIGKILL ourselves on receiving command N
+ *   no-greeting:N    listen and accept, but never say a word (N unused)
  * It writes no image data: it is for batches that must fail.
  */
 #include <config.h>
@@ -192,8 +193,11 @@ serve (int fd)
   ssize_t n;
   bool stalled = false;
 
-  say (fd, "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, "
-       "\"package\": \"fake-qsd\"}, \"capabilities\": [\"oob\"]}}\r\n");
+  if (strcmp (fault, "no-greeting") == 0)
+    stalled = true;
+  else
+    say (fd, "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, "
+         "\"package\": \"fake-qsd\"}, \"capabilities\": [\"oob\"]}}\r\n");
   while ((n = read (fd, buf, sizeof buf)) > 0) {
     struct ovl_json *cmd;
     if (stalled)

@@ -326,15 +326,40 @@ refuse "base path '$img/b\\xc3(.qcow2' is not valid UTF-8" "$img/b$(printf '\303
 refuse "overlay path contains control characters" "$B" "$img/new$(printf '\033').qcow2"
 refuse "base path contains control characters" "$img/b
 .qcow2" "$img/new.qcow2"
-printf '#!/bin/sh\nexit 3\n' > "$T/qsd-exit3"; printf '#!/bin/sh\nkill -9 $$\n' > "$T/qsd-killed"
-chmod +x "$T/qsd-exit3" "$T/qsd-killed"
-for q in exit3:"it exited with status 3" killed:"it was killed by signal 9"; do
-  write_conf "$T/qconf" "qsd_socket = $T/run-${q%%:*}/qsd.sock" "qsd_binary = $T/qsd-${q%%:*}"
-  set +e; VIRT_OVERLAY_CONFIG=$T/qconf $VO create "$B" "$img/q.qcow2" 2> "$T/err"; rc=$?; set -e
-  [ "$rc" = 1 ] && grep -q -F "$T/qsd-${q%%:*} did not start: ${q#*:}" "$T/err" \
-    && pass || fail "qsd ${q%%:*}: exit $rc: $(cat "$T/err")"
+# name | what qsd_binary does (recording in $0.pids what it leaves) | message
+while IFS='|' read -r name body want; do
+  if [ "$body" = "-" ]; then
+    echo "not a program" > "$T/qsd-$name"; chmod 0644 "$T/qsd-$name"
+  else
+    printf '#!/bin/sh\n%s\n' "$body" > "$T/qsd-$name"; chmod 0755 "$T/qsd-$name"
+  fi
+  qsock=$T/run-$name/qsd.sock
+  want=$(printf '%s' "$want" | sed "s|@SOCK@|$qsock|g; s|@QSD@|$T/qsd-$name|g")
+  write_conf "$T/qconf" "qsd_socket = $qsock" "qsd_binary = $T/qsd-$name" "timeout_ms = 1500"
+  t0=$(date +%s%N)
+  set +e; VIRT_OVERLAY_CONFIG=$T/qconf FAKE=$fake timeout 20 $VO create "$B" "$img/q.qcow2" 2> "$T/err"; rc=$?; set -e
+  ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+  [ "$rc" = 1 ] && grep -q -F "$want" "$T/err" && pass || fail "qsd $name: exit $rc: $(cat "$T/err")"
+  if [ "${OVL_VALGRIND:-0}" != 1 ]; then
+    [ "$ms" -lt 2500 ] && pass || fail "qsd $name: took $ms ms with timeout_ms 1500"
+  fi
   [ -e "$img/q.qcow2" ] && fail "file made without a daemon" || pass
-done
+  stop_pidfile "$qsock.pid"
+  for p in $(cat "$T/qsd-$name.pids" 2>/dev/null); do
+    n=0
+    while [ -e "/proc/$p" ] && ! grep -q ') [ZX] ' "/proc/$p/stat" 2>/dev/null && [ $n -lt 100 ]; do
+      sleep 0.01; n=$((n + 1))
+    done
+    [ $n -lt 100 ] && pass || { fail "qsd $name: process $p still runs"; kill -9 "$p"; }
+  done
+done <<'EOF'
+exit3|exit 3|@QSD@ did not start: it exited with status 3
+killed|kill -9 $$|@QSD@ did not start: it was killed by signal 9
+not-run|-|@QSD@ did not start: it could not be run: Permission denied
+never-ready|echo $$ >> "$0.pids"; sleep 1000 & echo $! >> "$0.pids"; wait|@QSD@ did not get ready on @SOCK@ within timeout_ms (1500 ms): killed it
+never-listens|sleep 1000 & echo $! >> "$0.pids"; exit 0|@QSD@ did not start: it exited but nothing listens on @SOCK@
+no-greeting|FAKE_QSD_FAULT=no-greeting:1 exec "$FAKE" "$@"|QMP: @SOCK@: qemu-storage-daemon did not answer: timed out waiting for its greeting
+EOF
 
 # ---- 8 concurrent callers all succeed ----
 pids=""

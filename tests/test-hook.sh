@@ -377,4 +377,40 @@ expect_err "reading the domain XML took longer than timeout_ms (1 ms)"
 sed -i "s|^timeout_ms = .*|timeout_ms = 20000|" "$T/conf"
 hook prepare begin - < "$T/late.xml"; expect_rc 0 "the same domain within the deadline"
 [ -f "$img/late.qcow2" ] && pass || fail "overlay not made within the deadline"
+# ---- a qsd_binary that never gets ready: 4 concurrent prepares each end
+# within timeout_ms with the reason, before the watchdog, and nothing of
+# it stays running ----
+printf '#!/bin/sh\necho $$ >> "$0.pids"\nsleep 1000 & echo $! >> "$0.pids"\nwait\n' > "$T/qsd-never"
+chmod +x "$T/qsd-never"
+write_conf "$T/nconf" "qsd_socket = $T/run-never/qsd.sock" "qsd_binary = $T/qsd-never" "timeout_ms = 2000"
+domain dom "vda persistent $img/never.qcow2 $img/base.qcow2 qcow2" > "$T/never.xml"
+for i in 1 2 3 4; do
+  VIRT_OVERLAY_CONFIG=$T/nconf HOOK="$HOOK" sh -c 't0=$(date +%s%N)
+    timeout 60 $HOOK dom prepare begin - < "$1" 2> "$2.err"; rc=$?
+    echo "$rc $(( ($(date +%s%N) - t0) / 1000000 ))" > "$2.rc"' sh "$T/never.xml" "$T/never$i" &
+done
+wait
+killers=0
+for i in 1 2 3 4; do
+  read -r nrc nms < "$T/never$i.rc"
+  [ "$nrc" = 1 ] && pass || fail "never-ready hook $i: exit $nrc: $(cat "$T/never$i.err")"
+  if [ "${OVL_VALGRIND:-0}" != 1 ]; then
+    [ "$nms" -lt 3500 ] && pass || fail "never-ready hook $i took $nms ms with timeout_ms 2000"
+  fi
+  grep -q "gave up" "$T/never$i.err" && fail "hook $i ended by its watchdog: $(cat "$T/never$i.err")" || pass
+  grep -q -F "did not get ready" "$T/never$i.err" && grep -q -F "within timeout_ms (2000 ms)" "$T/never$i.err" \
+    && pass || fail "never-ready hook $i: $(cat "$T/never$i.err")"
+  grep -q -F "$T/qsd-never did not get ready on $T/run-never/qsd.sock within timeout_ms (2000 ms): killed it" \
+    "$T/never$i.err" && killers=$((killers + 1))
+done
+[ "$killers" -ge 1 ] && pass || fail "no hook said it killed the never-ready qsd"
+[ -s "$T/qsd-never.pids" ] && pass || fail "the never-ready qsd never ran"
+for p in $(cat "$T/qsd-never.pids"); do
+  n=0
+  while [ -e "/proc/$p" ] && ! grep -q ') [ZX] ' "/proc/$p/stat" 2>/dev/null && [ $n -lt 100 ]; do
+    sleep 0.01; n=$((n + 1))
+  done
+  [ $n -lt 100 ] && pass || { fail "process $p of the never-ready qsd still runs"; kill -9 "$p"; }
+done
+[ -e "$img/never.qcow2" ] && fail "an overlay was made without a daemon" || pass
 finish
