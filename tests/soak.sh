@@ -135,7 +135,7 @@ hook_said () {
 
 # One round: start all four at once, check, destroy all four at once, check.
 from_pool=0 made_at_start=0 starts=0
-: > "$T/times"
+: > "$T/times"; : > "$T/tokens"
 run_round () {
   round_failed=0
   logpos=$(wc -l < "$T/hook.log")
@@ -160,6 +160,13 @@ run_round () {
     case $id in missing*) rfail "$n: ephemeral overlay $e missing while running"; continue;; esac
     [ "$id" != "$(cat "$T/eph.$i" 2>/dev/null)" ] && pass || rfail "$n: ephemeral overlay not fresh (identity $id as in the round before)"
     echo "$id" > "$T/eph.$i"
+    # A token is random: seen twice, one file went to two boots (or two
+    # domains of one round).
+    tok=${id##* }
+    if [ "$tok" != no-token ]; then
+      grep -qxF "$tok" "$T/tokens" && rfail "$n: ephemeral overlay token $tok handed out before" || pass
+      echo "$tok" >> "$T/tokens"
+    fi
     d=$(own_data "$e")
     [ -z "$d" ] && pass || rfail "$n: fresh ephemeral overlay holds data: $d"
     if grep -qx "${id%% *}" "$T/pooled"; then from_pool=$((from_pool + 1)); else made_at_start=$((made_at_start + 1)); fi
