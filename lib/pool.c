@@ -20,10 +20,6 @@
 #include "pool.h"
 #include "util.h"
 
-#ifndef RENAME_NOREPLACE
-#define RENAME_NOREPLACE (1 << 0)
-#endif
-
 extern char **environ;
 
 #define KEY_MAX 8192
@@ -158,6 +154,33 @@ ovl_pool_wants_refill (const struct ovl_config *cfg, const struct ovl_request *r
   return cfg->pool_size > 0 && (!r->from_pool || r->pool_left <= cfg->pool_size / 2);
 }
 
+/* Lock pooled file NAME in PFD for handing out: the descriptor; -2 when
+ * it is not to be had (another taker, or its refiller, holds it; or it
+ * is gone); -1 on error.  A file with another name besides its pool name
+ * is a take (or refill) that died between link and unlink: its pool name
+ * is dropped, for it may be a domain's disk already. */
+static int
+lock_ready (int pfd, const char *name)
+{
+  CLEANUP_CLOSE int fd = openat (pfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  struct stat a, b;
+
+  if (fd == -1)
+    return errno == ENOENT || errno == ELOOP ? -2 : -1;
+  if (flock (fd, LOCK_EX | LOCK_NB) == -1)
+    return errno == EWOULDBLOCK ? -2 : -1;
+  if (fstat (fd, &a) == -1)
+    return -1;
+  if (fstatat (pfd, name, &b, AT_SYMLINK_NOFOLLOW) == -1 ||
+      a.st_dev != b.st_dev || a.st_ino != b.st_ino)
+    return -2;                  /* taken since we opened it */
+  if (a.st_nlink != 1) {
+    unlinkat (pfd, name, 0);
+    return -2;
+  }
+  return OVL_STEAL_FD (fd);
+}
+
 int
 ovl_pool_take (const struct ovl_request *r, int dirfd, const char *name,
                struct ovl_file_id *made, size_t *left)
@@ -177,17 +200,28 @@ ovl_pool_take (const struct ovl_request *r, int dirfd, const char *name,
   if (!(d = ovl_opendir_at (pfd)))
     return 0;
   while ((e = readdir (d))) {
+    CLEANUP_CLOSE int fd = -1;
+    struct ovl_file_id held;
     if (!is_ready_name (e->d_name))
       continue;
-    if (renameat2 (pfd, e->d_name, dirfd, name, RENAME_NOREPLACE) == 0) {
+    /* Held while it moves: a link, unlike a rename, would let two takers
+     * hand out the same file. */
+    if ((fd = lock_ready (pfd, e->d_name)) == -2)
+      continue;
+    if (fd == -1) {
+      ovl_error ("overlay '%s': taking from the pool: %m", r->overlay);
+      return -1;
+    }
+    if (ovl_publish_noreplace (pfd, e->d_name, dirfd, name) == 0) {
       bool is_reg;
       if (ovl_file_id_at (dirfd, name, made, &is_reg) == -1) {
         ovl_error ("overlay '%s': statx: %m", r->overlay);
         return -1;
       }
-      if (!is_reg) {
-        /* Only we write in a pool; still, publish nothing but a file. */
-        renameat2 (dirfd, name, pfd, e->d_name, RENAME_NOREPLACE);
+      if (!is_reg || ovl_file_id_at (fd, "", &held, NULL) == -1 ||
+          !ovl_file_id_equal (&held, made)) {
+        /* Only we write in a pool; still, publish nothing but that file. */
+        ovl_publish_noreplace (dirfd, name, pfd, e->d_name);
         ovl_error ("overlay '%s': the pool held something other than a file", r->overlay);
         return -1;
       }
@@ -340,6 +374,7 @@ fill_one (const struct ovl_config *cfg, struct ovl_request *r, int64_t deadline)
   const char *oname;
   size_t have, need, i;
   static unsigned long seq;
+  char rnd[17];
   int ret;
 
   if (ovl_path_open_parent (r->overlay, &cfg->overlay_dirs, "overlay", true, &odir, &oname) == -1 ||
@@ -366,10 +401,13 @@ fill_one (const struct ovl_config *cfg, struct ovl_request *r, int64_t deadline)
     ovl_error ("out of memory");
     return -1;
   }
+  /* Not our pid: another namespace or host may have used it here. */
+  if (ovl_random_hex (rnd, 8) == -1)
+    return -1;
   for (i = 0; i < need; i++) {
     char *p = names + i * 4096;
-    snprintf (p, 4096, "%s/" OVL_POOL_DIR "/%s/" READY_PREFIX "%ld-%lu.qcow2",
-              dir, hash, (long) getpid (), ++seq);
+    snprintf (p, 4096, "%s/" OVL_POOL_DIR "/%s/" READY_PREFIX "%s-%lu.qcow2",
+              dir, hash, rnd, ++seq);
     reqs[i] = *r;
     reqs[i].error = NULL;
     reqs[i].overlay = p;
