@@ -164,6 +164,7 @@ lock_ready (int pfd, const char *name)
 {
   CLEANUP_CLOSE int fd = openat (pfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   struct stat a, b;
+  struct statx stx;
 
   if (fd == -1)
     return errno == ENOENT || errno == ELOOP ? -2 : -1;
@@ -174,7 +175,11 @@ lock_ready (int pfd, const char *name)
   if (fstatat (pfd, name, &b, AT_SYMLINK_NOFOLLOW) == -1 ||
       a.st_dev != b.st_dev || a.st_ino != b.st_ino)
     return -2;                  /* taken since we opened it */
-  if (a.st_nlink != 1) {
+  /* The count as the server has it now: FUSE and NFS clients cache
+   * attributes, and a cached count can be from before a link. */
+  if (statx (fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_NLINK, &stx) == -1)
+    return -1;
+  if (!(stx.stx_mask & STATX_NLINK) || stx.stx_nlink != 1) {
     unlinkat (pfd, name, 0);
     return -2;
   }
