@@ -105,7 +105,7 @@ strace -f -qq -o /dev/null -e trace=unlinkat -e inject=unlinkat:signal=SIGKILL:w
 set -e
 [ -f "$img/crash.qcow2" ] && [ "$(names crash.qcow2)" = 2 ] \
   && pass || fail "no take killed between link and unlink ($(ls -la "$img"); $(cat "$T/err"))"
-crash=$(stat -c %i "$img/crash.qcow2")
+crash=$(stat -c %i "$img/crash.qcow2" 2>/dev/null || echo none)
 ready | grep -q "^$crash 2$" && pass || fail "the pool does not hold the killed take's file: $(ready)"
 # The next takes never hand it out again: two domains on one disk.
 for i in 1 2 3; do
@@ -114,8 +114,8 @@ for i in 1 2 3; do
   sleep 0.3; settle
 done
 ready | grep -q "^$crash " && fail "the killed take's file is still pooled" || pass
-[ "$(names crash.qcow2)" = 1 ] && pass || fail "crash.qcow2 still has two names"
-"$QEMU_IMG" check -q "$img/crash.qcow2" && pass || fail "crash.qcow2 was damaged"
+[ "$(names crash.qcow2 2>/dev/null)" = 1 ] && pass || fail "crash.qcow2 still has two names"
+"$QEMU_IMG" check -q "$img/crash.qcow2" 2>/dev/null && pass || fail "crash.qcow2 was damaged"
 write_conf "$T/conf"
 
 # ---- liveness by lock, across pid namespaces ----
