@@ -622,6 +622,26 @@ mark_first_in_dir (struct work *w, size_t n)
   }
 }
 
+/* qsd opens /proc/OURPID/fd/N in its own pid namespace: that names our
+ * file only if the namespace is ours.  From a container's it would name
+ * another process's file, which qsd would truncate and format. */
+static int
+check_same_pidns (struct ovl_qmp *q)
+{
+  long peer = ovl_qmp_peer_pid (q);
+  char path[64];
+  struct stat a, b;
+
+  snprintf (path, sizeof path, "/proc/%ld/ns/pid", peer);
+  if (peer > 0 && stat ("/proc/self/ns/pid", &a) == 0 && stat (path, &b) == 0 &&
+      a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+    return 0;
+  ovl_error ("qemu-storage-daemon runs in another pid namespace than this caller "
+             "(pid %ld here): it cannot be handed files through /proc; run the caller "
+             "in the daemon's pid namespace", (long) getpid ());
+  return -1;
+}
+
 /* Take our caller lock, and name our jobs by its id. */
 static int
 name_jobs (const struct ovl_config *cfg, struct caller_lock *lock, struct work *w, size_t n)
@@ -665,6 +685,7 @@ make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t dead
       continue;                 /* nothing for this one */
     /* After the first connection: the socket's directory exists. */
     if (!(q[d] = ovl_qsd_connect (cfg, d, deadline)) ||
+        check_same_pidns (q[d]) == -1 ||
         (lock.fd == -1 && name_jobs (cfg, &lock, w, n) == -1) ||
         send_batch (q[d], w, n, d, deadline) == -1)
       ret = -1;

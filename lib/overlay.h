@@ -7,7 +7,9 @@
  * existing file), mark it with a random token (a trusted.* attribute only
  * root can set), and have qsd format it.  qsd never opens a name: it gets
  * /proc/OURPID/fd/N, a link to the very inode we hold (qsd 7.2 has no
- * add-fd), so nobody can swap the file under it.  What is published is
+ * add-fd), so nobody can swap the file under it; a daemon in another pid
+ * namespace than ours would resolve that name to another process, so
+ * it is refused.  What is published is
  * checked to be that inode, before and after the rename.  The whole batch is one
  * pipelined QMP exchange: every blockdev-add and blockdev-create at once,
  * then the JOB_STATUS_CHANGE "concluded" events, one query-jobs for the
