@@ -158,12 +158,23 @@ inner "$T/noneconf" inner.qcow2
 [ -e "$live" ] && fail "a dead caller's temporary file was kept" || pass
 stop_pidfile "$T/fake.pid"
 
-# The same for qsd jobs: a concluded job of a caller that holds its lock
-# beside the socket (here, in the outer pid namespace) survives a caller
-# in another pid namespace; one whose lock nobody holds is dismissed, and
-# its lock file removed.
+# A caller in another pid namespace than the daemon is refused: the
+# daemon would open /proc/PID/fd/N of another process (the fake daemon
+# opens nothing, so nothing is at risk here).
 rm -f "$T/fake.sock"
 "$fake" --chardev "socket,id=m,path=$T/fake.sock" --monitor chardev=m --pidfile "$T/fake.pid" --daemonize
+write_conf "$T/fakeconf" "qsd_socket = $T/fake.sock" "qsd_spawn = no"
+inner "$T/fakeconf" viafake.qcow2
+[ "$rc" = 1 ] && grep -q "runs in another pid namespace" "$T/err" && pass || fail "caller in another pid namespace than qsd: $rc $(cat "$T/err")"
+[ -e "$img/viafake.qcow2" ] && fail "made an overlay through a daemon in another pid namespace" || pass
+"$builddir/tests/qmp-cmd" "$T/fake.sock" query-jobs | grep -q ovl- && fail "jobs sent to a daemon in another pid namespace" || pass
+stop_pidfile "$T/fake.pid"
+
+# Concluded qsd jobs: one of a caller that holds its lock beside the
+# socket (here, in the outer pid namespace) survives a caller in another
+# pid namespace (with its daemon); one whose lock nobody holds is
+# dismissed, and its lock file removed.
+rm -f "$T/fake.sock"
 sh -c 'exec flock "$0.caller-$$" sleep 60' "$T/fake.sock" &
 holder=$!
 at_exit "kill $holder 2>/dev/null || true"
@@ -171,20 +182,26 @@ i=0
 until [ -e "$T/fake.sock.caller-$holder" ] || [ $i -ge 100 ]; do sleep 0.05; i=$((i + 1)); done
 deadid=$(sh -c 'echo $$')
 : > "$T/fake.sock.caller-$deadid"
-for id in "$holder" "$deadid"; do
-  "$builddir/tests/qmp-cmd" "$T/fake.sock" blockdev-create \
-    "{\"job-id\":\"ovl-$id-1\",\"options\":{\"driver\":\"qcow2\",\"size\":1048576,\"file\":\"x\"}}" >/dev/null
-done
-"$builddir/tests/qmp-cmd" "$T/fake.sock" query-jobs > "$T/jobs"
-grep -q "ovl-$holder-1" "$T/jobs" && grep -q "ovl-$deadid-1" "$T/jobs" && pass || fail "no jobs to judge: $(cat "$T/jobs")"
-write_conf "$T/fakeconf" "qsd_socket = $T/fake.sock" "qsd_spawn = no"
-inner "$T/fakeconf" viafake.qcow2
-[ "$rc" = 0 ] && pass || fail "create through the fake daemon: $(cat "$T/err")"
-"$builddir/tests/qmp-cmd" "$T/fake.sock" query-jobs > "$T/jobs"
+set +e
+VIRT_OVERLAY_CONFIG=$T/fakeconf unshare --pid --fork --mount-proc sh -c '
+  fake=$1 T=$2 B=$3 img=$4 builddir=$5; shift 5
+  "$fake" --chardev "socket,id=m,path=$T/fake.sock" --monitor chardev=m --daemonize || exit 1
+  for id in "$@"; do
+    "$builddir/tests/qmp-cmd" "$T/fake.sock" blockdev-create \
+      "{\"job-id\":\"ovl-$id-1\",\"options\":{\"driver\":\"qcow2\",\"size\":1048576,\"file\":\"x\"}}" >/dev/null
+  done
+  "$builddir/tests/qmp-cmd" "$T/fake.sock" query-jobs > "$T/jobs.before"
+  "$builddir/cli/virt-overlay" create "$B" "$img/viafake.qcow2" 2> "$T/err"
+  echo $? > "$T/rc"
+  "$builddir/tests/qmp-cmd" "$T/fake.sock" query-jobs > "$T/jobs"
+' sh "$fake" "$T" "$B" "$img" "$builddir" "$holder" "$deadid"
+set -e
+grep -q "ovl-$holder-1" "$T/jobs.before" && grep -q "ovl-$deadid-1" "$T/jobs.before" \
+  && pass || fail "no jobs to judge: $(cat "$T/jobs.before")"
+[ "$(cat "$T/rc")" = 0 ] && pass || fail "create in the daemon's pid namespace: $(cat "$T/err")"
 grep -q "ovl-$holder-1" "$T/jobs" && pass || fail "a live caller's job was dismissed from another pid namespace"
 grep -q "ovl-$deadid-1" "$T/jobs" && fail "a job nobody holds was left" || pass
 [ -e "$T/fake.sock.caller-$deadid" ] && fail "a free caller lock was left" || pass
 [ -e "$T/fake.sock.caller-$holder" ] && pass || fail "a held caller lock was removed"
 ls "$T" | grep -q '^fake.sock.caller-[0-9a-f]\{16\}$' && fail "the caller's own lock was left: $(ls "$T")" || pass
-stop_pidfile "$T/fake.pid"
 finish
