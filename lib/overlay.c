@@ -4,7 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,10 +22,6 @@
 #include "qmp.h"
 #include "qsd.h"
 #include "util.h"
-
-#ifndef RENAME_NOREPLACE
-#define RENAME_NOREPLACE (1 << 0)
-#endif
 
 /* Per-request working state, private to one batch. */
 struct work {
@@ -47,6 +43,16 @@ struct work {
 };
 
 static unsigned long batch_seq;
+
+/* This batch's lock beside the qsd socket (see overlay.h): NAME in the
+ * socket's directory DIRFD, held locked as FD while jobs may be ours. */
+struct caller_lock {
+  int dirfd, fd;
+  char caller[17];              /* the random id in our job ids */
+  char base[NAME_MAX + 1];      /* the socket's own name */
+  char name[NAME_MAX + 1];
+};
+#define CALLER_LOCK_INFIX ".caller-"
 
 void
 ovl_request_defaults (struct ovl_request *r, const struct ovl_config *cfg)
@@ -298,27 +304,9 @@ ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
   return 1;
 }
 
-static bool
-pid_is_dead (long pid)
-{
-  return pid > 0 && kill ((pid_t) pid, 0) == -1 && errno == ESRCH;
-}
-
-/* "PREFIX<pid>-..." -> pid, or -1. */
-static long
-owner_pid (const char *name, const char *prefix)
-{
-  size_t n = strlen (prefix);
-  char *end;
-  long pid;
-
-  if (strncmp (name, prefix, n) != 0)
-    return -1;
-  pid = strtol (name + n, &end, 10);
-  return end != name + n && *end == '-' ? pid : -1;
-}
-
-/* Remove temporary files that dead callers left in DIRFD. */
+/* Remove the temporary files in DIRFD that no live caller holds: the
+ * maker of one holds its lock until it is published or removed, from
+ * whatever pid namespace or host. */
 static void
 remove_stale_temps (int dirfd)
 {
@@ -327,12 +315,9 @@ remove_stale_temps (int dirfd)
 
   if (!d)
     return;
-  while ((e = readdir (d))) {
-    struct stat st;
-    if (pid_is_dead (owner_pid (e->d_name, OVL_TMP_PREFIX)) &&
-        fstatat (dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG (st.st_mode))
-      unlinkat (dirfd, e->d_name, 0);
-  }
+  while ((e = readdir (d)))
+    if (strncmp (e->d_name, OVL_TMP_PREFIX, strlen (OVL_TMP_PREFIX)) == 0)
+      ovl_unlink_if_unlocked (dirfd, e->d_name);
   closedir (d);
 }
 
@@ -340,11 +325,21 @@ static int
 create_temp (struct work *w)
 {
   struct ovl_request *r = w->r;
+  char rnd[17];
+  int tries;
 
-  snprintf (w->tmpname, sizeof w->tmpname, OVL_TMP_PREFIX "%ld-%lu.tmp",
-            (long) getpid (), w->seq);
-  w->tmpfd = openat (w->dirfd, w->tmpname,
-                     O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  /* A random name: a pid is only unique in its own namespace.  Another
+   * caller's reaper may take a name before we lock it: then a new one. */
+  for (tries = 0; tries < 8; tries++) {
+    if (ovl_random_hex (rnd, 8) == -1) {
+      req_fail (r);
+      return -1;
+    }
+    snprintf (w->tmpname, sizeof w->tmpname, OVL_TMP_PREFIX "%s-%lu.tmp", rnd, w->seq);
+    w->tmpfd = ovl_create_locked (w->dirfd, w->tmpname, 0600);
+    if (w->tmpfd >= 0 || (errno != EAGAIN && errno != EEXIST))
+      break;
+  }
   if (w->tmpfd == -1) {
     req_failf (r, "overlay '%s': cannot create a temporary file: %m", r->overlay);
     return -1;
@@ -366,7 +361,9 @@ create_temp (struct work *w)
 
 /* blockdev-create with the file node inline: qsd opens the file for the
  * job and closes it when the job ends, so there is no node to add or
- * delete (each QMP command costs qsd a main-loop turn). */
+ * delete (each QMP command costs qsd a main-loop turn).  qsd's image
+ * locking is off: the file is ours alone, and on NFS our flock of it is
+ * a whole-file POSIX lock that qsd's byte-range locks would run into. */
 static char *
 create_args (const struct work *w)
 {
@@ -376,7 +373,8 @@ create_args (const struct work *w)
   if (ovl_buf_printf (&b, "{\"job-id\":\"%s\",\"options\":{\"driver\":\"qcow2\","
                       "\"file\":{\"driver\":\"file\",\"filename\":", w->id) == -1 ||
       ovl_json_append_string (&b, w->fdpath) == -1 ||
-      ovl_buf_printf (&b, ",\"cache\":{\"no-flush\":true}},\"size\":%llu,\"backing-file\":",
+      ovl_buf_printf (&b, ",\"cache\":{\"no-flush\":true},"
+                      "\"locking\":\"off\"},\"size\":%llu,\"backing-file\":",
                       (unsigned long long) r->size) == -1 ||
       ovl_json_append_string (&b, r->base) == -1 ||
       ovl_buf_printf (&b, ",\"backing-fmt\":\"%s\",\"cluster-size\":%llu,"
@@ -417,11 +415,98 @@ find_job (const struct ovl_json *jobs, const char *id)
   return NULL;
 }
 
-/* Dismiss the concluded jobs that callers which died left behind, all at
- * once.  Their verdicts do not matter (another caller may get there
+/* Take a lock of our own beside the qsd socket, named by a random id
+ * that goes into our job ids, after removing the locks of callers that
+ * ended without removing theirs. */
+static int
+caller_lock_take (const struct ovl_config *cfg, struct caller_lock *c)
+{
+  const char *slash = strrchr (cfg->qsd_socket, '/');
+  CLEANUP_FREE char *dir = NULL;
+  size_t blen;
+  DIR *d;
+  struct dirent *e;
+  int tries;
+
+  if (!slash || strlen (slash + 1) + strlen (CALLER_LOCK_INFIX) + 16 > NAME_MAX) {
+    ovl_error ("qsd_socket '%s': no room beside it for a caller's lock", cfg->qsd_socket);
+    return -1;
+  }
+  snprintf (c->base, sizeof c->base, "%s", slash + 1);
+  if (!(dir = strndup (cfg->qsd_socket, slash == cfg->qsd_socket ? 1 : (size_t) (slash - cfg->qsd_socket))) ||
+      (c->dirfd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+    ovl_error ("%s: %m", dir ? dir : "out of memory");
+    return -1;
+  }
+  blen = strlen (c->base);
+  if ((d = ovl_opendir_at (c->dirfd))) {
+    while ((e = readdir (d)))
+      if (strncmp (e->d_name, c->base, blen) == 0 &&
+          strncmp (e->d_name + blen, CALLER_LOCK_INFIX, strlen (CALLER_LOCK_INFIX)) == 0)
+        ovl_unlink_if_unlocked (c->dirfd, e->d_name);
+    closedir (d);
+  }
+  for (tries = 0; tries < 8 && c->fd == -1; tries++) {
+    if (ovl_random_hex (c->caller, 8) == -1)
+      return -1;
+    snprintf (c->name, sizeof c->name, "%s" CALLER_LOCK_INFIX "%s", c->base, c->caller);
+    c->fd = ovl_create_locked (c->dirfd, c->name, 0600);
+    if (c->fd == -1 && errno != EAGAIN && errno != EEXIST)
+      break;
+  }
+  if (c->fd == -1) {
+    ovl_error ("%s/%s: %m", dir, c->name);
+    return -1;
+  }
+  return 0;
+}
+
+/* Our jobs are all dismissed (or we gave up on them): others may. */
+static void
+caller_lock_release (struct caller_lock *c)
+{
+  struct stat a, b;
+
+  if (c->fd >= 0 && fstat (c->fd, &a) == 0 &&
+      fstatat (c->dirfd, c->name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+      a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+    unlinkat (c->dirfd, c->name, 0);
+  if (c->fd >= 0)
+    close (c->fd);
+  if (c->dirfd >= 0)
+    close (c->dirfd);
+  c->fd = c->dirfd = -1;
+}
+
+/* Whether the caller that made job ID ("ovl-HEX-SEQ") has ended: its
+ * lock beside the socket is gone, or free (then we remove it).  A pid
+ * would say nothing about a caller in another pid namespace. */
+static bool
+caller_is_gone (const struct caller_lock *c, const char *id)
+{
+  const char *p = id + strlen (OVL_NAME_PREFIX);
+  size_t len;
+  char name[NAME_MAX + 1];
+  struct stat st;
+
+  if (strncmp (id, OVL_NAME_PREFIX, strlen (OVL_NAME_PREFIX)) != 0)
+    return false;
+  len = strspn (p, "0123456789abcdef");
+  if (len == 0 || len > 16 || p[len] != '-' ||
+      (len == strlen (c->caller) && memcmp (p, c->caller, len) == 0))
+    return false;
+  snprintf (name, sizeof name, "%s" CALLER_LOCK_INFIX "%.*s", c->base, (int) len, p);
+  if (fstatat (c->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1)
+    return errno == ENOENT;
+  return ovl_unlink_if_unlocked (c->dirfd, name) == 1;
+}
+
+/* Dismiss the concluded jobs that callers which ended left behind, all
+ * at once.  Their verdicts do not matter (another caller may get there
  * first); waiting for the last reply means qsd handled them all. */
 static int
-dismiss_leftovers (struct ovl_qmp *q, const struct ovl_json *jobs, int64_t deadline)
+dismiss_leftovers (struct ovl_qmp *q, const struct ovl_json *jobs,
+                   const struct caller_lock *c, int64_t deadline)
 {
   uint64_t last = 0;
   size_t j;
@@ -431,7 +516,7 @@ dismiss_leftovers (struct ovl_qmp *q, const struct ovl_json *jobs, int64_t deadl
     const char *id = ovl_json_get_string (job, "id");
     const char *status = ovl_json_get_string (job, "status");
     if (id && status && strcmp (status, "concluded") == 0 &&
-        pid_is_dead (owner_pid (id, OVL_NAME_PREFIX)) &&
+        caller_is_gone (c, id) &&
         !(last = send_dismiss (q, id)))
       return -1;
   }
@@ -468,7 +553,8 @@ send_batch (struct ovl_qmp *q, struct work *w, size_t n, unsigned d, int64_t dea
 }
 
 static int
-finish_batch (struct ovl_qmp *q, struct work *w, size_t n, unsigned d, int64_t deadline)
+finish_batch (struct ovl_qmp *q, struct work *w, size_t n, unsigned d,
+              const struct caller_lock *c, int64_t deadline)
 {
   CLEANUP_JSON struct ovl_json *jobs = NULL;
   uint64_t jobs_id;
@@ -537,7 +623,7 @@ finish_batch (struct ovl_qmp *q, struct work *w, size_t n, unsigned d, int64_t d
     }
     ovl_json_free (r);
   }
-  if (dismiss_leftovers (q, jobs, deadline) == -1)
+  if (dismiss_leftovers (q, jobs, c, deadline) == -1)
     return -1;
   return failed;
 }
@@ -561,6 +647,39 @@ mark_first_in_dir (struct work *w, size_t n)
   }
 }
 
+/* qsd opens /proc/OURPID/fd/N in its own pid namespace: that names our
+ * file only if the namespace is ours.  From a container's it would name
+ * another process's file, which qsd would truncate and format. */
+static int
+check_same_pidns (struct ovl_qmp *q)
+{
+  long peer = ovl_qmp_peer_pid (q);
+  char path[64];
+  struct stat a, b;
+
+  snprintf (path, sizeof path, "/proc/%ld/ns/pid", peer);
+  if (peer > 0 && stat ("/proc/self/ns/pid", &a) == 0 && stat (path, &b) == 0 &&
+      a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+    return 0;
+  ovl_error ("qemu-storage-daemon runs in another pid namespace than this caller "
+             "(pid %ld here): it cannot be handed files through /proc; run the caller "
+             "in the daemon's pid namespace", (long) getpid ());
+  return -1;
+}
+
+/* Take our caller lock, and name our jobs by its id. */
+static int
+name_jobs (const struct ovl_config *cfg, struct caller_lock *lock, struct work *w, size_t n)
+{
+  size_t i;
+
+  if (caller_lock_take (cfg, lock) == -1)
+    return -1;
+  for (i = 0; i < n; i++)
+    snprintf (w[i].id, sizeof w[i].id, OVL_NAME_PREFIX "%s-%lu", lock->caller, w[i].seq);
+  return 0;
+}
+
 /* Spread the batch over the daemons (a single overlay goes to the
  * caller's pid modulo their number, so that concurrent callers spread
  * too), start every daemon on its share, then collect each.  They work
@@ -582,13 +701,17 @@ make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t dead
       w[i].daemon = next++ % nd;
   bool sent[8] = { false };
   CLEANUP_FREE char *first_error = NULL;
+  struct caller_lock lock = { .dirfd = -1, .fd = -1 };
 
   for (d = 0; d < nd && ret == 0; d++) {
     for (i = 0; i < n && !MINE (w[i], d); i++)
       ;
     if (i == n)
       continue;                 /* nothing for this one */
+    /* After the first connection: the socket's directory exists. */
     if (!(q[d] = ovl_qsd_connect (cfg, d, deadline)) ||
+        check_same_pidns (q[d]) == -1 ||
+        (lock.fd == -1 && name_jobs (cfg, &lock, w, n) == -1) ||
         send_batch (q[d], w, n, d, deadline) == -1)
       ret = -1;
     else
@@ -600,7 +723,7 @@ make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t dead
    * its jobs are dismissed that way. */
   for (d = 0; d < nd; d++) {
     if (sent[d]) {
-      r = finish_batch (q[d], w, n, d, deadline);
+      r = finish_batch (q[d], w, n, d, &lock, deadline);
       if (r == -1 && !first_error)
         first_error = strdup (ovl_error_msg ());
       if (r != 0 && ret != -1)
@@ -608,6 +731,7 @@ make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t dead
     }
     ovl_qmp_close (q[d]);
   }
+  caller_lock_release (&lock);
   if (ret == -1 && first_error)
     ovl_error ("%s", first_error);
   return ret;
@@ -624,9 +748,10 @@ is_our_temp (const struct work *w, const char *name)
     S_ISREG (b.st_mode) && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
-/* Move W's temporary file into place, publishing nothing but the inode we
- * made: checked before the rename, and after it, when a swap in between
- * is moved back where it came from. */
+/* Move W's temporary file into place (rename, or link and unlink where
+ * the filesystem has no RENAME_NOREPLACE), publishing nothing but the
+ * inode we made: checked before, and after, when a swap in between is
+ * moved back where it came from. */
 static int
 publish (struct work *w)
 {
@@ -637,15 +762,15 @@ publish (struct work *w)
                "nothing published", r->overlay);
     return -1;
   }
-  if (renameat2 (w->dirfd, w->tmpname, w->dirfd, w->name, RENAME_NOREPLACE) == -1) {
+  if (ovl_publish_noreplace (w->dirfd, w->tmpname, w->dirfd, w->name) == -1) {
     if (errno == EEXIST)
       req_failf (r, "overlay '%s' appeared while it was being made; left alone", r->overlay);
     else
-      req_failf (r, "overlay '%s': rename: %m", r->overlay);
+      req_failf (r, "overlay '%s': moving it into place: %m", r->overlay);
     return -1;
   }
   if (!is_our_temp (w, w->name)) {
-    renameat2 (w->dirfd, w->name, w->dirfd, w->tmpname, RENAME_NOREPLACE);
+    ovl_publish_noreplace (w->dirfd, w->name, w->dirfd, w->tmpname);
     req_failf (r, "overlay '%s': its temporary file was replaced while it was being made; "
                "nothing published", r->overlay);
     return -1;
@@ -827,8 +952,6 @@ ovl_overlay_create_recorded (const struct ovl_config *cfg, struct ovl_request *r
     w[i].dirfd = w[i].tmpfd = -1;
     w[i].claim.pfd = w[i].claim.fd = -1;
     w[i].seq = ++batch_seq;
-    snprintf (w[i].id, sizeof w[i].id, OVL_NAME_PREFIX "%ld-%lu",
-              (long) getpid (), w[i].seq);
   }
 
   /* Every check first: nothing is created unless all pass. */

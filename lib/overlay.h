@@ -7,17 +7,30 @@
  * existing file), mark it with a random token (a trusted.* attribute only
  * root can set), and have qsd format it.  qsd never opens a name: it gets
  * /proc/OURPID/fd/N, a link to the very inode we hold (qsd 7.2 has no
- * add-fd), so nobody can swap the file under it.  What is published is
+ * add-fd), so nobody can swap the file under it; a daemon in another pid
+ * namespace than ours would resolve that name to another process, so
+ * it is refused.  What is published is
  * checked to be that inode, before and after the rename.  The whole batch is one
  * pipelined QMP exchange: every blockdev-add and blockdev-create at once,
  * then the JOB_STATUS_CHANGE "concluded" events, one query-jobs for the
  * verdicts, then every job-dismiss and blockdev-del at once.  qsd's own
  * flushes are turned off (cache.no-flush); we fdatasync each file before
- * it becomes visible, move it into place with renameat2(RENAME_NOREPLACE)
- * and fsync the directory.  Any failure removes every temporary file and
- * leaves nothing at any final path.  Node names, job ids and temporary
- * files carry our pid, so leftovers of a caller that died are recognised
- * and removed by the next one.
+ * it becomes visible, move it into place without replacing anything
+ * (ovl_publish_noreplace: renameat2(RENAME_NOREPLACE), or link and unlink
+ * on NFS, CephFS and FUSE) and fsync the directory.  Any failure removes
+ * every temporary file and leaves nothing at any final path.
+ *
+ * Leftovers of a caller that died are removed by the next one, judged by
+ * locks, never by pids (a caller in a container or on another host shares
+ * the directory or the daemon but not our pid namespace):
+ * - a temporary file is flocked by its maker for its whole life, and
+ *   removed by others only when that lock is free (paths.h);
+ * - for its qsd jobs, a batch holds a flock on a file of its own beside
+ *   the qsd socket, "SOCKET.caller-ID" (the socket's directory is shared
+ *   by every caller of that daemon), with ID random; its job ids are
+ *   "ovl-ID-SEQ".  A concluded job whose ID has no such file, or one
+ *   nobody holds, is dismissed by whoever sees it.  The lock is taken
+ *   before the first job is sent and dropped after the last is dismissed.
  */
 #ifndef OVL_OVERLAY_H
 #define OVL_OVERLAY_H

@@ -4,13 +4,19 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "cleanup.h"
 #include "error.h"
 #include "paths.h"
+
+#ifndef RENAME_NOREPLACE
+#define RENAME_NOREPLACE (1 << 0)
+#endif
 
 bool
 ovl_path_is_below (const char *path, const char *dir)
@@ -155,4 +161,85 @@ ovl_path_open_parent_if_exists (const char *path, const struct ovl_dirs *dirs,
     return 0;
   }
   return -1;
+}
+
+int
+ovl_publish_noreplace (int fromdir, const char *from, int todir, const char *to)
+{
+  int e;
+
+  if (renameat2 (fromdir, from, todir, to, RENAME_NOREPLACE) == 0)
+    return 0;
+  /* Asked again each time: the answer is the filesystem's, not ours. */
+  if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+    return -1;
+  if (linkat (fromdir, from, todir, to, 0) == -1)
+    return -1;
+  if (unlinkat (fromdir, from, 0) == 0 || errno == ENOENT)
+    return 0;
+  /* Not moved, then: one name only, as before. */
+  e = errno;
+  unlinkat (todir, to, 0);
+  errno = e;
+  return -1;
+}
+
+static bool
+same_inode (const struct stat *a, const struct stat *b)
+{
+  return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+int
+ovl_create_locked (int dirfd, const char *name, int mode)
+{
+  CLEANUP_CLOSE int fd = -1;
+  struct stat a, b;
+
+  fd = openat (dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+  if (fd == -1)
+    return -1;
+  /* A reaper may come between the creation and the lock: then the name
+   * is, or soon will be, gone. */
+  if (flock (fd, LOCK_EX | LOCK_NB) == -1) {
+    if (errno == EWOULDBLOCK)
+      errno = EAGAIN;
+    return -1;
+  }
+  if (fstat (fd, &a) == -1)
+    return -1;
+  if (fstatat (dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == -1 || !same_inode (&a, &b)) {
+    errno = EAGAIN;
+    return -1;
+  }
+  return OVL_STEAL_FD (fd);
+}
+
+int
+ovl_unlink_if_unlocked (int dirfd, const char *name)
+{
+  CLEANUP_CLOSE int fd = -1;
+  struct stat a, b;
+
+  if (fstatat (dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == -1)
+    return errno == ENOENT ? 0 : -1;
+  if (!S_ISREG (b.st_mode))
+    return 0;
+  /* Read-write: NFS emulates an exclusive flock with a write lock. */
+  fd = openat (dirfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd == -1 && (errno == EACCES || errno == EROFS))
+    fd = openat (dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd == -1)
+    return errno == ENOENT ? 0 : -1;
+  if (flock (fd, LOCK_EX | LOCK_NB) == -1)
+    return errno == EWOULDBLOCK ? 0 : -1;
+  if (fstat (fd, &a) == -1)
+    return -1;
+  if (fstatat (dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == -1)
+    return errno == ENOENT ? 0 : -1;
+  if (!S_ISREG (a.st_mode) || !same_inode (&a, &b))
+    return 0;                   /* the name moved on to another file */
+  if (unlinkat (dirfd, name, 0) == -1)
+    return errno == ENOENT ? 0 : -1;
+  return 1;
 }

@@ -20,10 +20,6 @@
 #include "pool.h"
 #include "util.h"
 
-#ifndef RENAME_NOREPLACE
-#define RENAME_NOREPLACE (1 << 0)
-#endif
-
 extern char **environ;
 
 #define KEY_MAX 8192
@@ -159,28 +155,37 @@ ovl_pool_wants_refill (const struct ovl_config *cfg, const struct ovl_request *r
 }
 
 /* Claim ready file NAME of pool PFD into C: locked without waiting (a
- * file another taker holds is skipped), still that name's file once
- * locked, a regular file with one link (a second name means a take that
- * was cut short after linking it: it is somebody's disk now).  1
- * claimed, 0 not this one, -1 error. */
+ * file another taker, or its refiller, holds is skipped; read-write, for
+ * an NFS client grants an exclusive lock only then), still that name's
+ * file once locked, a regular file with one link.  A second name means a
+ * take (or refill) that died between link and unlink: it may be a
+ * domain's disk already, so its pool name is dropped.  1 claimed, 0 not
+ * this one, -1 error. */
 static int
 claim_one (int pfd, const char *name, struct ovl_pool_claim *c, struct ovl_file_id *id)
 {
-  CLEANUP_CLOSE int fd = openat (pfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  CLEANUP_CLOSE int fd = openat (pfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   struct stat a, b;
+  struct statx stx;
   bool is_reg;
 
   if (fd == -1)
-    return 0;                   /* gone: another taker was first */
+    return errno == ENOENT || errno == ELOOP ? 0 : -1;
   if (flock (fd, LOCK_EX | LOCK_NB) == -1)
-    return 0;
+    return errno == EWOULDBLOCK ? 0 : -1;
   if (fstat (fd, &a) == -1 || fstatat (pfd, name, &b, AT_SYMLINK_NOFOLLOW) == -1 ||
-      a.st_dev != b.st_dev || a.st_ino != b.st_ino || !S_ISREG (a.st_mode) || a.st_nlink != 1)
-    return 0;
-  if (ovl_file_id_at (fd, "", id, &is_reg) == -1) {
-    ovl_error ("pool: statx: %m");
+      a.st_dev != b.st_dev || a.st_ino != b.st_ino || !S_ISREG (a.st_mode))
+    return 0;                   /* taken since we opened it */
+  /* The count as the server has it now: FUSE and NFS clients cache
+   * attributes, and a cached count can be from before a link. */
+  if (statx (fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_NLINK, &stx) == -1)
     return -1;
+  if (!(stx.stx_mask & STATX_NLINK) || stx.stx_nlink != 1) {
+    unlinkat (pfd, name, 0);
+    return 0;
   }
+  if (ovl_file_id_at (fd, "", id, &is_reg) == -1)
+    return -1;
   snprintf (c->name, sizeof c->name, "%s", name);
   c->fd = OVL_STEAL_FD (fd);
   return 1;
@@ -211,8 +216,10 @@ ovl_pool_claim (const struct ovl_request *r, int dirfd, struct ovl_pool_claim *c
     got = claim_one (pfd, e->d_name, c, id);
     if (got == 0)
       continue;
-    if (got == -1)
+    if (got == -1) {
+      ovl_error ("overlay '%s': taking from the pool: %m", r->overlay);
       return -1;
+    }
     c->pfd = OVL_STEAL_FD (pfd);
     /* The rest of this directory read tells how many stay ready. */
     for (*left = 0; (e = readdir (d)); )
@@ -227,7 +234,7 @@ ovl_pool_publish (struct ovl_pool_claim *c, int dirfd, const char *name, const c
 {
   struct stat a, b;
 
-  if (renameat2 (c->pfd, c->name, dirfd, name, RENAME_NOREPLACE) == -1) {
+  if (ovl_publish_noreplace (c->pfd, c->name, dirfd, name) == -1) {
     if (errno == EEXIST)
       ovl_error ("overlay '%s' appeared while it was being made; left alone", overlay);
     else
@@ -237,7 +244,7 @@ ovl_pool_publish (struct ovl_pool_claim *c, int dirfd, const char *name, const c
   /* Only we write in a pool; still, publish nothing but the file claimed. */
   if (fstat (c->fd, &a) == -1 || fstatat (dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == -1 ||
       a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
-    renameat2 (dirfd, name, c->pfd, c->name, RENAME_NOREPLACE);
+    ovl_publish_noreplace (dirfd, name, c->pfd, c->name);
     ovl_error ("overlay '%s': the pooled file was replaced while it was handed out", overlay);
     return -1;
   }
@@ -389,6 +396,7 @@ fill_one (const struct ovl_config *cfg, struct ovl_request *r, int64_t deadline)
   const char *oname;
   size_t have, need, i;
   static unsigned long seq;
+  char rnd[17];
   int ret;
 
   if (ovl_path_open_parent (r->overlay, &cfg->overlay_dirs, "overlay", true, &odir, &oname) == -1 ||
@@ -415,10 +423,13 @@ fill_one (const struct ovl_config *cfg, struct ovl_request *r, int64_t deadline)
     ovl_error ("out of memory");
     return -1;
   }
+  /* Not our pid: another namespace or host may have used it here. */
+  if (ovl_random_hex (rnd, 8) == -1)
+    return -1;
   for (i = 0; i < need; i++) {
     char *p = names + i * 4096;
-    snprintf (p, 4096, "%s/" OVL_POOL_DIR "/%s/" READY_PREFIX "%ld-%lu.qcow2",
-              dir, hash, (long) getpid (), ++seq);
+    snprintf (p, 4096, "%s/" OVL_POOL_DIR "/%s/" READY_PREFIX "%s-%lu.qcow2",
+              dir, hash, rnd, ++seq);
     reqs[i] = *r;
     reqs[i].error = NULL;
     reqs[i].overlay = p;

@@ -2,11 +2,11 @@
  * that a domain start is a rename instead of a round trip to qsd.
  *
  * Layout, inside each overlay directory (same filesystem, so handing one
- * out is a renameat2 with RENAME_NOREPLACE):
+ * out is ovl_publish_noreplace: a rename, or a link and an unlink):
  *
  *   DIR/.virt-overlay-pool/HASH/key              the exact key, one line
  *   DIR/.virt-overlay-pool/HASH/lock             one refiller at a time
- *   DIR/.virt-overlay-pool/HASH/ready-PID-N.qcow2
+ *   DIR/.virt-overlay-pool/HASH/ready-ID-N.qcow2 ID random, not a pid
  *
  * The key names the base path and what the base file is (device, inode,
  * size, mtime) plus backing format, cluster size, lazy refcounts,
@@ -14,7 +14,11 @@
  * exactly that request.  A base that changed gives another key, and the
  * refiller discards the pools of its old self.  Pooled files belong to
  * nobody until handed out; a refiller that dies leaves only temporary
- * files, which the next caller removes.
+ * files, which the next caller removes once their lock is free (see
+ * overlay.h).  A taker holds a pooled file's flock while it moves it, so
+ * that two takers never both link it; a pooled file with a second name
+ * (a take that died between link and unlink: it may be a domain's disk)
+ * is never handed out, its pool name is removed.
  */
 #ifndef OVL_POOL_H
 #define OVL_POOL_H

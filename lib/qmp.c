@@ -505,3 +505,14 @@ ovl_qmp_events_queued (const struct ovl_qmp *q)
 {
   return q->nevents;
 }
+
+long
+ovl_qmp_peer_pid (const struct ovl_qmp *q)
+{
+  struct ucred cr;
+  socklen_t len = sizeof cr;
+
+  if (getsockopt (q->fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == -1)
+    return -1;
+  return (long) cr.pid;
+}

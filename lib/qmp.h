@@ -47,5 +47,8 @@ struct ovl_json *ovl_qmp_wait_event (struct ovl_qmp *q, int64_t deadline,
 /* The greeting's version triple, e.g. 7.2.22 -> 70222; 0 if unknown. */
 unsigned ovl_qmp_version (const struct ovl_qmp *q);
 size_t ovl_qmp_events_queued (const struct ovl_qmp *q);
+/* The daemon's pid as our pid namespace sees it (SO_PEERCRED); 0 when it
+ * runs where we cannot see it, -1 on error. */
+long ovl_qmp_peer_pid (const struct ovl_qmp *q);
 
 #endif

@@ -266,6 +266,22 @@ ovl_file_id_is_strong (const struct ovl_file_id *id)
 }
 
 int
+ovl_random_hex (char *out, size_t nbytes)
+{
+  unsigned char rnd[64];
+  size_t i;
+
+  out[0] = '\0';
+  if (nbytes > sizeof rnd || getrandom (rnd, nbytes, 0) != (ssize_t) nbytes) {
+    ovl_error ("getrandom: %m");
+    return -1;
+  }
+  for (i = 0; i < nbytes; i++)
+    snprintf (out + 2 * i, 3, "%02x", rnd[i]);
+  return 0;
+}
+
+int
 ovl_file_id_mark (int fd, struct ovl_file_id *id)
 {
   unsigned char rnd[OVL_TOKEN_LEN / 2];

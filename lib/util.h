@@ -83,6 +83,10 @@ bool ovl_has_control (const char *s);
  * "." so that its read position is not shared with DIRFD), or NULL. */
 DIR *ovl_opendir_at (int dirfd);
 
+/* NBYTES random bytes as 2*NBYTES hex digits and a NUL into OUT: names
+ * that stay unique across pid namespaces and hosts, unlike pids. */
+int ovl_random_hex (char *out, size_t nbytes);
+
 char *ovl_strdup (const char *s);
 void *ovl_calloc (size_t n, size_t size);
 
