@@ -384,10 +384,12 @@ printf '#!/bin/sh\necho $$ >> "$0.pids"\nsleep 1000 & echo $! >> "$0.pids"\nwait
 chmod +x "$T/qsd-never"
 write_conf "$T/nconf" "qsd_socket = $T/run-never/qsd.sock" "qsd_binary = $T/qsd-never" "timeout_ms = 2000"
 domain dom "vda persistent $img/never.qcow2 $img/base.qcow2 qcow2" > "$T/never.xml"
+# Four domains (one domain's prepares queue on its ledger lock instead).
 for i in 1 2 3 4; do
+  sed "s|$UUID|${UUID%?}$i|; s|never.qcow2|never$i.qcow2|" "$T/never.xml" > "$T/never$i.xml"
   VIRT_OVERLAY_CONFIG=$T/nconf HOOK="$HOOK" sh -c 't0=$(date +%s%N)
     timeout 60 $HOOK dom prepare begin - < "$1" 2> "$2.err"; rc=$?
-    echo "$rc $(( ($(date +%s%N) - t0) / 1000000 ))" > "$2.rc"' sh "$T/never.xml" "$T/never$i" &
+    echo "$rc $(( ($(date +%s%N) - t0) / 1000000 ))" > "$2.rc"' sh "$T/never$i.xml" "$T/never$i" &
 done
 wait
 killers=0
@@ -412,5 +414,5 @@ for p in $(cat "$T/qsd-never.pids"); do
   done
   [ $n -lt 100 ] && pass || { fail "process $p of the never-ready qsd still runs"; kill -9 "$p"; }
 done
-[ -e "$img/never.qcow2" ] && fail "an overlay was made without a daemon" || pass
+for i in 1 2 3 4; do [ -e "$img/never$i.qcow2" ] && fail "an overlay was made without a daemon" || pass; done
 finish
