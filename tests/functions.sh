@@ -83,3 +83,26 @@ snapshot () {
 info_of () {
   "$QEMU_IMG" info --output=json "$1" | grep -v -e '"filename"' -e '"actual-size"' -e '"dirty-flag"'
 }
+
+# Every pid listed in file $1 ends (or is a zombie) within a second;
+# $2 names them in the failure, and a survivor is killed.
+expect_pids_gone () {
+  for p in $(cat "$1" 2>/dev/null); do
+    n=0
+    while [ -e "/proc/$p" ] && ! grep -q ') [ZX] ' "/proc/$p/stat" 2>/dev/null && [ $n -lt 100 ]; do
+      sleep 0.01; n=$((n + 1))
+    done
+    [ $n -lt 100 ] && pass || { fail "$2: process $p still runs"; kill -9 "$p"; }
+  done
+}
+
+# With a test's hook wrapper in HOOKS/qemu.d: an installed virt-overlay
+# hook is set aside meanwhile (both would claim the same disks) and put
+# back at exit, and libvirtd must have registered qemu.d/.
+use_hook_wrapper () { # HOOKS
+  if [ -e "$1/qemu.d/virt-overlay" ] || [ -L "$1/qemu.d/virt-overlay" ]; then
+    mv "$1/qemu.d/virt-overlay" "$1/virt-overlay.set-aside-$$"
+    at_exit "mv '$1/virt-overlay.set-aside-$$' '$1/qemu.d/virt-overlay'"
+  fi
+  sh "$srcdir/contrib/libvirtd-ensure.sh" "$1"
+}

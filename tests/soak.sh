@@ -48,11 +48,7 @@ exit \$rc
 EOW
 chmod 0755 "$wrapper"
 at_exit "rm -f '$wrapper'"
-if [ -e "$HOOKS/qemu.d/virt-overlay" ] || [ -L "$HOOKS/qemu.d/virt-overlay" ]; then
-  mv "$HOOKS/qemu.d/virt-overlay" "$HOOKS/virt-overlay.set-aside-$$"
-  at_exit "mv '$HOOKS/virt-overlay.set-aside-$$' '$HOOKS/qemu.d/virt-overlay'"
-fi
-sh "$srcdir/contrib/libvirtd-ensure.sh" "$HOOKS"
+use_hook_wrapper "$HOOKS"
 : > "$T/hook.log"
 
 make_bases

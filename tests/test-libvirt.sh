@@ -30,12 +30,7 @@ VIRT_OVERLAY_CONFIG='$T/conf' exec '$(cd "$builddir" && pwd)/hook/virt-overlay-h
 EOW
 chmod 0755 "$wrapper"
 at_exit "rm -f '$wrapper'"
-if [ -e "$HOOKS/qemu.d/virt-overlay" ] || [ -L "$HOOKS/qemu.d/virt-overlay" ]; then
-  mv "$HOOKS/qemu.d/virt-overlay" "$HOOKS/virt-overlay.set-aside-$$"
-  at_exit "mv '$HOOKS/virt-overlay.set-aside-$$' '$HOOKS/qemu.d/virt-overlay'"
-fi
-# With the wrapper in place: libvirtd must have registered qemu.d/.
-sh "$srcdir/contrib/libvirtd-ensure.sh" "$HOOKS"
+use_hook_wrapper "$HOOKS"
 
 make_bases
 printf 'QFI\373' > "$img/liar.raw"; truncate -s 1M "$img/liar.raw"
