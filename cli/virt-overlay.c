@@ -167,6 +167,8 @@ cmd_pool (int argc, char **argv)
     }
     tmpl.base = argv[optind];
     ndirs = argc - optind - 1;
+    /* One deadline for the whole command, however many directories. */
+    int64_t deadline = ovl_now_ms () + cfg->timeout_ms;
     for (i = 0; i < (ndirs ? ndirs : 1); i++) {
       CLEANUP_FREE char *where = NULL;
       const char *dir = ndirs ? argv[optind + 1 + i] : cfg->overlay_dirs.dir[0];
@@ -174,7 +176,7 @@ cmd_pool (int argc, char **argv)
       if (asprintf (&where, "%s/-", dir) == -1)
         return 1;
       r.overlay = where;
-      if (ovl_pool_fill (cfg, &r, 1, ovl_now_ms () + cfg->timeout_ms) == -1) {
+      if (ovl_pool_fill (cfg, &r, 1, deadline) == -1) {
         fprintf (stderr, "%s: %s: %s\n", prog, dir, ovl_error_msg ());
         status = 1;
       }

@@ -204,11 +204,14 @@ managed_save_exists (const struct ovl_config *cfg, const char *name)
   return -1;
 }
 
+/* Within the window either way: a wall clock stepped back between
+ * migrate begin and its prepare must not make the mark look unset. */
 static bool
 mark_is_fresh (long long when)
 {
-  time_t now = time (NULL);
-  return when > 0 && now >= when && now - when <= OVL_MIGRATION_MARK_SECONDS;
+  long long now = (long long) time (NULL);
+  return when > 0 && now - when <= OVL_MIGRATION_MARK_SECONDS &&
+    when - now <= OVL_MIGRATION_MARK_SECONDS;
 }
 
 /* The domain's facts; -1 (error set) when one cannot be told. */
@@ -275,8 +278,9 @@ record_batch (void *opaque, const struct ovl_request *reqs, size_t n)
   return 0;
 }
 
-/* A failed batch published nothing: its entries go again (best effort:
- * an entry whose file never appeared is dropped at the next start). */
+/* A failed batch published nothing: its entries go again, unless the
+ * undo could not remove one (best effort: an entry whose file never
+ * appeared is dropped at the next start). */
 static void
 unrecord_batch (struct prepare *p)
 {
@@ -289,7 +293,7 @@ unrecord_batch (struct prepare *p)
     if (p->which[i]->mode == OVL_MODE_EPHEMERAL &&
         (e = ovl_ledger_find (p->ledger, p->reqs[i].overlay)) &&
         ovl_file_id_equal (&e->id, &p->reqs[i].made) &&
-        ovl_overlay_presence (p->cfg, e->path, &e->id) == OVL_PRESENCE_ABSENT)
+        ovl_overlay_presence (p->cfg, e->path, &e->id) != OVL_PRESENCE_OURS)
       ovl_ledger_remove (p->ledger, e);
 }
 

@@ -283,6 +283,22 @@ ovl_overlay_presence (const struct ovl_config *cfg, const char *path,
   return presence (cfg, path, id, &dirfd, &name);
 }
 
+/* Whether a process holds QEMU's image lock on NAME: QEMU locks bytes
+ * from 100 (permissions) and 200 (shared permissions) while an image is
+ * open.  libvirt runs prepare before QEMU starts and release after it
+ * ends; anyone else (a script, a second caller) must not remove an
+ * overlay a guest is running on. */
+static bool
+in_use (int dirfd, const char *name)
+{
+  CLEANUP_CLOSE int fd = openat (dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 200 };
+
+  if (fd == -1 || fcntl (fd, F_OFD_GETLK, &fl) == -1)
+    return false;
+  return fl.l_type != F_UNLCK;
+}
+
 int
 ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
                           const struct ovl_file_id *id)
@@ -293,6 +309,10 @@ ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
 
   if (r != OVL_PRESENCE_OURS)
     return r == -1 ? -1 : 0;
+  if (in_use (dirfd, name)) {
+    ovl_error ("overlay '%s' is in use (a QEMU holds its image lock); left alone", path);
+    return -1;
+  }
   if (unlinkat (dirfd, name, 0) == -1) {
     ovl_error ("overlay '%s': unlink: %m", path);
     return -1;

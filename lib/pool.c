@@ -162,8 +162,10 @@ ovl_pool_wants_refill (const struct ovl_config *cfg, const struct ovl_request *r
  * domain's disk already, so its pool name is dropped.  1 claimed, 0 not
  * this one, -1 error. */
 static int
-claim_one (int pfd, const char *name, struct ovl_pool_claim *c, struct ovl_file_id *id)
+claim_one (int pfd, const char *name, struct ovl_pool_claim *c, struct ovl_file_id *id,
+           bool need_token)
 {
+  int r;
   CLEANUP_CLOSE int fd = openat (pfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   struct stat a, b;
   struct statx stx;
@@ -184,6 +186,12 @@ claim_one (int pfd, const char *name, struct ovl_pool_claim *c, struct ovl_file_
     unlinkat (pfd, name, 0);
     return 0;
   }
+  /* A fresh token for this claim.  Without one, a claim abandoned after
+   * its identity was recorded would leave that identity valid for the
+   * next taker of the file: not for an overlay that is to be removed. */
+  r = ovl_file_id_remark (fd, id);
+  if (r == -1 || (r == 1 && need_token))
+    return r == 1 ? 0 : -1;
   if (ovl_file_id_at (fd, "", id, &is_reg) == -1)
     return -1;
   snprintf (c->name, sizeof c->name, "%s", name);
@@ -213,7 +221,7 @@ ovl_pool_claim (const struct ovl_request *r, int dirfd, struct ovl_pool_claim *c
   while ((e = readdir (d))) {
     if (!is_ready_name (e->d_name) || strlen (e->d_name) >= sizeof c->name)
       continue;
-    got = claim_one (pfd, e->d_name, c, id);
+    got = claim_one (pfd, e->d_name, c, id, r->need_identity);
     if (got == 0)
       continue;
     if (got == -1) {

@@ -281,8 +281,22 @@ ovl_random_hex (char *out, size_t nbytes)
   return 0;
 }
 
+static int mark (int fd, struct ovl_file_id *id, int flags);
+
 int
 ovl_file_id_mark (int fd, struct ovl_file_id *id)
+{
+  return mark (fd, id, XATTR_CREATE);
+}
+
+int
+ovl_file_id_remark (int fd, struct ovl_file_id *id)
+{
+  return mark (fd, id, 0);
+}
+
+static int
+mark (int fd, struct ovl_file_id *id, int flags)
 {
   unsigned char rnd[OVL_TOKEN_LEN / 2];
   size_t i;
@@ -294,7 +308,7 @@ ovl_file_id_mark (int fd, struct ovl_file_id *id)
   }
   for (i = 0; i < sizeof rnd; i++)
     snprintf (id->token + 2 * i, 3, "%02x", rnd[i]);
-  if (fsetxattr (fd, OVL_TOKEN_XATTR, id->token, OVL_TOKEN_LEN, XATTR_CREATE) == 0)
+  if (fsetxattr (fd, OVL_TOKEN_XATTR, id->token, OVL_TOKEN_LEN, flags) == 0)
     return 0;
   id->token[0] = '\0';
   if (errno == ENOTSUP)

@@ -69,6 +69,11 @@ bool ovl_file_id_is_strong (const struct ovl_file_id *id);
  * 0 marked, 1 the filesystem keeps no trusted attributes (token ""), -1
  * error with the error set. */
 int ovl_file_id_mark (int fd, struct ovl_file_id *id);
+/* The same, replacing a token the file may have: a pooled overlay gets
+ * a new one each time it is claimed, so that an identity recorded for a
+ * claim that was abandoned (a crash before publishing) never matches
+ * the file once another take has it. */
+int ovl_file_id_remark (int fd, struct ovl_file_id *id);
 
 /* The whole of the file open as FD, at most MAX bytes, into *BUF (NUL-
  * terminated, LEN bytes): anything but a regular file is refused (a FIFO

@@ -4,6 +4,7 @@
 . "${srcdir:-.}/tests/functions.sh"
 requires "$QSD"
 requires "$QEMU_IMG"
+requires qemu-io
 
 HOOK="$builddir/hook/virt-overlay-hook"
 if [ "${OVL_VALGRIND:-0}" = 1 ]; then
@@ -214,6 +215,28 @@ expect_rc 1 "prepare while the ledger is locked"
 expect_err "$UUID.lock: still held by another caller at the deadline"
 grep -q "gave up" "$T/stderr" && fail "the watchdog, not the lock wait, ended it" || pass
 [ -e "$img/e.qcow2" ] && fail "made an overlay without the ledger lock" || pass
+
+# ---- an overlay a QEMU has open is never removed ----
+# libvirt prepares before QEMU starts and releases after it ends; a
+# script or a second caller may not.  QEMU's image lock says it is open.
+hook prepare begin - < "$T/e.xml"; expect_rc 0 "prepare before the image is opened"
+mark "$img/e.qcow2"
+mkfifo "$T/qio"
+qemu-io -f qcow2 "$img/e.qcow2" < "$T/qio" > /dev/null 2>&1 & qio=$!
+exec 3> "$T/qio"
+n=0
+while "$QEMU_IMG" info "$img/e.qcow2" > /dev/null 2>&1 && [ $n -lt 100 ]; do sleep 0.05; n=$((n + 1)); done
+[ $n -lt 100 ] && pass || fail "qemu-io did not lock the overlay"
+hook prepare begin - < "$T/e.xml"; expect_rc 1 "prepare of an overlay in use"
+expect_err "is in use (a QEMU holds its image lock); left alone"
+marked "$img/e.qcow2" && pass || fail "prepare replaced an overlay in use"
+hook release end - < "$T/e.xml"; expect_rc 0 "release of an overlay in use"
+expect_err "is in use (a QEMU holds its image lock); left alone; its ledger entry is kept"
+[ -f "$img/e.qcow2" ] && pass || fail "release removed an overlay in use"
+exec 3>&-
+wait $qio || true
+hook release end - < "$T/e.xml"; expect_rc 0 "release once it is closed"
+[ -e "$img/e.qcow2" ] && fail "the overlay was not removed once closed" || pass
 
 # ---- decisions never read an errno set by another call ----
 # overlay_dirs changed while the domain ran: release cannot tell what is
