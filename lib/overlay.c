@@ -469,7 +469,11 @@ caller_lock_take (const struct ovl_config *cfg, struct caller_lock *c)
   for (tries = 0; tries < 8 && c->fd == -1; tries++) {
     if (ovl_random_hex (c->caller, 8) == -1)
       return -1;
-    snprintf (c->name, sizeof c->name, "%s" CALLER_LOCK_INFIX "%s", c->base, c->caller);
+    if (snprintf (c->name, sizeof c->name, "%s" CALLER_LOCK_INFIX "%s",
+                  c->base, c->caller) >= (int) sizeof c->name) {
+      errno = ENAMETOOLONG;
+      break;
+    }
     c->fd = ovl_create_locked (c->dirfd, c->name, 0600);
     if (c->fd == -1 && errno != EAGAIN && errno != EEXIST)
       break;
@@ -515,7 +519,9 @@ caller_is_gone (const struct caller_lock *c, const char *id)
   if (len == 0 || len > 16 || p[len] != '-' ||
       (len == strlen (c->caller) && memcmp (p, c->caller, len) == 0))
     return false;
-  snprintf (name, sizeof name, "%s" CALLER_LOCK_INFIX "%.*s", c->base, (int) len, p);
+  if (snprintf (name, sizeof name, "%s" CALLER_LOCK_INFIX "%.*s",
+                c->base, (int) len, p) >= (int) sizeof name)
+    return false;
   if (fstatat (c->dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1)
     return errno == ENOENT;
   return ovl_unlink_if_unlocked (c->dirfd, name) == 1;

@@ -194,7 +194,8 @@ claim_one (int pfd, const char *name, struct ovl_pool_claim *c, struct ovl_file_
     return r == 1 ? 0 : -1;
   if (ovl_file_id_at (fd, "", id, &is_reg) == -1)
     return -1;
-  snprintf (c->name, sizeof c->name, "%s", name);
+  if (snprintf (c->name, sizeof c->name, "%s", name) >= (int) sizeof c->name)
+    return 0;                   /* not a name of ours */
   c->fd = OVL_STEAL_FD (fd);
   return 1;
 }
