@@ -106,3 +106,16 @@ use_hook_wrapper () { # HOOKS
   fi
   sh "$srcdir/contrib/libvirtd-ensure.sh" "$1"
 }
+
+# A domain NAME (UUID) with one disk, vda, of MODE on overlay OVERLAY
+# over $img/base.qcow2.
+one_disk_domain () { # NAME UUID MODE OVERLAY
+  cat <<EOD
+<domain type='qemu'><name>$1</name><uuid>$2</uuid>
+<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>
+<ovl:disk target='vda' mode='$3'/></ovl:overlays></metadata><devices>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$4'/>
+<backingStore type='file'><format type='qcow2'/><source file='$img/base.qcow2'/><backingStore/></backingStore>
+<target dev='vda' bus='virtio'/></disk></devices></domain>
+EOD
+}

@@ -21,16 +21,7 @@ UUID=5a1d7c2e-0b3f-4d6a-8e9f-a1b2c3d4e5f6
 at_exit "stop_pidfile $T/run/qsd.sock.pid"
 
 # domain MODE OVERLAY: one disk on $img/base.qcow2
-domain () {
-  cat <<EOD
-<domain type='qemu'><name>hostile</name><uuid>$UUID</uuid>
-<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>
-<ovl:disk target='vda' mode='$1'/></ovl:overlays></metadata><devices>
-<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$2'/>
-<backingStore type='file'><format type='qcow2'/><source file='$img/base.qcow2'/><backingStore/></backingStore>
-<target dev='vda' bus='virtio'/></disk></devices></domain>
-EOD
-}
+domain () { one_disk_domain hostile "$UUID" "$1" "$2"; }
 hook () { # OP SUBOP < xml
   set +e
   $HOOK hostile "$@" - > "$T/stdout" 2> "$T/stderr"

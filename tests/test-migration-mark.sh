@@ -16,14 +16,7 @@ write_conf "$T/conf" "pool_size = 0"
 export VIRT_OVERLAY_CONFIG=$T/conf
 at_exit "stop_pidfile $T/run/qsd.sock.pid"
 make_bases
-cat > "$T/p.xml" <<EOD
-<domain type='qemu'><name>mig</name><uuid>$UUID</uuid>
-<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>
-<ovl:disk target='vda' mode='persistent'/></ovl:overlays></metadata><devices>
-<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$img/p.qcow2'/>
-<backingStore type='file'><format type='qcow2'/><source file='$img/base.qcow2'/><backingStore/></backingStore>
-<target dev='vda' bus='virtio'/></disk></devices></domain>
-EOD
+one_disk_domain mig "$UUID" persistent "$img/p.qcow2" > "$T/p.xml"
 L=$T/state/domains/$UUID
 
 for step in 1 5 60; do

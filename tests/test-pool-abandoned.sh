@@ -25,16 +25,7 @@ export VIRT_OVERLAY_CONFIG=$T/conf
 at_exit "stop_pidfile $T/run/qsd.sock.pid"
 make_bases
 
-domain () { # NAME UUID: one ephemeral disk at $img/p.qcow2
-  cat <<EOD
-<domain type='qemu'><name>$1</name><uuid>$2</uuid>
-<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>
-<ovl:disk target='vda' mode='ephemeral'/></ovl:overlays></metadata><devices>
-<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$img/p.qcow2'/>
-<backingStore type='file'><format type='qcow2'/><source file='$img/base.qcow2'/><backingStore/></backingStore>
-<target dev='vda' bus='virtio'/></disk></devices></domain>
-EOD
-}
+domain () { one_disk_domain "$1" "$2" ephemeral "$img/p.qcow2"; }
 domain a "$UA" > "$T/a.xml"
 domain b "$UB" > "$T/b.xml"
 token () { getfattr --only-values -n trusted.virt-overlay.id "$1" 2>/dev/null || true; }
