@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <glob.h>
+#include <limits.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -598,6 +599,13 @@ main (int argc, char **argv)
     return 2;
   }
   builddir = argv[optind];
+  /* The refiller of this build, which the hook and the CLI start. */
+  {
+    char abs[PATH_MAX];
+    if (!realpath (path ("%s/hook/virt-overlay-refill", builddir), abs))
+      die ("realpath of the refiller");
+    setenv ("VIRT_OVERLAY_REFILL", abs, 1);
+  }
   qemu_img = getenv ("QEMU_IMG") ? getenv ("QEMU_IMG") : "/usr/bin/qemu-img";
   if (!(dir = mkdtemp (tmpl)))
     die ("mkdtemp");

@@ -62,24 +62,22 @@ parse_request_options (int argc, char **argv, const struct ovl_config *cfg,
     { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
   };
-  int c, r = 0;
+  int c, i, r;
 
   ovl_request_defaults (tmpl, cfg);
-  while ((c = getopt_long (argc, argv, "+F:c:l:e:s:h", opts, NULL)) != -1) {
-    switch (c) {
-    case 'F': r = ovl_format_parse (optarg, &tmpl->base_format); break;
-    case 'c':
-      r = ovl_parse_u64 (optarg, &tmpl->cluster_size);
-      if (r == 0)
-        r = ovl_check_cluster_size (tmpl->cluster_size);
-      break;
-    case 'l': r = ovl_parse_bool (optarg, &tmpl->lazy_refcounts); break;
-    case 'e': r = ovl_parse_bool (optarg, &tmpl->extended_l2); break;
-    case 's': r = ovl_parse_u64 (optarg, &tmpl->size); break;
-    case 'h': usage (stdout); exit (0);
-    default: return die_usage ("bad option");
+  while ((c = getopt_long (argc, argv, "+F:c:l:e:s:h", opts, &i)) != -1) {
+    if (c == 'h') {
+      usage (stdout);
+      exit (0);
     }
-    if (r == -1) {
+    if (c == '?' || c == ':')
+      return die_usage ("bad option");
+    /* Short or long, by the long name. */
+    for (i = 0; opts[i].name && opts[i].val != c; i++)
+      ;
+    if (!opts[i].name)
+      return die_usage ("bad option");
+    if ((r = ovl_request_set_option (tmpl, opts[i].name, optarg)) == -1) {
       fprintf (stderr, "%s: %s\n", prog, ovl_error_msg ());
       return 2;
     }
@@ -100,7 +98,9 @@ static int
 cmd_create (int argc, char **argv)
 {
   CLEANUP_CONFIG struct ovl_config *cfg = NULL;
-  struct ovl_request tmpl = { 0 }, *reqs;
+  struct ovl_request tmpl = { 0 };
+  CLEANUP_FREE struct ovl_request *reqs = NULL;
+  CLEANUP_FREE struct ovl_result *res = NULL;
   int i, n, status = 0;
 
   if (!(cfg = load_config ()))
@@ -112,7 +112,7 @@ cmd_create (int argc, char **argv)
 
   tmpl.base = argv[optind];
   n = argc - optind - 1;
-  if (!(reqs = calloc ((size_t) n, sizeof *reqs))) {
+  if (!(reqs = calloc ((size_t) n, sizeof *reqs)) || !(res = calloc ((size_t) n, sizeof *res))) {
     fprintf (stderr, "%s: out of memory\n", prog);
     return 1;
   }
@@ -120,18 +120,18 @@ cmd_create (int argc, char **argv)
     reqs[i] = tmpl;
     reqs[i].overlay = argv[optind + 1 + i];
   }
-  if (ovl_overlay_create (cfg, reqs, (size_t) n,
-                          ovl_now_ms () + cfg->timeout_ms) == -1) {
+  const struct ovl_create_opts opts = { .supplier = ovl_pool_supplier (cfg) };
+  if (ovl_overlay_create (cfg, reqs, res, (size_t) n,
+                          ovl_now_ms () + cfg->timeout_ms, &opts) == -1) {
     for (i = 0; i < n; i++)
-      if (reqs[i].error)
-        fprintf (stderr, "%s: %s\n", prog, reqs[i].error);
+      if (res[i].error)
+        fprintf (stderr, "%s: %s\n", prog, res[i].error);
     status = 1;
   }
-  else
-    ovl_pool_fill_detached (cfg, reqs, (size_t) n);
+  else if (ovl_pool_refill_detached (cfg, reqs, res, (size_t) n) == -1)
+    fprintf (stderr, "%s: warning: %s\n", prog, ovl_error_msg ());
   for (i = 0; i < n; i++)
-    ovl_request_clear (&reqs[i]);
-  free (reqs);
+    ovl_result_clear (&res[i]);
   return status;
 }
 
@@ -170,13 +170,8 @@ cmd_pool (int argc, char **argv)
     /* One deadline for the whole command, however many directories. */
     int64_t deadline = ovl_now_ms () + cfg->timeout_ms;
     for (i = 0; i < (ndirs ? ndirs : 1); i++) {
-      CLEANUP_FREE char *where = NULL;
       const char *dir = ndirs ? argv[optind + 1 + i] : cfg->overlay_dirs.dir[0];
-      struct ovl_request r = tmpl;
-      if (asprintf (&where, "%s/-", dir) == -1)
-        return 1;
-      r.overlay = where;
-      if (ovl_pool_fill (cfg, &r, 1, deadline) == -1) {
+      if (ovl_pool_fill (cfg, &tmpl, dir, -1, deadline) == -1) {
         fprintf (stderr, "%s: %s: %s\n", prog, dir, ovl_error_msg ());
         status = 1;
       }
@@ -193,8 +188,6 @@ main (int argc, char **argv)
     usage (stderr);
     return 2;
   }
-  if (argc >= 2 && strcmp (argv[1], OVL_POOL_FILL_ARG) == 0)
-    return ovl_pool_fill_main (argc, argv);   /* a detached refiller */
   if (strcmp (argv[1], "--help") == 0 || strcmp (argv[1], "-h") == 0) {
     usage (stdout);
     return 0;

@@ -9,13 +9,16 @@
  * restore begin  remember that the next prepare is a restore.
  * migrate begin  refuse an incoming domain with ephemeral overlays;
  *                remember that the next prepare is a migration's.
- * The rules are lib/lifecycle.h's; this program keeps argv, stdin,
- * messages and the exit code.
  * anything else  exit 0 at once, reading nothing (a failing "reconnect"
  *                would kill a running domain).
+ * plan           (for admins, never run by libvirt) print on stdout the
+ *                disks prepare would handle.
  *
- * Nothing is ever printed on stdout: for migrate and restore, libvirt
- * takes it as a replacement domain XML.  The hook never calls libvirt.
+ * The rules are lib/lifecycle.h's; this program keeps argv, stdin,
+ * messages and the exit code.  Nothing is printed on stdout for what
+ * libvirt runs: for migrate and restore, libvirt takes it as a
+ * replacement domain XML.  Problems go to stderr (libvirt shows them)
+ * and syslog.  The hook never calls libvirt.
  */
 #include <config.h>
 
@@ -37,7 +40,6 @@
 #include "domxml.h"
 #include "error.h"
 #include "lifecycle.h"
-#include "pool.h"
 #include "util.h"
 
 static const char *domain_arg = "?";
@@ -174,8 +176,6 @@ main (int argc, char **argv)
   enum { PREPARE, RELEASE, RESTORE, MIGRATE, PLAN } what;
   int64_t start = ovl_now_ms ();
 
-  if (argc >= 2 && strcmp (argv[1], OVL_POOL_FILL_ARG) == 0)
-    return ovl_pool_fill_main (argc, argv);   /* a detached refiller */
   if (argc == 2 && strcmp (argv[1], "--version") == 0) {
     printf ("virt-overlay-hook %s\n", PACKAGE_VERSION);
     return 0;

@@ -255,6 +255,7 @@ struct prepare {
   struct ovl_ledger *ledger;    /* NULL: the domain has no UUID */
   struct ovl_outcome *o;
   struct ovl_request *reqs;
+  struct ovl_result *res;
   const struct ovl_disk **which;
   size_t n;
   bool saved;                   /* the write-ahead save holds it all */
@@ -263,14 +264,15 @@ struct prepare {
 /* Write ahead: every ephemeral overlay of the batch is in the ledger,
  * durably, before the first is published (see ovl_publish_hook). */
 static int
-record_batch (void *opaque, const struct ovl_request *reqs, size_t n)
+record_batch (void *opaque, const struct ovl_request *reqs, const struct ovl_result *res,
+              size_t n)
 {
   struct prepare *p = opaque;
   size_t i;
 
   for (i = 0; i < n; i++)
     if (p->which[i]->mode == OVL_MODE_EPHEMERAL &&
-        ovl_ledger_add (p->ledger, reqs[i].overlay, &reqs[i].made) == -1)
+        ovl_ledger_add (p->ledger, reqs[i].overlay, &res[i].made) == -1)
       return -1;
   if (ovl_ledger_save (p->ledger) == -1)
     return -1;
@@ -292,7 +294,7 @@ unrecord_batch (struct prepare *p)
   for (i = 0; i < p->n; i++)
     if (p->which[i]->mode == OVL_MODE_EPHEMERAL &&
         (e = ovl_ledger_find (p->ledger, p->reqs[i].overlay)) &&
-        ovl_file_id_equal (&e->id, &p->reqs[i].made) &&
+        ovl_file_id_equal (&e->id, &p->res[i].made) &&
         ovl_overlay_presence (p->cfg, e->path, &e->id) != OVL_PRESENCE_OURS)
       ovl_ledger_remove (p->ledger, e);
 }
@@ -359,16 +361,20 @@ report_other_problems (struct prepare *p)
 {
   size_t i;
 
-  ovl_overlay_check (p->cfg, p->reqs, p->n);
+  ovl_overlay_check (p->cfg, p->reqs, p->res, p->n);
   for (i = 0; i < p->n; i++)
-    if (p->reqs[i].error)
-      say (p->o, "disk %s: %s", p->which[i]->target, p->reqs[i].error);
+    if (p->res[i].error)
+      say (p->o, "disk %s: %s", p->which[i]->target, p->res[i].error);
 }
 
 static int
 run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline)
 {
-  struct ovl_publish_hook hook = { record_batch, p };
+  const struct ovl_publish_hook hook = { record_batch, p };
+  const struct ovl_create_opts opts = {
+    .supplier = ovl_pool_supplier (p->cfg),
+    .before = p->ledger ? &hook : NULL,
+  };
   size_t i;
   int bad = 0;
 
@@ -389,11 +395,10 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
       say (p->o, "domain %s has ephemeral disks but no UUID", p->dom->name);
       bad = 1;
     }
-    else if (ovl_overlay_create_recorded (p->cfg, p->reqs, p->n, deadline,
-                                          p->ledger ? &hook : NULL) == -1) {
+    else if (ovl_overlay_create (p->cfg, p->reqs, p->res, p->n, deadline, &opts) == -1) {
       for (i = 0; i < p->n; i++)
-        if (p->reqs[i].error)
-          say (p->o, "disk %s: %s", p->which[i]->target, p->reqs[i].error);
+        if (p->res[i].error)
+          say (p->o, "disk %s: %s", p->which[i]->target, p->res[i].error);
       unrecord_batch (p);
       p->saved = false;
       bad = 1;
@@ -405,8 +410,9 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
     say (p->o, "%s", ovl_error_msg ());
     bad = 1;
   }
-  if (!bad && p->n)
-    ovl_pool_fill_detached (p->cfg, p->reqs, p->n);
+  /* The start goes on without a refill: the pool is topped up next time. */
+  if (!bad && p->n && ovl_pool_refill_detached (p->cfg, p->reqs, p->res, p->n) == -1)
+    say (p->o, "%s", ovl_error_msg ());
   return bad;
 }
 
@@ -468,14 +474,15 @@ ovl_lifecycle_run (const struct ovl_config *cfg, enum ovl_op op,
   switch (op) {
   case OVL_OP_PREPARE: {
     CLEANUP_FREE struct ovl_request *reqs = ovl_calloc (dom->ndisks, sizeof *reqs);
+    CLEANUP_FREE struct ovl_result *res = ovl_calloc (dom->ndisks, sizeof *res);
     CLEANUP_FREE const struct ovl_disk **which = ovl_calloc (dom->ndisks, sizeof *which);
-    struct prepare p = { cfg, dom, ledger, o, reqs, which, 0, false };
+    struct prepare p = { cfg, dom, ledger, o, reqs, res, which, 0, false };
 
-    if (!reqs || !which)
+    if (!reqs || !res || !which)
       goto fail;
     o->status = run_prepare (&p, &df, deadline);
     for (i = 0; i < p.n; i++)
-      ovl_request_clear (&reqs[i]);
+      ovl_result_clear (&res[i]);
     return o->status;
   }
   case OVL_OP_RELEASE:

@@ -18,14 +18,14 @@
 #include "json.h"
 #include "overlay.h"
 #include "paths.h"
-#include "pool.h"
 #include "qmp.h"
 #include "qsd.h"
 #include "util.h"
 
 /* Per-request working state, private to one batch. */
 struct work {
-  struct ovl_request *r;
+  const struct ovl_request *r;
+  struct ovl_result *res;
   int dirfd;
   const char *name;             /* last component of r->overlay */
   int tmpfd;
@@ -36,8 +36,8 @@ struct work {
   unsigned long seq;
   uint64_t create_id, dismiss_id;
   bool job_created, renamed;
-  bool pooled;                  /* claimed from the pool: no qsd work */
-  struct ovl_pool_claim claim;
+  bool pooled;                  /* claimed from the supplier: no qsd work */
+  void *claim;                  /* the supplier's handle */
   unsigned daemon;              /* which qsd makes it */
   bool first_in_dir;            /* the first request in its directory */
 };
@@ -63,34 +63,57 @@ ovl_request_defaults (struct ovl_request *r, const struct ovl_config *cfg)
   r->base_format = OVL_FMT_QCOW2;
 }
 
+int
+ovl_request_set_option (struct ovl_request *r, const char *name, const char *value)
+{
+  if (strcmp (name, "backing-format") == 0)
+    return ovl_format_parse (value, &r->base_format);
+  if (strcmp (name, "cluster-size") == 0)
+    return ovl_parse_u64 (value, &r->cluster_size) == 0 ?
+      ovl_check_cluster_size (r->cluster_size) : -1;
+  if (strcmp (name, "lazy-refcounts") == 0)
+    return ovl_parse_bool (value, &r->lazy_refcounts);
+  if (strcmp (name, "extended-l2") == 0)
+    return ovl_parse_bool (value, &r->extended_l2);
+  if (strcmp (name, "size") == 0)
+    return ovl_parse_u64 (value, &r->size);
+  ovl_error ("unknown option '%s'", name);
+  return -1;
+}
+
 void
-ovl_request_clear (struct ovl_request *r)
+ovl_result_clear (struct ovl_result *res)
 {
-  free (r->error);
-  r->error = NULL;
+  free (res->error);
+  res->error = NULL;
 }
 
-/* Record the current error against R (keeps the first one). */
+/* Record the current error against RES (keeps the first one). */
 static void
-req_fail (struct ovl_request *r)
+res_fail (struct ovl_result *res)
 {
-  if (!r->error)
-    r->error = strdup (ovl_error_msg ());
+  if (!res->error)
+    res->error = strdup (ovl_error_msg ());
 }
 
-/* Format into a buffer of our own: the arguments may include the
- * current error message itself. */
+/* The message is formatted before the error is set: the arguments may
+ * include the current error message itself. */
 static void __attribute__((format (printf, 2, 3)))
-req_failf (struct ovl_request *r, const char *fmt, ...)
+res_failf (struct ovl_result *res, const char *fmt, ...)
 {
-  char msg[1024];
+  char *msg;
   va_list ap;
 
   va_start (ap, fmt);
-  vsnprintf (msg, sizeof msg, fmt, ap);
+  if (vasprintf (&msg, fmt, ap) == -1)
+    msg = NULL;
   va_end (ap);
-  ovl_error ("%s", msg);
-  req_fail (r);
+  ovl_error ("%s", msg ? msg : "out of memory");
+  if (!res->error && msg)
+    res->error = OVL_STEAL (msg);
+  else
+    res_fail (res);
+  free (msg);
 }
 
 /* Whether S is well-formed UTF-8 (no overlong forms, no surrogates):
@@ -127,25 +150,25 @@ has_reserved_component (const char *path)
 }
 
 int
-ovl_request_check_base (const struct ovl_config *cfg, struct ovl_request *r)
+ovl_request_check_base (const struct ovl_config *cfg, const struct ovl_request *r,
+                        struct ovl_result *res, bool reserved_names)
 {
-  if (!r->internal && has_reserved_component (r->base)) {
-    req_failf (r, "base path '%s' uses a name reserved for virt-overlay", r->base);
+  if (!reserved_names && has_reserved_component (r->base)) {
+    res_failf (res, "base path '%s' uses a name reserved for virt-overlay", r->base);
     return -1;
   }
-  if (ovl_image_probe_chain (&cfg->base_dirs, r->base, r->base_format, &r->base_info) == -1) {
-    req_fail (r);
+  if (ovl_image_probe_chain (&cfg->base_dirs, r->base, r->base_format, &res->base) == -1) {
+    res_fail (res);
     return -1;
   }
-  if (!r->size)
-    r->size = r->base_info.size;
-  if (r->size < r->base_info.size) {
-    req_failf (r, "size %llu is smaller than the base's %llu bytes",
-               (unsigned long long) r->size, (unsigned long long) r->base_info.size);
+  res->size = r->size ? r->size : res->base.size;
+  if (res->size < res->base.size) {
+    res_failf (res, "size %llu is smaller than the base's %llu bytes",
+               (unsigned long long) res->size, (unsigned long long) res->base.size);
     return -1;
   }
-  if (r->size % 512) {
-    req_failf (r, "size %llu is not a multiple of 512", (unsigned long long) r->size);
+  if (res->size % 512) {
+    res_failf (res, "size %llu is not a multiple of 512", (unsigned long long) res->size);
     return -1;
   }
   return 0;
@@ -154,13 +177,13 @@ ovl_request_check_base (const struct ovl_config *cfg, struct ovl_request *r)
 /* PATH (WHAT: "base" or "overlay") can travel in QMP, messages and the
  * ledger: UTF-8 without control characters. */
 static int
-check_text (struct ovl_request *r, const char *what, const char *path)
+check_text (struct ovl_result *res, const char *what, const char *path)
 {
   char shown[256];
   size_t k = 0;
 
   if (ovl_has_control (path)) {
-    req_failf (r, "%s path contains control characters", what);
+    res_failf (res, "%s path contains control characters", what);
     return -1;
   }
   if (valid_utf8 (path))
@@ -170,7 +193,7 @@ check_text (struct ovl_request *r, const char *what, const char *path)
     k += (unsigned char) *path < 0x80 ? (size_t) snprintf (shown + k, 2, "%c", *path)
       : (size_t) snprintf (shown + k, 5, "\\x%02x", (unsigned char) *path);
   shown[k] = '\0';
-  req_failf (r, "%s path '%s' is not valid UTF-8", what, shown);
+  res_failf (res, "%s path '%s' is not valid UTF-8", what, shown);
   return -1;
 }
 
@@ -193,53 +216,53 @@ dir_keeps_identity (int dirfd)
 
 /* Checks that need no daemon.  Opens the overlay's directory into *DIRFD. */
 static int
-check_request (const struct ovl_config *cfg, struct ovl_request *r,
-               int *dirfd, const char **name)
+check_request (const struct ovl_config *cfg, const struct ovl_request *r,
+               struct ovl_result *res, bool reserved_names, int *dirfd, const char **name)
 {
   CLEANUP_CLOSE int odir = -1;
   const char *oname;
   struct stat st;
 
-  if (check_text (r, "base", r->base) == -1 || check_text (r, "overlay", r->overlay) == -1)
+  if (check_text (res, "base", r->base) == -1 || check_text (res, "overlay", r->overlay) == -1)
     return -1;
   if (strcmp (r->base, r->overlay) == 0) {
-    req_failf (r, "overlay '%s' is the same file as its base", r->overlay);
+    res_failf (res, "overlay '%s' is the same file as its base", r->overlay);
     return -1;
   }
   if (ovl_check_cluster_size (r->cluster_size) == -1) {
-    req_fail (r);
+    res_fail (res);
     return -1;
   }
   if (r->extended_l2 && r->cluster_size < 16384) {
-    req_failf (r, "extended L2 needs a cluster size of at least 16384, not %llu",
+    res_failf (res, "extended L2 needs a cluster size of at least 16384, not %llu",
                (unsigned long long) r->cluster_size);
     return -1;
   }
-  if (!r->internal && has_reserved_component (r->overlay)) {
-    req_failf (r, "overlay path '%s' uses a name reserved for virt-overlay", r->overlay);
+  if (!reserved_names && has_reserved_component (r->overlay)) {
+    res_failf (res, "overlay path '%s' uses a name reserved for virt-overlay", r->overlay);
     return -1;
   }
-  if (ovl_request_check_base (cfg, r) == -1)
+  if (ovl_request_check_base (cfg, r, res, reserved_names) == -1)
     return -1;
   if (ovl_path_open_parent (r->overlay, &cfg->overlay_dirs, "overlay", true, &odir, &oname) == -1) {
-    req_fail (r);
+    res_fail (res);
     return -1;
   }
   if (r->need_identity && !dir_keeps_identity (odir)) {
-    req_failf (r, "overlay '%s': " NO_IDENTITY, r->overlay);
+    res_failf (res, "overlay '%s': " NO_IDENTITY, r->overlay);
     return -1;
   }
   if (fstatat (odir, oname, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-    if (st.st_dev == r->base_info.dev && st.st_ino == r->base_info.ino)
-      req_failf (r, "overlay '%s' is the same file as its base", r->overlay);
+    if (st.st_dev == res->base.dev && st.st_ino == res->base.ino)
+      res_failf (res, "overlay '%s' is the same file as its base", r->overlay);
     else if (S_ISLNK (st.st_mode))
-      req_failf (r, "overlay '%s' already exists (a symbolic link)", r->overlay);
+      res_failf (res, "overlay '%s' already exists (a symbolic link)", r->overlay);
     else
-      req_failf (r, "overlay '%s' already exists", r->overlay);
+      res_failf (res, "overlay '%s' already exists", r->overlay);
     return -1;
   }
   if (errno != ENOENT) {
-    req_failf (r, "overlay '%s': %m", r->overlay);
+    res_failf (res, "overlay '%s': %m", r->overlay);
     return -1;
   }
   *name = oname;
@@ -344,7 +367,8 @@ remove_stale_temps (int dirfd)
 static int
 create_temp (struct work *w)
 {
-  struct ovl_request *r = w->r;
+  const struct ovl_request *r = w->r;
+  struct ovl_result *res = w->res;
   char rnd[17];
   int tries;
 
@@ -352,7 +376,7 @@ create_temp (struct work *w)
    * caller's reaper may take a name before we lock it: then a new one. */
   for (tries = 0; tries < 8; tries++) {
     if (ovl_random_hex (rnd, 8) == -1) {
-      req_fail (r);
+      res_fail (res);
       return -1;
     }
     snprintf (w->tmpname, sizeof w->tmpname, OVL_TMP_PREFIX "%s-%lu.tmp", rnd, w->seq);
@@ -361,7 +385,7 @@ create_temp (struct work *w)
       break;
   }
   if (w->tmpfd == -1) {
-    req_failf (r, "overlay '%s': cannot create a temporary file: %m", r->overlay);
+    res_failf (res, "overlay '%s': cannot create a temporary file: %m", r->overlay);
     return -1;
   }
   snprintf (w->fdpath, sizeof w->fdpath, "/proc/%ld/fd/%d", (long) getpid (), w->tmpfd);
@@ -369,11 +393,11 @@ create_temp (struct work *w)
    * the overlay to be. */
   if (ovl_file_id_mark (w->tmpfd, &w->made) == -1 ||
       ovl_file_id_at (w->tmpfd, "", &w->made, NULL) == -1) {
-    req_failf (r, "overlay '%s': %s", r->overlay, ovl_error_msg ());
+    res_failf (res, "overlay '%s': %s", r->overlay, ovl_error_msg ());
     return -1;
   }
   if (r->need_identity && !ovl_file_id_is_strong (&w->made)) {
-    req_failf (r, "overlay '%s': " NO_IDENTITY, r->overlay);
+    res_failf (res, "overlay '%s': " NO_IDENTITY, r->overlay);
     return -1;
   }
   return 0;
@@ -388,6 +412,7 @@ static char *
 create_args (const struct work *w)
 {
   const struct ovl_request *r = w->r;
+  const struct ovl_result *res = w->res;
   struct ovl_buf b = OVL_BUF_INIT;
 
   if (ovl_buf_printf (&b, "{\"job-id\":\"%s\",\"options\":{\"driver\":\"qcow2\","
@@ -395,7 +420,7 @@ create_args (const struct work *w)
       ovl_json_append_string (&b, w->fdpath) == -1 ||
       ovl_buf_printf (&b, ",\"cache\":{\"no-flush\":true},"
                       "\"locking\":\"off\"},\"size\":%llu,\"backing-file\":",
-                      (unsigned long long) r->size) == -1 ||
+                      (unsigned long long) res->size) == -1 ||
       ovl_json_append_string (&b, r->base) == -1 ||
       ovl_buf_printf (&b, ",\"backing-fmt\":\"%s\",\"cluster-size\":%llu,"
                       "\"lazy-refcounts\":%s,\"extended-l2\":%s}}",
@@ -599,7 +624,7 @@ finish_batch (struct ovl_qmp *q, struct work *w, size_t n, unsigned d,
     else {
       /* qsd refused it, or the connection died (then every later wait
        * fails too and the batch ends below). */
-      req_failf (w[i].r, "overlay '%s': %s", w[i].r->overlay, ovl_error_msg ());
+      res_failf (w[i].res, "overlay '%s': %s", w[i].r->overlay, ovl_error_msg ());
       failed = 1;
     }
   }
@@ -629,12 +654,12 @@ finish_batch (struct ovl_qmp *q, struct work *w, size_t n, unsigned d,
       continue;
     job = find_job (jobs, w[i].id);
     if (!job) {
-      req_failf (w[i].r, "overlay '%s': job %s vanished from qemu-storage-daemon",
+      res_failf (w[i].res, "overlay '%s': job %s vanished from qemu-storage-daemon",
                  w[i].r->overlay, w[i].id);
       failed = 1;
     }
     else if ((err = ovl_json_get_string (job, "error"))) {
-      req_failf (w[i].r, "overlay '%s': qemu-storage-daemon: %s", w[i].r->overlay, err);
+      res_failf (w[i].res, "overlay '%s': qemu-storage-daemon: %s", w[i].r->overlay, err);
       failed = 1;
     }
   }
@@ -781,23 +806,24 @@ is_our_temp (const struct work *w, const char *name)
 static int
 publish (struct work *w)
 {
-  struct ovl_request *r = w->r;
+  const struct ovl_request *r = w->r;
+  struct ovl_result *res = w->res;
 
   if (!is_our_temp (w, w->tmpname)) {
-    req_failf (r, "overlay '%s': its temporary file was replaced while it was being made; "
+    res_failf (res, "overlay '%s': its temporary file was replaced while it was being made; "
                "nothing published", r->overlay);
     return -1;
   }
   if (ovl_publish_noreplace (w->dirfd, w->tmpname, w->dirfd, w->name) == -1) {
     if (errno == EEXIST)
-      req_failf (r, "overlay '%s' appeared while it was being made; left alone", r->overlay);
+      res_failf (res, "overlay '%s' appeared while it was being made; left alone", r->overlay);
     else
-      req_failf (r, "overlay '%s': moving it into place: %m", r->overlay);
+      res_failf (res, "overlay '%s': moving it into place: %m", r->overlay);
     return -1;
   }
   if (!is_our_temp (w, w->name)) {
     ovl_publish_noreplace (w->dirfd, w->name, w->dirfd, w->tmpname);
-    req_failf (r, "overlay '%s': its temporary file was replaced while it was being made; "
+    res_failf (res, "overlay '%s': its temporary file was replaced while it was being made; "
                "nothing published", r->overlay);
     return -1;
   }
@@ -808,8 +834,10 @@ publish (struct work *w)
 /* Make the temporary files durable and move them into place, after
  * BEFORE (if any) has recorded what is about to be published. */
 static int
-commit_batch (struct work *w, size_t n, const struct ovl_publish_hook *before)
+commit_batch (struct work *w, size_t n, const struct ovl_create_opts *opts)
 {
+  const struct ovl_supplier *sup = opts->supplier;
+  const struct ovl_publish_hook *before = opts->before;
   size_t i;
 
   /* Start writeback of every file first: then the fdatasyncs after the
@@ -820,20 +848,21 @@ commit_batch (struct work *w, size_t n, const struct ovl_publish_hook *before)
       sync_file_range (w[i].tmpfd, 0, 0, SYNC_FILE_RANGE_WRITE);
   for (i = 0; i < n; i++)
     if (!w[i].pooled && fdatasync (w[i].tmpfd) == -1) {
-      req_failf (w[i].r, "overlay '%s': fdatasync: %m", w[i].r->overlay);
+      res_failf (w[i].res, "overlay '%s': fdatasync: %m", w[i].r->overlay);
       return -1;
     }
   for (i = 0; i < n; i++)
     if (!w[i].pooled)
-      w[i].r->made = w[i].made;
-  if (before && before->fn (before->opaque, w[0].r, n) == -1) {
-    req_fail (w[0].r);
+      w[i].res->made = w[i].made;
+  if (before && before->fn (before->opaque, w[0].r, w[0].res, n) == -1) {
+    res_fail (w[0].res);
     return -1;
   }
   for (i = 0; i < n; i++) {
     if (w[i].pooled) {
-      if (ovl_pool_publish (&w[i].claim, w[i].dirfd, w[i].name, w[i].r->overlay) == -1) {
-        req_fail (w[i].r);
+      if (sup->publish (sup->opaque, w[i].claim, w[i].dirfd, w[i].name,
+                        w[i].r->overlay) == -1) {
+        res_fail (w[i].res);
         return -1;
       }
       w[i].renamed = true;
@@ -843,7 +872,7 @@ commit_batch (struct work *w, size_t n, const struct ovl_publish_hook *before)
   }
   for (i = 0; i < n; i++)
     if (w[i].first_in_dir && fsync (w[i].dirfd) == -1) {
-      req_failf (w[i].r, "overlay '%s': fsync of its directory: %m", w[i].r->overlay);
+      res_failf (w[i].res, "overlay '%s': fsync of its directory: %m", w[i].r->overlay);
       return -1;
     }
   return 0;
@@ -860,7 +889,7 @@ rollback (struct work *w, size_t n)
     if (w[i].renamed) {
       /* Ours only if it is still the file we made. */
       if (ovl_file_id_at (w[i].dirfd, w[i].name, &now, NULL) == 0 &&
-          ovl_file_id_equal (&now, &w[i].r->made))
+          ovl_file_id_equal (&now, &w[i].res->made))
         unlinkat (w[i].dirfd, w[i].name, 0);
     }
     else if (w[i].tmpfd >= 0 && is_our_temp (&w[i], w[i].tmpname))
@@ -868,8 +897,23 @@ rollback (struct work *w, size_t n)
   }
 }
 
+static struct work *
+new_work (const struct ovl_request *reqs, struct ovl_result *res, size_t n)
+{
+  struct work *w = ovl_calloc (n ? n : 1, sizeof *w);
+  size_t i;
+
+  for (i = 0; w && i < n; i++) {
+    w[i].r = &reqs[i];
+    w[i].res = &res[i];
+    w[i].dirfd = w[i].tmpfd = -1;
+    w[i].seq = ++batch_seq;
+  }
+  return w;
+}
+
 static void
-free_work (struct work *w, size_t n)
+free_work (struct work *w, size_t n, const struct ovl_supplier *sup)
 {
   size_t i;
   for (i = 0; i < n; i++) {
@@ -877,20 +921,21 @@ free_work (struct work *w, size_t n)
       close (w[i].dirfd);
     if (w[i].tmpfd >= 0)
       close (w[i].tmpfd);
-    ovl_pool_unclaim (&w[i].claim);
+    if (w[i].claim)
+      sup->unclaim (sup->opaque, w[i].claim);
   }
   free (w);
 }
 
 /* The first failed request's error becomes the batch's error. */
 static int
-batch_failed (struct ovl_request *reqs, size_t n)
+batch_failed (const struct ovl_result *res, size_t n)
 {
   size_t i;
 
   for (i = 0; i < n; i++)
-    if (reqs[i].error) {
-      ovl_error ("%s", reqs[i].error);
+    if (res[i].error) {
+      ovl_error ("%s", res[i].error);
       break;
     }
   return -1;
@@ -899,21 +944,21 @@ batch_failed (struct ovl_request *reqs, size_t n)
 /* A failure of the whole batch (no daemon, dead connection, timeout):
  * every request not already failed carries it. */
 static void
-fail_all (struct ovl_request *reqs, size_t n)
+fail_all (const struct ovl_request *reqs, struct ovl_result *res, size_t n)
 {
   CLEANUP_FREE char *msg = strdup (ovl_error_msg ());
   size_t i;
 
   for (i = 0; i < n; i++)
-    if (!reqs[i].error && msg &&
-        asprintf (&reqs[i].error, "overlay '%s': %s", reqs[i].overlay, msg) == -1)
-      reqs[i].error = NULL;
+    if (!res[i].error && msg &&
+        asprintf (&res[i].error, "overlay '%s': %s", reqs[i].overlay, msg) == -1)
+      res[i].error = NULL;
 }
 
 /* Every check of every request that needs no daemon; the overlays'
  * directories are opened into W. */
 static int
-check_all (const struct ovl_config *cfg, struct work *w, size_t n)
+check_all (const struct ovl_config *cfg, struct work *w, size_t n, bool reserved_names)
 {
   size_t i, j;
   int bad = 0;
@@ -921,103 +966,99 @@ check_all (const struct ovl_config *cfg, struct work *w, size_t n)
   for (i = 0; i < n; i++) {
     for (j = 0; j < i; j++)
       if (strcmp (w[i].r->overlay, w[j].r->overlay) == 0) {
-        req_failf (w[i].r, "overlay '%s' is requested twice", w[i].r->overlay);
+        res_failf (w[i].res, "overlay '%s' is requested twice", w[i].r->overlay);
         bad = 1;
       }
-    if (!w[i].r->error && check_request (cfg, w[i].r, &w[i].dirfd, &w[i].name) == -1)
+    if (!w[i].res->error &&
+        check_request (cfg, w[i].r, w[i].res, reserved_names, &w[i].dirfd, &w[i].name) == -1)
       bad = 1;
   }
   return bad ? -1 : 0;
 }
 
 int
-ovl_overlay_check (const struct ovl_config *cfg, struct ovl_request *reqs, size_t n)
+ovl_overlay_check (const struct ovl_config *cfg, const struct ovl_request *reqs,
+                   struct ovl_result *res, size_t n)
 {
-  struct work *w = ovl_calloc (n ? n : 1, sizeof *w);
-  size_t i;
+  struct work *w = new_work (reqs, res, n);
   int r;
 
   if (!w)
     return -1;
-  for (i = 0; i < n; i++) {
-    w[i].r = &reqs[i];
-    w[i].dirfd = w[i].tmpfd = -1;
-    w[i].claim.pfd = w[i].claim.fd = -1;
-  }
-  r = check_all (cfg, w, n);
-  free_work (w, n);
-  return r == -1 ? batch_failed (reqs, n) : 0;
+  r = check_all (cfg, w, n, false);
+  free_work (w, n, NULL);
+  return r == -1 ? batch_failed (res, n) : 0;
 }
 
-int
-ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
-                    size_t n, int64_t deadline)
+/* Claim what the supplier has ready; how many were. */
+static int
+claim_ready (const struct ovl_supplier *sup, struct work *w, size_t n, size_t *ntaken)
 {
-  return ovl_overlay_create_recorded (cfg, reqs, n, deadline, NULL);
-}
-
-int
-ovl_overlay_create_recorded (const struct ovl_config *cfg, struct ovl_request *reqs,
-                             size_t n, int64_t deadline, const struct ovl_publish_hook *before)
-{
-  struct work *w;
-  size_t i, npooled = 0;
+  size_t i;
   int r;
 
+  for (i = 0; i < n; i++) {
+    r = sup->claim (sup->opaque, w[i].r, w[i].res, w[i].dirfd, &w[i].claim);
+    if (r == -1) {
+      res_fail (w[i].res);
+      return -1;
+    }
+    w[i].pooled = w[i].res->taken = r == 1;
+    *ntaken += w[i].pooled;
+  }
+  return 0;
+}
+
+int
+ovl_overlay_create (const struct ovl_config *cfg, const struct ovl_request *reqs,
+                    struct ovl_result *res, size_t n, int64_t deadline,
+                    const struct ovl_create_opts *opts)
+{
+  static const struct ovl_create_opts none;
+  struct work *w;
+  size_t i, ntaken = 0;
+  int r;
+
+  if (!opts)
+    opts = &none;
   if (n == 0)
     return 0;
   if (n > OVL_MAX_BATCH) {
     ovl_error ("at most %d overlays in one batch, not %zu", OVL_MAX_BATCH, n);
-    reqs[0].error = strdup (ovl_error_msg ());   /* one line says it */
+    res_fail (&res[0]);         /* one line says it */
     return -1;
   }
-  if (!(w = ovl_calloc (n, sizeof *w)))
+  if (!(w = new_work (reqs, res, n)))
     return -1;
-  for (i = 0; i < n; i++) {
-    w[i].r = &reqs[i];
-    w[i].dirfd = w[i].tmpfd = -1;
-    w[i].claim.pfd = w[i].claim.fd = -1;
-    w[i].seq = ++batch_seq;
-  }
 
   /* Every check first: nothing is created unless all pass. */
-  if (check_all (cfg, w, n) == -1)
+  if (check_all (cfg, w, n, opts->reserved_names) == -1)
     goto fail;
 
   mark_first_in_dir (w, n);
-  /* A ready overlay from the pool is a rename; the rest go to qsd. */
-  for (i = 0; i < n; i++) {
-    if (cfg->pool_size == 0 || reqs[i].internal)
-      break;
-    r = ovl_pool_claim (&reqs[i], w[i].dirfd, &w[i].claim, &reqs[i].made, &reqs[i].pool_left);
-    if (r == -1) {
-      req_fail (&reqs[i]);
-      goto fail;
-    }
-    w[i].pooled = reqs[i].from_pool = r == 1;
-    if (w[i].pooled)
-      npooled++;
-  }
-  for (i = 0; i < n && npooled < n; i++) {
+  /* A ready overlay from the supplier is a rename; the rest go to qsd. */
+  if (opts->supplier && claim_ready (opts->supplier, w, n, &ntaken) == -1)
+    goto fail;
+  for (i = 0; i < n && ntaken < n; i++) {
     if (w[i].first_in_dir)
       remove_stale_temps (w[i].dirfd);
     if (!w[i].pooled && create_temp (&w[i]) == -1)
       goto fail;
   }
 
-  if (npooled < n && (r = make_batch (cfg, w, n, deadline)) != 0) {
+  if (ntaken < n && (r = make_batch (cfg, w, n, deadline)) != 0) {
     if (r == -1)
-      fail_all (reqs, n);
+      fail_all (reqs, res, n);
     goto fail;
   }
-  if (commit_batch (w, n, before) == -1)
+  if (commit_batch (w, n, opts) == -1)
     goto fail;
 
-  free_work (w, n);
+  free_work (w, n, opts->supplier);
   return 0;
 
  fail:
   rollback (w, n);
-  free_work (w, n);
-  return batch_failed (reqs, n);
+  free_work (w, n, opts->supplier);
+  return batch_failed (res, n);
 }

@@ -11,9 +11,10 @@
  * namespace than ours would resolve that name to another process, so
  * it is refused.  What is published is
  * checked to be that inode, before and after the rename.  The whole batch is one
- * pipelined QMP exchange: every blockdev-add and blockdev-create at once,
- * then the JOB_STATUS_CHANGE "concluded" events, one query-jobs for the
- * verdicts, then every job-dismiss and blockdev-del at once.  qsd's own
+ * pipelined QMP exchange per daemon: every blockdev-create at once (the
+ * file node inline, so there is no node to add or delete), then the
+ * JOB_STATUS_CHANGE "concluded" events, then one query-jobs for the
+ * verdicts and every job-dismiss at once.  qsd's own
  * flushes are turned off (cache.no-flush); we fdatasync each file before
  * it becomes visible, move it into place without replacing anything
  * (ovl_publish_noreplace: renameat2(RENAME_NOREPLACE), or link and unlink
@@ -43,8 +44,8 @@
 #include "image.h"
 #include "util.h"
 
+/* What is asked for one overlay. */
 struct ovl_request {
-  /* What to make. */
   const char *base;
   enum ovl_format base_format;
   const char *overlay;
@@ -52,52 +53,85 @@ struct ovl_request {
   uint64_t cluster_size;
   bool lazy_refcounts;
   bool extended_l2;
-  bool internal;                /* the pool's own: may use reserved names, never pooled */
   bool need_identity;           /* to be removed later (ephemeral): refuse a filesystem
                                  * where it could not be told from a replacement */
+};
 
-  /* What happened. */
+/* What came of it.  Zeroed by the caller; ovl_result_clear frees it. */
+struct ovl_result {
   char *error;                  /* why this request failed, or NULL */
+  struct ovl_image base;        /* the base, as checked */
+  uint64_t size;                /* the virtual size: the request's, or the base's */
   struct ovl_file_id made;      /* the overlay made, on success */
-  struct ovl_image base_info;
-  bool from_pool;               /* handed out from the warm pool */
-  size_t pool_left;             /* ... and how many stayed ready (a lower bound) */
+  bool taken;                   /* handed out by the supplier (the pool) */
+  size_t left;                  /* ... which still holds that many (a lower bound) */
 };
 
 /* Fill the options of R from the configuration's defaults. */
 void ovl_request_defaults (struct ovl_request *r, const struct ovl_config *cfg);
+/* Set one option of R by the name the command lines use
+ * ("backing-format", "cluster-size", "lazy-refcounts", "extended-l2",
+ * "size") from its text.  0, or -1 (error set). */
+int ovl_request_set_option (struct ovl_request *r, const char *name, const char *value);
+void ovl_result_clear (struct ovl_result *res);
 
-/* qsd sends about five events per job and the QMP client caps the events
- * it holds, so a batch is capped too. */
-#define OVL_MAX_BATCH 256
-
-/* Make every overlay of REQS or none.  Returns 0, or -1 with the error
- * of each failed request in its .error (and the first in ovl_error). */
-int ovl_overlay_create (const struct ovl_config *cfg, struct ovl_request *reqs,
-                        size_t n, int64_t deadline);
-
-/* Only the checks that need no daemon (base, path, options), each
- * failure in its request's .error; nothing is created.  0 or -1. */
-int ovl_overlay_check (const struct ovl_config *cfg, struct ovl_request *reqs, size_t n);
+/* A source of ready overlays that the engine takes from before it asks
+ * qsd (the warm pool, pool.h, provides one; the pool's own refills pass
+ * none).  Taking is two steps, so that what is about to be published can
+ * be recorded first (ovl_publish_hook): a claim holds a ready file and
+ * knows its identity; publishing moves it into place. */
+struct ovl_supplier {
+  /* Claim a ready overlay for R, whose base RES has checked, to go into
+   * directory DIRFD.  1 claimed (*CLAIM the supplier's handle, RES->made
+   * the file's identity, RES->left how many stay), 0 none ready, -1
+   * error (set). */
+  int (*claim) (void *opaque, const struct ovl_request *r, struct ovl_result *res,
+                int dirfd, void **claim);
+  /* Give the claimed file the name NAME in DIRFD without replacing
+   * anything (OVERLAY names it in errors).  0, or -1 with the error set
+   * (the file stays with the supplier). */
+  int (*publish) (void *opaque, void *claim, int dirfd, const char *name,
+                  const char *overlay);
+  /* Drop CLAIM, published or not. */
+  void (*unclaim) (void *opaque, void *claim);
+  void *opaque;
+};
 
 /* Called once each overlay of a batch exists under its temporary name,
- * durable, with every request's .made set (rename and link keep the
+ * durable, with every result's .made set (rename and link keep the
  * inode, so that is the identity of the overlay to be), before any is
  * published: the caller records what it is about to own (the write-ahead
  * ledger), so that a crash at any point after leaves nothing it cannot
  * recognise.  -1 (error set) aborts the batch; nothing is published. */
 struct ovl_publish_hook {
-  int (*fn) (void *opaque, const struct ovl_request *reqs, size_t n);
+  int (*fn) (void *opaque, const struct ovl_request *reqs,
+             const struct ovl_result *res, size_t n);
   void *opaque;
 };
-int ovl_overlay_create_recorded (const struct ovl_config *cfg, struct ovl_request *reqs,
-                                 size_t n, int64_t deadline,
-                                 const struct ovl_publish_hook *before);
 
-/* Check only the base, and resolve the size (0 = the base's). */
-int ovl_request_check_base (const struct ovl_config *cfg, struct ovl_request *r);
+struct ovl_create_opts {
+  const struct ovl_supplier *supplier;   /* NULL: every overlay through qsd */
+  const struct ovl_publish_hook *before; /* NULL: nothing to record */
+  bool reserved_names;          /* the pool's own files: paths through
+                                 * OVL_RESERVED names are allowed */
+};
 
-void ovl_request_clear (struct ovl_request *r);
+/* Make every overlay of REQS or none; RES[i] says what came of REQS[i].
+ * OPTS may be NULL.  Returns 0, or -1 with the error of each failed
+ * request in its result (and the first in ovl_error). */
+int ovl_overlay_create (const struct ovl_config *cfg, const struct ovl_request *reqs,
+                        struct ovl_result *res, size_t n, int64_t deadline,
+                        const struct ovl_create_opts *opts);
+
+/* Only the checks that need no daemon (base, path, options), each
+ * failure in its result's .error; nothing is created.  0 or -1. */
+int ovl_overlay_check (const struct ovl_config *cfg, const struct ovl_request *reqs,
+                       struct ovl_result *res, size_t n);
+
+/* Check only the base of R into RES (base and size).  RESERVED_NAMES as
+ * in ovl_create_opts.  0 or -1 (error set, and in RES->error). */
+int ovl_request_check_base (const struct ovl_config *cfg, const struct ovl_request *r,
+                            struct ovl_result *res, bool reserved_names);
 
 /* What is at PATH (in the overlay directories, reached without
  * symlinks) against ID (NULL: no record of it): */
@@ -116,6 +150,12 @@ int ovl_overlay_presence (const struct ovl_config *cfg, const char *path,
  * file (left alone), -1 error. */
 int ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
                               const struct ovl_file_id *id);
+
+/* qsd sends about five events per job and the QMP client caps the events
+ * it holds, so a batch is capped too. */
+#ifndef OVL_MAX_BATCH
+#define OVL_MAX_BATCH 256
+#endif
 
 /* Node names, job ids and temporary files carry this prefix.  Path
  * components starting with OVL_RESERVED (temporary files, the pool) are

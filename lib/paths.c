@@ -58,11 +58,14 @@ check_syntax (const char *path, const char *what)
   return 0;
 }
 
-/* The walk behind both entry points; *MISSING tells a directory on the
- * way that does not exist (error set too) from every other failure. */
+/* The walk behind the entry points; *MISSING tells a directory on the
+ * way that does not exist (error set too) from every other failure.
+ * WHOLE: PATH is a directory to open itself (an allowed one or below),
+ * not the parent of a file. */
 static int
 open_parent (const char *path, const struct ovl_dirs *dirs, const char *what,
-             bool strict_parent, int *dirfd, const char **name, bool *missing)
+             bool strict_parent, int *dirfd, const char **name, bool *missing,
+             bool whole)
 {
   CLEANUP_CLOSE int fd = -1;
   const char *p, *last;
@@ -72,14 +75,14 @@ open_parent (const char *path, const struct ovl_dirs *dirs, const char *what,
   if (check_syntax (path, what) == -1)
     return -1;
   for (i = 0; i < dirs->n; i++)
-    if (ovl_path_is_below (path, dirs->dir[i]) && strcmp (path, dirs->dir[i]) != 0)
+    if (ovl_path_is_below (path, dirs->dir[i]) && (whole || strcmp (path, dirs->dir[i]) != 0))
       break;
   if (i == dirs->n) {
     ovl_error ("%s path '%s' is outside the allowed directories", what, path);
     return -1;
   }
 
-  last = strrchr (path, '/') + 1;
+  last = whole ? path + strlen (path) + 1 : strrchr (path, '/') + 1;
   fd = open ("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd == -1) {
     ovl_error ("open /: %m");
@@ -145,7 +148,20 @@ ovl_path_open_parent (const char *path, const struct ovl_dirs *dirs,
 {
   bool missing = false;
 
-  return open_parent (path, dirs, what, strict_parent, dirfd, name, &missing);
+  return open_parent (path, dirs, what, strict_parent, dirfd, name, &missing, false);
+}
+
+int
+ovl_path_open_dir (const char *dir, const struct ovl_dirs *dirs, const char *what, int *dirfd)
+{
+  bool missing = false;
+  const char *name;
+
+  if (strcmp (dir, "/") == 0) {
+    ovl_error ("%s directory '/' is refused", what);
+    return -1;
+  }
+  return open_parent (dir, dirs, what, true, dirfd, &name, &missing, true);
 }
 
 int
@@ -154,7 +170,7 @@ ovl_path_open_parent_if_exists (const char *path, const struct ovl_dirs *dirs,
 {
   bool missing = false;
 
-  if (open_parent (path, dirs, what, true, dirfd, name, &missing) == 0)
+  if (open_parent (path, dirs, what, true, dirfd, name, &missing, false) == 0)
     return 1;
   if (missing) {
     ovl_error_clear ();

@@ -28,6 +28,11 @@ int ovl_path_open_parent (const char *path, const struct ovl_dirs *dirs,
 int ovl_path_open_parent_if_exists (const char *path, const struct ovl_dirs *dirs,
                                     const char *what, int *dirfd, const char **name);
 
+/* Open directory DIR itself, one of DIRS or below one, checked as a
+ * strict parent is: for the pool, which lives in overlay directories. */
+int ovl_path_open_dir (const char *dir, const struct ovl_dirs *dirs, const char *what,
+                       int *dirfd);
+
 /* True if PATH is DIR or below it (both normalised). */
 bool ovl_path_is_below (const char *path, const char *dir);
 

@@ -4,12 +4,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <spawn.h>
+#include <sys/types.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -23,9 +22,9 @@
 extern char **environ;
 
 #define KEY_MAX 8192
-#define OVL_REFILL_DELAY_MS 100
 #define READY_PREFIX "ready-"
 
+#ifndef CLEANUP_CLOSEDIR
 static void
 closedir_cleanup (DIR **d)
 {
@@ -33,12 +32,13 @@ closedir_cleanup (DIR **d)
     closedir (*d);
 }
 #define CLEANUP_CLOSEDIR __attribute__((cleanup (closedir_cleanup)))
+#endif
 
-/* The exact key of what R asks for. */
+/* The exact key of what R asks for (RES: its base, as checked). */
 static int
-make_key (const struct ovl_request *r, char *key, size_t len)
+make_key (const struct ovl_request *r, const struct ovl_result *res, char *key, size_t len)
 {
-  const struct ovl_image *b = &r->base_info;
+  const struct ovl_image *b = &res->base;
   int n = snprintf (key, len,
                     "virt-overlay-pool 1\nbase %s\nbase-file %llu %llu %llu %lld.%09ld\n"
                     "backing-format %s\ncluster-size %llu\nlazy-refcounts %d\n"
@@ -47,7 +47,7 @@ make_key (const struct ovl_request *r, char *key, size_t len)
                     (unsigned long long) b->file_size, (long long) b->mtime.tv_sec,
                     b->mtime.tv_nsec, ovl_format_name (r->base_format),
                     (unsigned long long) r->cluster_size, r->lazy_refcounts,
-                    r->extended_l2, (unsigned long long) r->size);
+                    r->extended_l2, (unsigned long long) res->size);
   if (n < 0 || (size_t) n >= len) {
     ovl_error ("pool key too long");
     return -1;
@@ -101,37 +101,30 @@ key_matches (int pfd, const char *key)
   return strcmp (buf, key) == 0;
 }
 
-/* Pool locks a refiller inherited from the hook that started it, as
- * descriptors 3, 4, ...: it already holds them. */
-static int inherited_locks[256];
-static size_t ninherited;
-
-static bool
-lock_is_inherited (int fd)
-{
-  struct stat a, b;
-  size_t i;
-
-  if (fstat (fd, &a) == -1)
-    return false;
-  for (i = 0; i < ninherited; i++)
-    if (fstat (inherited_locks[i], &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino)
-      return true;
-  return false;
-}
-
-/* Open POOL's lock (in pool directory PFD) and take it without waiting:
- * the descriptor, -2 if another refiller holds it, -1 on error. */
+/* Take the lock of pool directory PFD without waiting: the descriptor,
+ * -2 if another refiller holds it, -1 on error.  HELD, if >= 0, is that
+ * lock already held by the caller (handed down by whoever started the
+ * refiller): it must be that very file. */
 static int
-take_lock (int pfd)
+take_lock (int pfd, int held)
 {
   int lock = openat (pfd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+  struct stat a, b;
 
   if (lock == -1) {
     ovl_error ("pool: lock: %m");
     return -1;
   }
-  if (lock_is_inherited (lock) || flock (lock, LOCK_EX | LOCK_NB) == 0)
+  if (held >= 0) {
+    close (lock);
+    if (fstat (held, &a) == -1 || fstatat (pfd, "lock", &b, AT_SYMLINK_NOFOLLOW) == -1 ||
+        a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+      ovl_error ("pool: the lock handed down is not this pool's lock");
+      return -1;
+    }
+    return fcntl (held, F_DUPFD_CLOEXEC, 3);
+  }
+  if (flock (lock, LOCK_EX | LOCK_NB) == 0)
     return lock;
   close (lock);
   if (errno == EWOULDBLOCK)
@@ -149,10 +142,17 @@ is_ready_name (const char *name)
 }
 
 bool
-ovl_pool_wants_refill (const struct ovl_config *cfg, const struct ovl_request *r)
+ovl_pool_wants_refill (const struct ovl_config *cfg, const struct ovl_result *res)
 {
-  return cfg->pool_size > 0 && (!r->from_pool || r->pool_left <= cfg->pool_size / 2);
+  return cfg->pool_size > 0 && (!res->taken || res->left <= cfg->pool_size / 2);
 }
+
+/* A claim: the pool directory, the claimed file (flocked) and its name
+ * there. */
+struct claim {
+  int pfd, fd;
+  char name[NAME_MAX + 1];
+};
 
 /* Claim ready file NAME of pool PFD into C: locked without waiting (a
  * file another taker, or its refiller, holds is skipped; read-write, for
@@ -162,7 +162,7 @@ ovl_pool_wants_refill (const struct ovl_config *cfg, const struct ovl_request *r
  * domain's disk already, so its pool name is dropped.  1 claimed, 0 not
  * this one, -1 error. */
 static int
-claim_one (int pfd, const char *name, struct ovl_pool_claim *c, struct ovl_file_id *id,
+claim_one (int pfd, const char *name, struct claim *c, struct ovl_file_id *id,
            bool need_token)
 {
   int r;
@@ -200,29 +200,48 @@ claim_one (int pfd, const char *name, struct ovl_pool_claim *c, struct ovl_file_
   return 1;
 }
 
-int
-ovl_pool_claim (const struct ovl_request *r, int dirfd, struct ovl_pool_claim *c,
-                struct ovl_file_id *id, size_t *left)
+static void
+pool_unclaim (void *opaque, void *h)
+{
+  struct claim *c = h;
+
+  if (!c)
+    return;
+  if (c->fd >= 0)
+    close (c->fd);              /* unpublished, it is ready for the next taker */
+  if (c->pfd >= 0)
+    close (c->pfd);
+  free (c);
+}
+
+static int
+pool_claim (void *opaque, const struct ovl_request *r, struct ovl_result *res,
+            int dirfd, void **h)
 {
   char key[KEY_MAX], hash[17];
   CLEANUP_CLOSE int top = -1, pfd = -1;
   CLEANUP_CLOSEDIR DIR *d = NULL;
+  CLEANUP_FREE struct claim *c = NULL;
   struct dirent *e;
   int got;
 
-  if (make_key (r, key, sizeof key) == -1)
+  if (make_key (r, res, key, sizeof key) == -1)
     return -1;
   key_hash (key, hash);
+  /* No pool (or none of ours, which the refiller reports): none ready. */
   if ((top = open_private_dir (dirfd, OVL_POOL_DIR)) == -1 ||
       (pfd = open_private_dir (top, hash)) == -1 ||
       !key_matches (pfd, key))
     return 0;
-  if (!(d = ovl_opendir_at (pfd)))
-    return 0;
+  if (!(d = ovl_opendir_at (pfd)) || !(c = ovl_calloc (1, sizeof *c))) {
+    ovl_error ("overlay '%s': reading the pool: %m", r->overlay);
+    return -1;
+  }
+  c->pfd = c->fd = -1;
   while ((e = readdir (d))) {
-    if (!is_ready_name (e->d_name) || strlen (e->d_name) >= sizeof c->name)
+    if (!is_ready_name (e->d_name))
       continue;
-    got = claim_one (pfd, e->d_name, c, id, r->need_identity);
+    got = claim_one (pfd, e->d_name, c, &res->made, r->need_identity);
     if (got == 0)
       continue;
     if (got == -1) {
@@ -231,16 +250,18 @@ ovl_pool_claim (const struct ovl_request *r, int dirfd, struct ovl_pool_claim *c
     }
     c->pfd = OVL_STEAL_FD (pfd);
     /* The rest of this directory read tells how many stay ready. */
-    for (*left = 0; (e = readdir (d)); )
-      *left += is_ready_name (e->d_name);
+    for (res->left = 0; (e = readdir (d)); )
+      res->left += is_ready_name (e->d_name);
+    *h = OVL_STEAL (c);
     return 1;
   }
   return 0;
 }
 
-int
-ovl_pool_publish (struct ovl_pool_claim *c, int dirfd, const char *name, const char *overlay)
+static int
+pool_publish (void *opaque, void *h, int dirfd, const char *name, const char *overlay)
 {
+  struct claim *c = h;
   struct stat a, b;
 
   if (ovl_publish_noreplace (c->pfd, c->name, dirfd, name) == -1) {
@@ -261,15 +282,16 @@ ovl_pool_publish (struct ovl_pool_claim *c, int dirfd, const char *name, const c
   return 0;
 }
 
-void
-ovl_pool_unclaim (struct ovl_pool_claim *c)
+static const struct ovl_supplier supplier = {
+  .claim = pool_claim,
+  .publish = pool_publish,
+  .unclaim = pool_unclaim,
+};
+
+const struct ovl_supplier *
+ovl_pool_supplier (const struct ovl_config *cfg)
 {
-  if (c->fd >= 0)
-    close (c->fd);              /* unpublished, it is ready for the next taker */
-  if (c->pfd >= 0)
-    close (c->pfd);
-  c->fd = c->pfd = -1;
-  c->name[0] = '\0';
+  return cfg->pool_size > 0 ? &supplier : NULL;
 }
 
 /* mkdir NAME in DIRFD (0700) unless it is there; then open it. */
@@ -393,29 +415,44 @@ count_ready (int pfd)
   return n;
 }
 
-/* Top up the pool of one (base-checked) request. */
+/* The pool directory named HASH in overlay directory ODIR, made if need
+ * be: *TOP (the pools of ODIR) and *PFD. */
 static int
-fill_one (const struct ovl_config *cfg, struct ovl_request *r, int64_t deadline)
+open_pool (int odir, const char *hash, int *top, int *pfd)
 {
-  char key[KEY_MAX], hash[17];
+  if ((*top = ensure_private_dir (odir, OVL_POOL_DIR)) == -1 ||
+      (*pfd = ensure_private_dir (*top, hash)) == -1)
+    return -1;
+  return 0;
+}
+
+long
+ovl_pool_fill (const struct ovl_config *cfg, const struct ovl_request *tmpl,
+               const char *dir, int lockfd, int64_t deadline)
+{
+  const struct ovl_create_opts opts = { .reserved_names = true };
+  struct ovl_result checked = { 0 };
+  char key[KEY_MAX], hash[17], rnd[17];
   CLEANUP_CLOSE int odir = -1, top = -1, pfd = -1, lock = -1;
-  CLEANUP_FREE char *dir = NULL;
   CLEANUP_FREE struct ovl_request *reqs = NULL;
-  CLEANUP_FREE char *names = NULL;
-  const char *oname;
+  CLEANUP_FREE struct ovl_result *res = NULL;
   size_t have, need, i;
   static unsigned long seq;
-  char rnd[17];
-  int ret;
+  long ret = -1;
 
-  if (ovl_path_open_parent (r->overlay, &cfg->overlay_dirs, "overlay", true, &odir, &oname) == -1 ||
-      make_key (r, key, sizeof key) == -1)
+  if (cfg->pool_size == 0)
+    return 0;
+  if (ovl_request_check_base (cfg, tmpl, &checked, false) == -1) {
+    ovl_result_clear (&checked);
+    return -1;
+  }
+  if (ovl_path_open_dir (dir, &cfg->overlay_dirs, "overlay", &odir) == -1 ||
+      make_key (tmpl, &checked, key, sizeof key) == -1)
     return -1;
   key_hash (key, hash);
-  if ((top = ensure_private_dir (odir, OVL_POOL_DIR)) == -1 ||
-      (pfd = ensure_private_dir (top, hash)) == -1)
+  if (open_pool (odir, hash, &top, &pfd) == -1)
     return -1;
-  if ((lock = take_lock (pfd)) < 0)
+  if ((lock = take_lock (pfd, lockfd)) < 0)
     return lock == -2 ? 0 : -1;   /* -2: another refiller is at it */
   if (write_key (pfd, key) == -1)
     return -1;
@@ -425,217 +462,135 @@ fill_one (const struct ovl_config *cfg, struct ovl_request *r, int64_t deadline)
   if (have >= cfg->pool_size)
     return 0;
   need = cfg->pool_size - have;
-  dir = strndup (r->overlay, (size_t) (oname - r->overlay - 1));
-  reqs = calloc (need, sizeof *reqs);
-  names = calloc (need, 4096);
-  if (!dir || !reqs || !names) {
-    ovl_error ("out of memory");
+  if (!(reqs = ovl_calloc (need, sizeof *reqs)) || !(res = ovl_calloc (need, sizeof *res)))
     return -1;
-  }
   /* Not our pid: another namespace or host may have used it here. */
   if (ovl_random_hex (rnd, 8) == -1)
     return -1;
   for (i = 0; i < need; i++) {
-    char *p = names + i * 4096;
-    snprintf (p, 4096, "%s/" OVL_POOL_DIR "/%s/" READY_PREFIX "%s-%lu.qcow2",
-              dir, hash, rnd, ++seq);
-    reqs[i] = *r;
-    reqs[i].error = NULL;
-    reqs[i].overlay = p;
-    reqs[i].internal = true;
+    char *path;
+    reqs[i] = *tmpl;
+    reqs[i].size = checked.size;
+    if (asprintf (&path, "%s/" OVL_POOL_DIR "/%s/" READY_PREFIX "%s-%lu.qcow2",
+                  dir, hash, rnd, ++seq) == -1) {
+      ovl_error ("out of memory");
+      goto out;
+    }
+    reqs[i].overlay = path;
   }
-  ret = ovl_overlay_create (cfg, reqs, need, deadline);
-  for (i = 0; i < need; i++)
-    ovl_request_clear (&reqs[i]);
-  return ret;
-}
-
-int
-ovl_pool_fill (const struct ovl_config *cfg, const struct ovl_request *reqs,
-               size_t n, int64_t deadline)
-{
-  size_t i;
-  int ret = 0;
-
-  if (cfg->pool_size == 0)
-    return 0;
-  for (i = 0; i < n; i++) {
-    struct ovl_request r = reqs[i];
-    r.error = NULL;
-    r.size = reqs[i].size;
-    if (ovl_request_check_base (cfg, &r) == -1 || fill_one (cfg, &r, deadline) == -1)
-      ret = -1;
-    ovl_request_clear (&r);
+  if (ovl_overlay_create (cfg, reqs, res, need, deadline, &opts) == 0)
+    ret = (long) need;
+ out:
+  for (i = 0; i < need; i++) {
+    free ((char *) reqs[i].overlay);
+    ovl_result_clear (&res[i]);
   }
   return ret;
 }
 
-/* The refiller is this same program run again with OVL_POOL_FILL_ARG
- * and seven words per request: base, format, cluster size, lazy
- * refcounts, extended L2, size, overlay directory.  posix_spawn (vfork)
- * costs the caller far less than a fork of itself, and we never wait:
- * the refiller is in its own session with stdio on /dev/null and no other
- * descriptor, so libvirt, reading the hook's stdout and stderr to EOF,
- * does not wait for it either. */
-/* Take the lock of R's pool for a refiller to come: the descriptor
- * (above the standard ones), or -1 when the pool needs none or another
- * refiller has it. */
+/* Take the lock of the pool R came from (RES), for a refiller to come:
+ * 1 with *LOCK (a descriptor out of the way of those the child gets) and
+ * *DIR (R's overlay directory, a new string); 0 when that pool needs no
+ * refill or another refiller has it; -1 on error. */
 static int
-lock_for_refill (const struct ovl_config *cfg, const struct ovl_request *r)
+lock_for_refill (const struct ovl_config *cfg, const struct ovl_request *r,
+                 const struct ovl_result *res, int *lock, char **dir)
 {
   char key[KEY_MAX], hash[17];
-  CLEANUP_CLOSE int odir = -1, top = -1, pfd = -1;
+  CLEANUP_CLOSE int odir = -1, top = -1, pfd = -1, l = -1;
   const char *oname;
-  int lock, high;
 
-  if (!ovl_pool_wants_refill (cfg, r) ||
-      ovl_path_open_parent (r->overlay, &cfg->overlay_dirs, "overlay", true, &odir, &oname) == -1 ||
-      make_key (r, key, sizeof key) == -1)
+  if (!ovl_pool_wants_refill (cfg, res))
+    return 0;
+  if (ovl_path_open_parent (r->overlay, &cfg->overlay_dirs, "overlay", true, &odir, &oname) == -1 ||
+      make_key (r, res, key, sizeof key) == -1)
     return -1;
   key_hash (key, hash);
-  if ((top = ensure_private_dir (odir, OVL_POOL_DIR)) == -1 ||
-      (pfd = ensure_private_dir (top, hash)) == -1 ||
-      (lock = take_lock (pfd)) < 0)
+  if (open_pool (odir, hash, &top, &pfd) == -1 || (l = take_lock (pfd, -1)) == -1)
     return -1;
-  /* Out of the way of the descriptors the child is given. */
-  high = fcntl (lock, F_DUPFD_CLOEXEC, 300);
-  close (lock);
-  return high;
+  if (l == -2)
+    return 0;
+  if ((*lock = fcntl (l, F_DUPFD_CLOEXEC, 10)) == -1) {
+    ovl_error ("pool: dup: %m");
+    return -1;
+  }
+  /* R's path is normalised, so its directory is the part before the
+   * last slash ("/" if that is all). */
+  if (!(*dir = strndup (r->overlay, oname - 1 == r->overlay ? 1 : (size_t) (oname - 1 - r->overlay)))) {
+    close (OVL_STEAL_FD (*lock));
+    ovl_error ("out of memory");
+    return -1;
+  }
+  return 1;
 }
 
-/* The refiller is this same program run again with OVL_POOL_FILL_ARG
- * (found through /proc/self/exe) and seven words per pool: base, format, cluster size, lazy refcounts,
- * extended L2, size, overlay directory.  We take each pool's lock here
- * and hand it down (as descriptors 3, 4, ...), so that of many domains
- * starting at once only one starts a refiller per pool.  posix_spawn
- * (vfork) costs the caller far less than a fork of itself, and we never
- * wait: the refiller is in its own session with stdio on /dev/null and
- * no other descriptor, so libvirt, reading the hook's stdout and stderr
- * to EOF, does not wait for it either. */
-void
-ovl_pool_fill_detached (const struct ovl_config *cfg, const struct ovl_request *reqs,
-                        size_t n)
+/* The refiller's program: OVL_REFILL_ENV's, or the installed one. */
+static const char *
+refill_program (void)
+{
+  const char *p = getenv (OVL_REFILL_ENV);
+  return p && *p ? p : LIBEXECDIR "/" OVL_REFILL_PROGRAM;
+}
+
+/* Start the refiller of R's pool in DIR, handing it LOCK as descriptor
+ * 3.  posix_spawn (vfork) costs the caller far less than a fork of
+ * itself, and we never wait for it. */
+static int
+spawn_refiller (const struct ovl_request *r, const struct ovl_result *res,
+                const char *dir, int lock)
 {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
-  char **argv = NULL, (*nums)[3][24] = NULL, **dirs = NULL;
-  int *locks = NULL;
-  size_t i, k = 0, nl = 0;
-  char self[4096];
-  ssize_t len;
+  const char *prog = refill_program ();
+  char cs[24], sz[24];
+  char *argv[] = {
+    (char *) prog, (char *) "--lock-fd", (char *) "3",
+    (char *) "--backing-format", (char *) ovl_format_name (r->base_format),
+    (char *) "--cluster-size", cs,
+    (char *) "--lazy-refcounts", (char *) (r->lazy_refcounts ? "on" : "off"),
+    (char *) "--extended-l2", (char *) (r->extended_l2 ? "on" : "off"),
+    (char *) "--size", sz,
+    (char *) "--", (char *) r->base, (char *) dir, NULL,
+  };
   pid_t pid;
+  int e;
 
-  if (cfg->pool_size == 0 || n == 0 || n > 250)
-    return;
-  argv = calloc (3 + 7 * n, sizeof *argv);
-  nums = calloc (n, sizeof *nums);
-  dirs = calloc (n, sizeof *dirs);
-  locks = calloc (n, sizeof *locks);
-  if (!argv || !nums || !dirs || !locks)
-    goto out;
-  /* Our own program by its path (not /proc/self/exe, which under a
-   * tool like valgrind is the tool). */
-  if ((len = readlink ("/proc/self/exe", self, sizeof self - 1)) <= 0)
-    goto out;
-  self[len] = '\0';
-  argv[k++] = self;
-  argv[k++] = (char *) OVL_POOL_FILL_ARG;
-  for (i = 0; i < n; i++) {
-    const char *slash = strrchr (reqs[i].overlay, '/');
-    int lock = lock_for_refill (cfg, &reqs[i]);
-    if (lock < 0)
-      continue;
-    locks[nl] = lock;
-    dirs[nl] = strndup (reqs[i].overlay, slash && slash != reqs[i].overlay ?
-                        (size_t) (slash - reqs[i].overlay) : 1);
-    snprintf (nums[nl][0], 24, "%llu", (unsigned long long) reqs[i].cluster_size);
-    snprintf (nums[nl][1], 24, "%llu", (unsigned long long) reqs[i].size);
-    argv[k++] = (char *) reqs[i].base;
-    argv[k++] = (char *) ovl_format_name (reqs[i].base_format);
-    argv[k++] = nums[nl][0];
-    argv[k++] = (char *) (reqs[i].lazy_refcounts ? "on" : "off");
-    argv[k++] = (char *) (reqs[i].extended_l2 ? "on" : "off");
-    argv[k++] = nums[nl][1];
-    argv[k++] = dirs[nl];
-    nl++;
-    if (!dirs[nl - 1])
-      goto out;
-  }
-  if (nl == 0)
-    goto out;
+  snprintf (cs, sizeof cs, "%llu", (unsigned long long) r->cluster_size);
+  snprintf (sz, sizeof sz, "%llu", (unsigned long long) res->size);
   posix_spawn_file_actions_init (&fa);
   posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_addopen (&fa, 1, "/dev/null", O_WRONLY, 0);
   posix_spawn_file_actions_addopen (&fa, 2, "/dev/null", O_WRONLY, 0);
-  for (i = 0; i < nl; i++)
-    posix_spawn_file_actions_adddup2 (&fa, locks[i], 3 + (int) i);
-  posix_spawn_file_actions_addclosefrom_np (&fa, 3 + (int) nl);
+  posix_spawn_file_actions_adddup2 (&fa, lock, 3);
+  posix_spawn_file_actions_addclosefrom_np (&fa, 4);
   posix_spawnattr_init (&attr);
   posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETSID);
-  posix_spawn (&pid, argv[0], &fa, &attr, argv, environ);
+  e = posix_spawn (&pid, prog, &fa, &attr, argv, environ);
   posix_spawnattr_destroy (&attr);
   posix_spawn_file_actions_destroy (&fa);
- out:
-  /* Our copies go; the refiller's keep the locks. */
-  for (i = 0; i < nl; i++) {
-    close (locks[i]);
-    free (dirs[i]);
+  if (e != 0) {
+    errno = e;
+    ovl_error ("pool: could not start the refiller %s: %m", prog);
+    return -1;
   }
-  free (argv);
-  free (nums);
-  free (dirs);
-  free (locks);
+  return 0;
 }
 
 int
-ovl_pool_fill_main (int argc, char **argv)
+ovl_pool_refill_detached (const struct ovl_config *cfg, const struct ovl_request *reqs,
+                          const struct ovl_result *res, size_t n)
 {
-  CLEANUP_CONFIG struct ovl_config *cfg = ovl_config_load ();
-  struct ovl_request *reqs;
-  char **where;
-  int i, n, ret = 0;
+  size_t i;
+  int ret = 0;
 
-  if (!cfg || argc < 2 || (argc - 2) % 7 != 0)
-    return 1;
-  n = (argc - 2) / 7;
-  /* Background work: only what the machine has spare, and not in the
-   * middle of a burst of starts (domains tend to start together, at boot
-   * or autostart): let the burst pass, then make the batch. */
-  {
-    struct sched_param sp = { 0 };
-    struct timespec ts = { 0, OVL_REFILL_DELAY_MS * 1000000L };
-    sched_setscheduler (0, SCHED_IDLE, &sp);
-    nanosleep (&ts, NULL);
+  for (i = 0; i < n && cfg->pool_size > 0; i++) {
+    CLEANUP_FREE char *dir = NULL;
+    CLEANUP_CLOSE int lock = -1;
+    int r = lock_for_refill (cfg, &reqs[i], &res[i], &lock, &dir);
+    /* Our copy of the lock goes; the refiller's keeps it. */
+    if (r == -1 || (r == 1 && spawn_refiller (&reqs[i], &res[i], dir, lock) == -1))
+      ret = -1;
   }
-  for (ninherited = 0; ninherited < (size_t) n && ninherited < 256; ninherited++) {
-    if (fcntl (3 + (int) ninherited, F_GETFD) == -1)
-      break;
-    inherited_locks[ninherited] = 3 + (int) ninherited;
-  }
-  reqs = calloc ((size_t) n, sizeof *reqs);
-  where = calloc ((size_t) n, sizeof *where);
-  if (!reqs || !where)
-    return 1;
-  for (i = 0; i < n && ret == 0; i++) {
-    char **a = argv + 2 + 7 * i;
-    ovl_request_defaults (&reqs[i], cfg);
-    reqs[i].base = a[0];
-    if (ovl_format_parse (a[1], &reqs[i].base_format) == -1 ||
-        ovl_parse_u64 (a[2], &reqs[i].cluster_size) == -1 ||
-        ovl_parse_bool (a[3], &reqs[i].lazy_refcounts) == -1 ||
-        ovl_parse_bool (a[4], &reqs[i].extended_l2) == -1 ||
-        ovl_parse_u64 (a[5], &reqs[i].size) == -1 ||
-        asprintf (&where[i], "%s/-", a[6]) == -1)
-      ret = 1;
-    reqs[i].overlay = where[i];
-  }
-  if (ret == 0 && ovl_pool_fill (cfg, reqs, (size_t) n,
-                                 ovl_now_ms () + cfg->timeout_ms) == -1)
-    ret = 1;
-  for (i = 0; i < n; i++)
-    free (where[i]);
-  free (where);
-  free (reqs);
   return ret;
 }
 

@@ -32,46 +32,47 @@
 
 #define OVL_POOL_DIR ".virt-overlay-pool"
 
-/* Handing out is two steps, so that the caller can record what it is
- * about to own before it is published (the write-ahead ledger).  A
- * claimed file is locked (flock: other takers skip it, across pid
- * namespaces and NFS clients alike) and known by identity; publishing
- * moves it into place; until then it is still in the pool, and a taker
- * that dies leaves it there, ready. */
-struct ovl_pool_claim {
-  int pfd;                      /* the pool directory */
-  int fd;                       /* the claimed file, flocked */
-  char name[64];                /* its name there ("" once published) */
-};
-#define OVL_POOL_CLAIM_INIT { -1, -1, "" }
-/* Claim a ready overlay for R (checked), to go into directory DIRFD.
- * 1 claimed (*ID its identity, *LEFT how many stay ready), 0 none ready,
- * -1 error. */
-int ovl_pool_claim (const struct ovl_request *r, int dirfd, struct ovl_pool_claim *c,
-                    struct ovl_file_id *id, size_t *left);
-/* Move it to DIRFD/NAME (OVERLAY names it in errors), never replacing
- * anything.  0, or -1 with the error set (it stays in the pool). */
-int ovl_pool_publish (struct ovl_pool_claim *c, int dirfd, const char *name,
-                      const char *overlay);
-/* Let the claim go. */
-void ovl_pool_unclaim (struct ovl_pool_claim *c);
+/* The pool as the engine's supplier of ready overlays (overlay.h), or
+ * NULL when CFG keeps no pool.  A claim locks a ready file (flock: other
+ * takers skip it, across pid namespaces and NFS clients alike) and knows
+ * it by identity, with a token of its own; publishing moves it into
+ * place; until then it is still in the pool, and a taker that dies
+ * leaves it there, ready. */
+const struct ovl_supplier *ovl_pool_supplier (const struct ovl_config *cfg);
 
-/* Whether R's pool wants topping up: refills come in batches, when a
- * take left it at half or less (or it had nothing for R). */
-bool ovl_pool_wants_refill (const struct ovl_config *cfg, const struct ovl_request *r);
+/* Whether the pool R came from (RES) wants topping up: refills come in
+ * batches, when a take left it at half or less (or it had nothing). */
+bool ovl_pool_wants_refill (const struct ovl_config *cfg, const struct ovl_result *res);
 
-/* Top up the pool of each request's key to cfg->pool_size, through qsd.
- * Requests are examples of what to pool (their .overlay gives the
- * directory); nothing of theirs is touched. */
-int ovl_pool_fill (const struct ovl_config *cfg, const struct ovl_request *reqs,
-                   size_t n, int64_t deadline);
-/* The same in a fully detached process (this program run again with
- * OVL_POOL_FILL_ARG); returns at once. */
-void ovl_pool_fill_detached (const struct ovl_config *cfg, const struct ovl_request *reqs,
-                             size_t n);
-#define OVL_POOL_FILL_ARG "--pool-fill"
-/* main() of that process: argv[1] is OVL_POOL_FILL_ARG. */
-int ovl_pool_fill_main (int argc, char **argv);
+/* Top up the pool of what TMPL asks for (base, format, options, size;
+ * its .overlay is not used) in overlay directory DIR to cfg->pool_size,
+ * through qsd.  LOCKFD is that pool's lock when the caller holds it
+ * already (a refiller is handed it by whoever started it), else -1:
+ * then it is taken here, and if another refiller holds it there is
+ * nothing to do.  Returns how many overlays were made, or -1. */
+long ovl_pool_fill (const struct ovl_config *cfg, const struct ovl_request *tmpl,
+                    const char *dir, int lockfd, int64_t deadline);
+
+/* The refiller: a program of its own in LIBEXECDIR (the environment
+ * variable OVL_REFILL_ENV names another, for builds that are not
+ * installed), run detached as
+ *
+ *   virt-overlay-refill --lock-fd 3 [OPTIONS] BASE DIR
+ *
+ * with the pool's lock as descriptor 3.  See hook/virt-overlay-refill.c. */
+#define OVL_REFILL_PROGRAM "virt-overlay-refill"
+#define OVL_REFILL_ENV "VIRT_OVERLAY_REFILL"
+
+/* Start a refiller for each pool of REQS that wants one (RES says what
+ * the engine took), without waiting for it: it runs in a session of its
+ * own with stdio on /dev/null and only its lock, so that libvirt, which
+ * reads the hook's output to EOF, does not wait for it either.  Each
+ * pool's lock is taken here and handed down, so that of many domains
+ * starting at once only one starts a refiller per pool.  0, or -1 with
+ * the error set (no refill started for some pool: the overlays made are
+ * fine, the pool will be topped up next time). */
+int ovl_pool_refill_detached (const struct ovl_config *cfg, const struct ovl_request *reqs,
+                              const struct ovl_result *res, size_t n);
 
 /* One line per pool in every overlay directory: count and key
  * (a new string). */

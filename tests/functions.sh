@@ -29,6 +29,12 @@ finish () {
   [ "$failures" = 0 ]
 }
 
+# The pool's refiller of this build, not the installed one (started by
+# the hook and the CLI; libvirt-run hooks get it through their wrapper).
+REFILL=$(cd "$builddir" && pwd)/hook/virt-overlay-refill
+VIRT_OVERLAY_REFILL=$REFILL
+export VIRT_OVERLAY_REFILL
+
 # The program under test, under valgrind with make check-valgrind.
 VO="$builddir/cli/virt-overlay"
 if [ "${OVL_VALGRIND:-0}" = 1 ]; then

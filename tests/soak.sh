@@ -37,7 +37,7 @@ cat > "$wrapper" <<EOW
 #!/bin/sh
 e=\$(mktemp '$T/hooklog/XXXXXX') || exit 1
 t0=\$(date +%s%N)
-VIRT_OVERLAY_CONFIG='$T/conf' '$HOOK' "\$@" 2> "\$e"; rc=\$?
+VIRT_OVERLAY_CONFIG='$T/conf' VIRT_OVERLAY_REFILL='$REFILL' '$HOOK' "\$@" 2> "\$e"; rc=\$?
 echo "\$2 \$3 \$(( (\$(date +%s%N) - t0) / 1000000 ))" >> '$T/hook.times'
 if [ -s "\$e" ] || [ "\$rc" != 0 ]; then
   printf '%s %s %s %s rc=%s: %s\n' "\$(date +%T.%N)" "\$1" "\$2" "\$3" "\$rc" "\$(cat "\$e")" >> '$T/hook.log'
@@ -101,10 +101,10 @@ own_data () {
 }
 qsd_pid () { cat "$SOCK.pid" 2>/dev/null || echo none; }
 qsd_fds () { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
-# The detached refillers of this build's hook ("HOOK --pool-fill ...").
+# The detached refillers of this build ("REFILL --lock-fd ...").
 refillers () {
   for c in /proc/[0-9]*/cmdline; do
-    case $(tr '\0' ' ' 2>/dev/null < "$c") in "$HOOK --pool-fill "*) echo "$c";; esac
+    case $(tr '\0' ' ' 2>/dev/null < "$c") in "$REFILL "*) echo "$c";; esac
   done
 }
 # Bounded: refillers finished, and no pool lock held.

@@ -56,7 +56,7 @@ id_of () {
 # The pool refiller is detached: let it finish before looking.
 settle () {
   i=0
-  while pgrep -f -- "virt-overlay-hook --pool-fill" >/dev/null 2>&1 && [ $i -lt 200 ]; do
+  while pgrep -f -- "$REFILL " >/dev/null 2>&1 && [ $i -lt 200 ]; do
     sleep 0.05; i=$((i + 1))
   done
 }

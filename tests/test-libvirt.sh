@@ -26,7 +26,7 @@ at_exit "stop_pidfile $T/run/qsd.sock.pid"
 wrapper=$HOOKS/qemu.d/virt-overlay-test-$$
 cat > "$wrapper" <<EOW
 #!/bin/sh
-VIRT_OVERLAY_CONFIG='$T/conf' exec '$(cd "$builddir" && pwd)/hook/virt-overlay-hook' "\$@"
+VIRT_OVERLAY_CONFIG='$T/conf' VIRT_OVERLAY_REFILL='$REFILL' exec '$(cd "$builddir" && pwd)/hook/virt-overlay-hook' "\$@"
 EOW
 chmod 0755 "$wrapper"
 at_exit "rm -f '$wrapper'"

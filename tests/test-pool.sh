@@ -142,6 +142,33 @@ $VO create "$B" "$img/after-crash.qcow2" && pass || fail "create after a dead re
 wait_ready 2
 [ -e "$pdir/.virt-overlay-$deadpid-9.tmp" ] && fail "dead refiller's temp file left" || pass
 
+# ---- the refiller, a program of its own: its interface and its failures ----
+$VO pool flush > /dev/null
+"$REFILL" "$B" "$img" 2> "$T/err" && pass || fail "refiller run by hand: $(cat "$T/err")"
+[ "$(ready_count)" = 2 ] && pass || fail "refiller made $(ready_count), want 2"
+grep -q "pool refill of '$B' in $img: made 2" "$T/err" && pass || fail "refiller said: $(cat "$T/err")"
+"$REFILL" "$B" "$img" 2> "$T/err" && [ ! -s "$T/err" ] && pass || fail "a full pool: $(cat "$T/err")"
+refill_fails () { # STATUS MESSAGE ARGS...
+  want=$1 msg=$2; shift 2
+  set +e; "$REFILL" "$@" 2> "$T/err"; rc=$?; set -e
+  [ "$rc" = "$want" ] && grep -qF -e "$msg" "$T/err" && pass || fail "refiller $*: rc=$rc $(cat "$T/err")"
+}
+refill_fails 2 "Usage:" "$B"
+refill_fails 2 "--cluster-size: " --cluster-size 1000 "$B" "$img"
+refill_fails 2 "--lock-fd 7: not an open descriptor" --lock-fd 7 "$B" "$img"
+refill_fails 1 "is outside the allowed directories" "$B" "$T"
+refill_fails 1 "failed: " "$img/missing.qcow2" "$img"
+# A lock that is not that pool's own is refused, not trusted.
+exec 7> "$T/not-the-lock"
+refill_fails 1 "the lock handed down is not this pool's lock" --lock-fd 7 --size 134217728 "$B" "$img"
+exec 7>&-
+# No refiller to start: the overlay is made all the same, with a warning.
+VIRT_OVERLAY_REFILL=$T/no-such-refiller $VO create "$B" "$img/norefill.qcow2" 2> "$T/err" \
+  && pass || fail "create without a refiller: $(cat "$T/err")"
+grep -q "warning: pool: could not start the refiller $T/no-such-refiller: No such file" "$T/err" \
+  && pass || fail "no warning for a refiller that did not start: $(cat "$T/err")"
+[ -f "$img/norefill.qcow2" ] && pass || fail "no overlay without a refiller"
+
 # ---- flush removes pooled overlays and nothing else ----
 before=$(cd "$img" && ls)
 $VO pool flush > "$T/out"
