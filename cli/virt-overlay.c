@@ -145,11 +145,20 @@ cmd_pool (int argc, char **argv)
     return 1;
   if (strcmp (what, "status") == 0 && argc == 2) {
     CLEANUP_FREE char *s = ovl_pool_status (cfg);
-    printf ("pool_size = %u\n%s", cfg->pool_size, s ? s : "");
+    if (!s) {
+      fprintf (stderr, "%s: %s\n", prog, ovl_error_msg ());
+      return 1;
+    }
+    printf ("pool_size = %u\n%s", cfg->pool_size, s);
     return 0;
   }
   if (strcmp (what, "flush") == 0 && argc == 2) {
-    printf ("removed %ld pooled overlays\n", ovl_pool_flush (cfg));
+    long n = ovl_pool_flush (cfg);
+    if (n == -1) {
+      fprintf (stderr, "%s: %s\n", prog, ovl_error_msg ());
+      return 1;
+    }
+    printf ("removed %ld pooled overlays\n", n);
     return 0;
   }
   if (strcmp (what, "fill") == 0) {

@@ -6,6 +6,7 @@
 #ifndef OVL_CLEANUP_H
 #define OVL_CLEANUP_H
 
+#include <dirent.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -34,9 +35,17 @@ ovl_cleanup_fclose (FILE **fp)
     fclose (*fp);
 }
 
+static inline void
+ovl_cleanup_closedir (DIR **d)
+{
+  if (*d)
+    closedir (*d);
+}
+
 #define CLEANUP_FREE __attribute__((cleanup (ovl_cleanup_free)))
 #define CLEANUP_CLOSE __attribute__((cleanup (ovl_cleanup_close)))
 #define CLEANUP_FCLOSE __attribute__((cleanup (ovl_cleanup_fclose)))
+#define CLEANUP_CLOSEDIR __attribute__((cleanup (ovl_cleanup_closedir)))
 
 /* Take the value out of a cleanup variable so it is not freed. */
 #define OVL_STEAL(p) ({ __typeof__ (p) ovl_steal_tmp_ = (p); (p) = NULL; ovl_steal_tmp_; })

@@ -347,21 +347,24 @@ ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
   return 1;
 }
 
-/* Remove the temporary files in DIRFD that no live caller holds: the
- * maker of one holds its lock until it is published or removed, from
- * whatever pid namespace or host. */
-static void
-remove_stale_temps (int dirfd)
+/* Remove the temporary files in W's directory that no live caller
+ * holds: the maker of one holds its lock until it is published or
+ * removed, from whatever pid namespace or host.  One that cannot be
+ * removed now is left for the next caller. */
+static int
+remove_stale_temps (struct work *w)
 {
-  DIR *d = ovl_opendir_at (dirfd);
+  CLEANUP_CLOSEDIR DIR *d = ovl_opendir_at (w->dirfd);
   struct dirent *e;
 
-  if (!d)
-    return;
+  if (!d) {
+    res_failf (w->res, "overlay '%s': reading its directory: %m", w->r->overlay);
+    return -1;
+  }
   while ((e = readdir (d)))
     if (strncmp (e->d_name, OVL_TMP_PREFIX, strlen (OVL_TMP_PREFIX)) == 0)
-      ovl_unlink_if_unlocked (dirfd, e->d_name);
-  closedir (d);
+      ovl_unlink_if_unlocked (w->dirfd, e->d_name);
+  return 0;
 }
 
 static int
@@ -1040,9 +1043,8 @@ ovl_overlay_create (const struct ovl_config *cfg, const struct ovl_request *reqs
   if (opts->supplier && claim_ready (opts->supplier, w, n, &ntaken) == -1)
     goto fail;
   for (i = 0; i < n && ntaken < n; i++) {
-    if (w[i].first_in_dir)
-      remove_stale_temps (w[i].dirfd);
-    if (!w[i].pooled && create_temp (&w[i]) == -1)
+    if ((w[i].first_in_dir && remove_stale_temps (&w[i]) == -1) ||
+        (!w[i].pooled && create_temp (&w[i]) == -1))
       goto fail;
   }
 

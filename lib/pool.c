@@ -24,15 +24,6 @@ extern char **environ;
 #define KEY_MAX 8192
 #define READY_PREFIX "ready-"
 
-#ifndef CLEANUP_CLOSEDIR
-static void
-closedir_cleanup (DIR **d)
-{
-  if (*d)
-    closedir (*d);
-}
-#define CLEANUP_CLOSEDIR __attribute__((cleanup (closedir_cleanup)))
-#endif
 
 /* The exact key of what R asks for (RES: its base, as checked). */
 static int
@@ -326,25 +317,36 @@ write_key (int pfd, const char *key)
   return 0;
 }
 
-/* Remove the files a pool directory may hold, then the directory. */
-static void
+/* Remove the files a pool directory may hold, then the directory.
+ * 0, or -1 with the error set. */
+static int
 remove_pool_dir (int top, const char *hash)
 {
-  int pfd = open_private_dir (top, hash);
-  DIR *d;
+  CLEANUP_CLOSE int pfd = open_private_dir (top, hash);
+  CLEANUP_CLOSEDIR DIR *d = NULL;
   struct dirent *e;
 
-  if (pfd == -1)
-    return;
-  if ((d = ovl_opendir_at (pfd))) {
-    while ((e = readdir (d)))
-      if (is_ready_name (e->d_name) || strcmp (e->d_name, "key") == 0 ||
-          strcmp (e->d_name, "key.tmp") == 0 || strcmp (e->d_name, "lock") == 0)
-        unlinkat (pfd, e->d_name, 0);
-    closedir (d);
+  if (pfd == -1) {
+    ovl_error ("not a private directory of ours: %m");
+    return -1;
   }
-  close (pfd);
-  unlinkat (top, hash, AT_REMOVEDIR);
+  if (!(d = ovl_opendir_at (pfd))) {
+    ovl_error ("%m");
+    return -1;
+  }
+  while ((e = readdir (d)))
+    if ((is_ready_name (e->d_name) || strcmp (e->d_name, "key") == 0 ||
+         strcmp (e->d_name, "key.tmp") == 0 || strcmp (e->d_name, "lock") == 0) &&
+        unlinkat (pfd, e->d_name, 0) == -1 && errno != ENOENT) {
+      ovl_error ("%s: %m", e->d_name);
+      return -1;
+    }
+  /* Temporary files of a refiller at work keep it: it goes next time. */
+  if (unlinkat (top, hash, AT_REMOVEDIR) == -1 && errno != ENOENT && errno != ENOTEMPTY) {
+    ovl_error ("%m");
+    return -1;
+  }
+  return 0;
 }
 
 /* The line of KEY that starts with PREFIX, newline included, or NULL. */
@@ -384,20 +386,25 @@ pool_is_stale (int top, const char *hash, const char *key)
     (lfa != lfb || memcmp (fa, fb, lfa) != 0);
 }
 
-/* Drop the pools made for an earlier version of this key's base. */
-static void
+/* Drop the pools made for an earlier version of this key's base.  0, or
+ * -1 with the error set. */
+static int
 discard_stale (int top, const char *hash, const char *key)
 {
-  DIR *d = ovl_opendir_at (top);
+  CLEANUP_CLOSEDIR DIR *d = ovl_opendir_at (top);
   struct dirent *e;
 
-  if (!d)
-    return;
+  if (!d) {
+    ovl_error ("pool: %m");
+    return -1;
+  }
   while ((e = readdir (d)))
     if (e->d_name[0] != '.' && strcmp (e->d_name, hash) != 0 &&
-        pool_is_stale (top, e->d_name, key))
-      remove_pool_dir (top, e->d_name);
-  closedir (d);
+        pool_is_stale (top, e->d_name, key) && remove_pool_dir (top, e->d_name) == -1) {
+      ovl_error_prefix ("pool: removing the stale pool %s: ", e->d_name);
+      return -1;
+    }
+  return 0;
 }
 
 static size_t
@@ -454,9 +461,8 @@ ovl_pool_fill (const struct ovl_config *cfg, const struct ovl_request *tmpl,
     return -1;
   if ((lock = take_lock (pfd, lockfd)) < 0)
     return lock == -2 ? 0 : -1;   /* -2: another refiller is at it */
-  if (write_key (pfd, key) == -1)
+  if (write_key (pfd, key) == -1 || discard_stale (top, hash, key) == -1)
     return -1;
-  discard_stale (top, hash, key);
 
   have = count_ready (pfd);
   if (have >= cfg->pool_size)
@@ -594,74 +600,107 @@ ovl_pool_refill_detached (const struct ovl_config *cfg, const struct ovl_request
   return ret;
 }
 
-/* Call FN for every pool directory of every overlay directory. */
+/* Call FN for every pool directory of every overlay directory; an
+ * overlay directory without pools has none.  0, or -1 at the first
+ * failure (error set). */
 static int
 each_pool (const struct ovl_config *cfg,
-           void (*fn) (int top, const char *dir, const char *hash, void *), void *opaque)
+           int (*fn) (int top, const char *dir, const char *hash, void *), void *opaque)
 {
   size_t i;
 
   for (i = 0; i < cfg->overlay_dirs.n; i++) {
-    CLEANUP_CLOSE int dfd = open (cfg->overlay_dirs.dir[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const char *dir = cfg->overlay_dirs.dir[i];
+    CLEANUP_CLOSE int dfd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     CLEANUP_CLOSE int top = -1;
-    DIR *d;
+    CLEANUP_CLOSEDIR DIR *d = NULL;
     struct dirent *e;
 
-    if (dfd == -1 || (top = open_private_dir (dfd, OVL_POOL_DIR)) == -1 ||
-        !(d = ovl_opendir_at (top)))
+    if (dfd == -1 && errno == ENOENT)
       continue;
+    if (dfd >= 0 && (top = open_private_dir (dfd, OVL_POOL_DIR)) == -1 && errno == ENOENT)
+      continue;
+    if (dfd == -1 || top == -1 || !(d = ovl_opendir_at (top))) {
+      ovl_error ("%s/%s: %s", dir, OVL_POOL_DIR,
+                 errno == EPERM ? "not a private directory of ours" : strerror (errno));
+      return -1;
+    }
     while ((e = readdir (d)))
-      if (e->d_name[0] != '.')
-        fn (top, cfg->overlay_dirs.dir[i], e->d_name, opaque);
-    closedir (d);
+      if (e->d_name[0] != '.' && fn (top, dir, e->d_name, opaque) == -1)
+        return -1;
   }
   return 0;
 }
 
-static void
+/* Pool directory HASH in TOP (of overlay directory DIR), checked. */
+static int
+open_listed_pool (int top, const char *dir, const char *hash)
+{
+  int pfd = open_private_dir (top, hash);
+
+  if (pfd == -1)
+    ovl_error ("%s/%s/%s: %s", dir, OVL_POOL_DIR, hash,
+               errno == EPERM ? "not a private directory of ours" : strerror (errno));
+  return pfd;
+}
+
+static int
 status_one (int top, const char *dir, const char *hash, void *opaque)
 {
   struct ovl_buf *b = opaque;
-  CLEANUP_CLOSE int pfd = open_private_dir (top, hash);
+  CLEANUP_CLOSE int pfd = open_listed_pool (top, dir, hash);
   CLEANUP_CLOSE int kfd = -1;
   char key[KEY_MAX];
   ssize_t n = 0;
   char *p;
 
   if (pfd == -1)
-    return;
-  if ((kfd = openat (pfd, "key", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) >= 0)
-    n = read (kfd, key, sizeof key - 1);
+    return -1;
+  /* A pool whose key is not written yet (a first fill at work) shows none. */
+  if ((kfd = openat (pfd, "key", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) >= 0 &&
+      (n = read (kfd, key, sizeof key - 1)) == -1) {
+    ovl_error ("%s/%s/%s/key: %m", dir, OVL_POOL_DIR, hash);
+    return -1;
+  }
   key[n > 0 ? n : 0] = '\0';
   for (p = key; (p = strchr (p, '\n')); )
     *p = p[1] ? ';' : '\0';
-  ovl_buf_printf (b, "%s/%s/%s ready=%zu %s\n", dir, OVL_POOL_DIR, hash,
-                  count_ready (pfd), key);
+  return ovl_buf_printf (b, "%s/%s/%s ready=%zu %s\n", dir, OVL_POOL_DIR, hash,
+                         count_ready (pfd), key);
 }
 
 char *
 ovl_pool_status (const struct ovl_config *cfg)
 {
   struct ovl_buf b = OVL_BUF_INIT;
-  each_pool (cfg, status_one, &b);
+
+  if (each_pool (cfg, status_one, &b) == -1 || ovl_buf_append (&b, "", 0) == -1) {
+    ovl_buf_reset (&b);
+    return NULL;
+  }
   return ovl_buf_steal (&b);
 }
 
-static void
+static int
 flush_one (int top, const char *dir, const char *hash, void *opaque)
 {
   long *count = opaque;
-  CLEANUP_CLOSE int pfd = open_private_dir (top, hash);
+  CLEANUP_CLOSE int pfd = open_listed_pool (top, dir, hash);
+
   if (pfd == -1)
-    return;
+    return -1;
   *count += (long) count_ready (pfd);
-  remove_pool_dir (top, hash);
+  if (remove_pool_dir (top, hash) == -1) {
+    ovl_error_prefix ("%s/%s/%s: ", dir, OVL_POOL_DIR, hash);
+    return -1;
+  }
+  return 0;
 }
 
 long
 ovl_pool_flush (const struct ovl_config *cfg)
 {
   long count = 0;
-  each_pool (cfg, flush_one, &count);
-  return count;
+
+  return each_pool (cfg, flush_one, &count) == -1 ? -1 : count;
 }

@@ -121,6 +121,12 @@ chmod 0755 "$img/.virt-overlay-pool"
 from_pool
 $VO create "$B" "$img/untrusted.qcow2" && pass || fail "create with an open pool dir"
 was_pooled "$img/untrusted.qcow2" && fail "handed out from a pool others can read" || pass
+# ... and status and flush say so instead of showing nothing.
+for c in status flush; do
+  set +e; $VO pool $c > /dev/null 2> "$T/err"; rc=$?; set -e
+  [ "$rc" = 1 ] && grep -q "$img/.virt-overlay-pool: not a private directory of ours" "$T/err" \
+    && pass || fail "pool $c on an open pool dir: rc=$rc $(cat "$T/err")"
+done
 chmod 0700 "$img/.virt-overlay-pool"
 set +e
 $VO create "$B" "$img/.virt-overlay-pool/mine.qcow2" 2> "$T/err"; rc=$?
