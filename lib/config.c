@@ -170,7 +170,7 @@ set_key (struct ovl_config *c, const char *key, const char *value)
   if (strcmp (key, "qsd_spawn") == 0)
     return set_bool (&c->qsd_spawn, value);
   if (strcmp (key, "qsd_daemons") == 0)
-    return set_uint (&c->qsd_daemons, value, 1, 8);
+    return set_uint (&c->qsd_daemons, value, 1, OVL_QSD_DAEMONS_MAX);
   if (strcmp (key, "qsd_binary") == 0)
     return set_abs_path (&c->qsd_binary, value);
   if (strcmp (key, "overlay_dirs") == 0)

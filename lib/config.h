@@ -11,6 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Limits more than one module must agree on. */
+/* Overlays in one batch, so disks handled in one domain: qsd sends about
+ * five events per job and the QMP client caps the events it holds. */
+#define OVL_MAX_BATCH 256
+/* qemu-storage-daemons a batch may be spread over (qsd_daemons). */
+#define OVL_QSD_DAEMONS_MAX 8
+
 struct ovl_dirs {
   char **dir;
   size_t n;

@@ -14,7 +14,6 @@
 #include "error.h"
 #include "util.h"
 
-#define MAX_DISKS 256
 #define MAX_ATTRS OVL_XML_MAX_ATTRS
 #define MAX_NS_DECLS OVL_XML_MAX_NS_DECLS
 #define MAX_NAMES OVL_XML_MAX_NAMES
@@ -413,7 +412,7 @@ static int
 parse_policies (xmlNodePtr root, struct ovl_domain *d)
 {
   xmlNodePtr md = child (root, "metadata"), o, n;
-  bool named[MAX_DISKS] = { false };
+  bool named[OVL_MAX_BATCH] = { false };
   size_t i;
 
   for (o = md ? md->children : NULL; o; o = o->next) {
@@ -512,7 +511,7 @@ ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
     d->uuid = OVL_STEAL (uuid);
   }
 
-  if (!(d->disks = ovl_calloc (MAX_DISKS, sizeof *d->disks)))
+  if (!(d->disks = ovl_calloc (OVL_MAX_BATCH, sizeof *d->disks)))
     return NULL;
   devices = child (root, "devices");
   for (n = devices ? devices->children : NULL; n; n = n->next) {
@@ -520,8 +519,8 @@ ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
     size_t i;
     if (!is_elem (n, "disk"))
       continue;
-    if (d->ndisks == MAX_DISKS) {
-      ovl_error ("domain XML: more than %d disks", MAX_DISKS);
+    if (d->ndisks == OVL_MAX_BATCH) {
+      ovl_error ("domain XML: more than %d disks", OVL_MAX_BATCH);
       return NULL;
     }
     r = parse_disk (n, cfg, &d->disks[d->ndisks]);
@@ -562,15 +561,20 @@ ovl_domain_plan (const struct ovl_domain *d)
   struct ovl_buf b = OVL_BUF_INIT;
   size_t i;
 
-  ovl_buf_printf (&b, "domain %s uuid %s\n", d->name, d->uuid ? d->uuid : "-");
+  if (ovl_buf_printf (&b, "domain %s uuid %s\n", d->name, d->uuid ? d->uuid : "-") == -1)
+    goto fail;
   for (i = 0; i < d->ndisks; i++) {
     const struct ovl_disk *k = &d->disks[i];
-    ovl_buf_printf (&b, "disk %s mode=%s overlay=%s base=%s format=%s size=%llu "
+    if (ovl_buf_printf (&b, "disk %s mode=%s overlay=%s base=%s format=%s size=%llu "
                     "cluster-size=%llu lazy-refcounts=%s extended-l2=%s\n",
                     k->target, k->mode == OVL_MODE_EPHEMERAL ? "ephemeral" : "persistent",
                     k->overlay, k->base, ovl_format_name (k->base_format),
                     (unsigned long long) k->size, (unsigned long long) k->cluster_size,
-                    k->lazy_refcounts ? "on" : "off", k->extended_l2 ? "on" : "off");
+                    k->lazy_refcounts ? "on" : "off", k->extended_l2 ? "on" : "off") == -1)
+      goto fail;
   }
   return ovl_buf_steal (&b);
+ fail:
+  ovl_buf_reset (&b);
+  return NULL;
 }

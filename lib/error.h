@@ -15,6 +15,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 
+/* The message is formatted before it replaces the current one, so its
+ * arguments may include ovl_error_msg (). */
 void ovl_error (const char *fmt, ...) __attribute__((format (printf, 1, 2)));
 void ovl_verror (const char *fmt, va_list ap) __attribute__((format (printf, 1, 0)));
 /* Prefix the current error with more context ("vda: " + old message). */

@@ -96,24 +96,17 @@ res_fail (struct ovl_result *res)
     res->error = strdup (ovl_error_msg ());
 }
 
-/* The message is formatted before the error is set: the arguments may
- * include the current error message itself. */
+/* Set the error and record it against RES; the arguments may include
+ * the current error message itself (ovl_error formats first). */
 static void __attribute__((format (printf, 2, 3)))
 res_failf (struct ovl_result *res, const char *fmt, ...)
 {
-  char *msg;
   va_list ap;
 
   va_start (ap, fmt);
-  if (vasprintf (&msg, fmt, ap) == -1)
-    msg = NULL;
+  ovl_verror (fmt, ap);
   va_end (ap);
-  ovl_error ("%s", msg ? msg : "out of memory");
-  if (!res->error && msg)
-    res->error = OVL_STEAL (msg);
-  else
-    res_fail (res);
-  free (msg);
+  res_fail (res);
 }
 
 /* Whether S is well-formed UTF-8 (no overlong forms, no surrogates):
@@ -742,18 +735,18 @@ name_jobs (const struct ovl_config *cfg, struct caller_lock *lock, struct work *
 static int
 make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t deadline)
 {
-  struct ovl_qmp *q[8] = { NULL };
+  struct ovl_qmp *q[OVL_QSD_DAEMONS_MAX] = { NULL };
   unsigned nd = cfg->qsd_daemons ? cfg->qsd_daemons : 1, d, next;
   size_t i;
   int ret = 0, r;
 
-  if (nd > 8)
-    nd = 8;
+  if (nd > OVL_QSD_DAEMONS_MAX)
+    nd = OVL_QSD_DAEMONS_MAX;
   next = (unsigned) getpid () % nd;
   for (i = 0; i < n; i++)
     if (!w[i].pooled)
       w[i].daemon = next++ % nd;
-  bool sent[8] = { false };
+  bool sent[OVL_QSD_DAEMONS_MAX] = { false };
   CLEANUP_FREE char *first_error = NULL;
   struct caller_lock lock = { .dirfd = -1, .fd = -1 };
 

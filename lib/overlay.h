@@ -151,12 +151,6 @@ int ovl_overlay_presence (const struct ovl_config *cfg, const char *path,
 int ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
                               const struct ovl_file_id *id);
 
-/* qsd sends about five events per job and the QMP client caps the events
- * it holds, so a batch is capped too. */
-#ifndef OVL_MAX_BATCH
-#define OVL_MAX_BATCH 256
-#endif
-
 /* Node names, job ids and temporary files carry this prefix.  Path
  * components starting with OVL_RESERVED (temporary files, the pool) are
  * refused in requests from outside. */

@@ -111,7 +111,11 @@ ovl_buf_printf (struct ovl_buf *b, const char *fmt, ...)
   va_start (ap, fmt);
   n = vsnprintf (NULL, 0, fmt, ap);
   va_end (ap);
-  if (n < 0 || buf_reserve (b, (size_t) n) == -1)
+  if (n < 0) {
+    ovl_error ("formatting a message: %m");
+    return -1;
+  }
+  if (buf_reserve (b, (size_t) n) == -1)
     return -1;
   va_start (ap, fmt);
   vsnprintf (b->data + b->len, (size_t) n + 1, fmt, ap);
