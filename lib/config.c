@@ -1,7 +1,6 @@
 /* Configuration file; see config.h. */
 #include <config.h>
 
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -94,12 +93,7 @@ ovl_parse_dirs (const char *value, struct ovl_dirs *out)
   if (!(d.dir = ovl_calloc (MAX_DIRS, sizeof *d.dir)))
     return -1;
   for (tok = strtok_r (copy, ",", &save); tok; tok = strtok_r (NULL, ",", &save)) {
-    char *end;
-    while (isspace ((unsigned char) *tok))
-      tok++;
-    end = tok + strlen (tok);
-    while (end > tok && isspace ((unsigned char) end[-1]))
-      *--end = '\0';
+    tok = ovl_trim (tok);
     if (!*tok)
       continue;
     if (d.n == MAX_DIRS) {
@@ -219,18 +213,6 @@ config_defaults (void)
   return c;
 }
 
-static char *
-trim (char *s)
-{
-  char *end;
-  while (isspace ((unsigned char) *s))
-    s++;
-  end = s + strlen (s);
-  while (end > s && isspace ((unsigned char) end[-1]))
-    *--end = '\0';
-  return s;
-}
-
 /* One line (LEN bytes, no newline) into C; LINE is a scratch buffer. */
 static int
 parse_line (struct ovl_config *c, const char *name, unsigned lineno,
@@ -251,7 +233,7 @@ parse_line (struct ovl_config *c, const char *name, unsigned lineno,
   line[len] = '\0';
   if ((hash = strchr (line, '#')))
     *hash = '\0';
-  key = trim (line);
+  key = ovl_trim (line);
   if (!*key)
     return 0;
   if (!(eq = strchr (key, '='))) {
@@ -259,8 +241,8 @@ parse_line (struct ovl_config *c, const char *name, unsigned lineno,
     return -1;
   }
   *eq = '\0';
-  value = trim (eq + 1);
-  key = trim (key);
+  value = ovl_trim (eq + 1);
+  key = ovl_trim (key);
   if (set_key (c, key, value) == -1) {
     ovl_error_prefix ("%s:%u: %s: ", name, lineno, key);
     return -1;

@@ -395,7 +395,6 @@ ovl_ledger_load (const char *state_dir, const char *uuid)
   return ovl_ledger_parse (file, buf ? buf : "", len);
 }
 
-static int mkdir_p (const char *dir, mode_t mode);
 
 struct ovl_ledger *
 ovl_ledger_open (const char *state_dir, const char *uuid, int64_t deadline)
@@ -409,7 +408,7 @@ ovl_ledger_open (const char *state_dir, const char *uuid, int64_t deadline)
     ovl_error ("out of memory");
     return NULL;
   }
-  if (mkdir_p (dir, 0700) == -1)
+  if (ovl_mkdir_p (dir, 0700) == -1)
     return NULL;
   fd = open (lockfile, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
   if (fd == -1) {
@@ -428,30 +427,6 @@ bool
 ovl_ledger_is_empty (const struct ovl_ledger *l)
 {
   return l->n == 0 && !l->restore_pending && !l->migration_pending;
-}
-
-static int
-mkdir_p (const char *dir, mode_t mode)
-{
-  CLEANUP_FREE char *d = ovl_strdup (dir);
-  char *p;
-
-  if (!d)
-    return -1;
-  for (p = d + 1; ; p++) {
-    if (*p == '/' || *p == '\0') {
-      char c = *p;
-      *p = '\0';
-      if (mkdir (d, mode) == -1 && errno != EEXIST) {
-        ovl_error ("mkdir %s: %m", d);
-        return -1;
-      }
-      *p = c;
-      if (!c)
-        break;
-    }
-  }
-  return 0;
 }
 
 static int
@@ -522,7 +497,7 @@ write_atomically (const char *file, const char *dir, const struct ovl_buf *b)
   CLEANUP_CLOSE int fd = -1;
   size_t off = 0;
 
-  if (mkdir_p (dir, 0700) == -1)
+  if (ovl_mkdir_p (dir, 0700) == -1)
     return -1;
   if (asprintf (&tmp, "%s.tmp", file) == -1) {
     tmp = NULL;

@@ -223,19 +223,14 @@ static int
 make_parent_dir (const char *path)
 {
   CLEANUP_FREE char *dir = ovl_strdup (path);
-  char *p;
+  char *slash;
 
   if (!dir)
     return -1;
-  for (p = dir + 1; (p = strchr (p, '/')); p++) {
-    *p = '\0';
-    if (mkdir (dir, 0700) == -1 && errno != EEXIST) {
-      ovl_error ("mkdir %s: %m", dir);
-      return -1;
-    }
-    *p = '/';
-  }
-  return 0;
+  if (!(slash = strrchr (dir, '/')) || slash == dir)
+    return 0;
+  *slash = '\0';
+  return ovl_mkdir_p (dir, 0700);
 }
 
 char *

@@ -1,6 +1,7 @@
 /* Shared helpers; see util.h. */
 #include <config.h>
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
+#include "cleanup.h"
 #include "error.h"
 #include "util.h"
 
@@ -397,4 +399,41 @@ ovl_calloc (size_t n, size_t size)
   if (!p)
     ovl_error ("out of memory");
   return p;
+}
+
+int
+ovl_mkdir_p (const char *dir, mode_t mode)
+{
+  CLEANUP_FREE char *d = ovl_strdup (dir);
+  char *p;
+
+  if (!d)
+    return -1;
+  for (p = d + 1; ; p++) {
+    if (*p == '/' || *p == '\0') {
+      char c = *p;
+      *p = '\0';
+      if (mkdir (d, mode) == -1 && errno != EEXIST) {
+        ovl_error ("mkdir %s: %m", d);
+        return -1;
+      }
+      *p = c;
+      if (!c)
+        break;
+    }
+  }
+  return 0;
+}
+
+char *
+ovl_trim (char *s)
+{
+  char *end;
+
+  while (isspace ((unsigned char) *s))
+    s++;
+  end = s + strlen (s);
+  while (end > s && isspace ((unsigned char) end[-1]))
+    *--end = '\0';
+  return s;
 }

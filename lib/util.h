@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* Milliseconds on CLOCK_MONOTONIC. */
 int64_t ovl_now_ms (void);
@@ -91,6 +92,13 @@ DIR *ovl_opendir_at (int dirfd);
 /* NBYTES random bytes as 2*NBYTES hex digits and a NUL into OUT: names
  * that stay unique across pid namespaces and hosts, unlike pids. */
 int ovl_random_hex (char *out, size_t nbytes);
+
+/* mkdir -p: DIR (absolute) and every missing directory above it, with
+ * MODE.  0, or -1 with the error set naming the directory. */
+int ovl_mkdir_p (const char *dir, mode_t mode);
+
+/* S without the white space at either end (S is changed in place). */
+char *ovl_trim (char *s);
 
 char *ovl_strdup (const char *s);
 void *ovl_calloc (size_t n, size_t size);

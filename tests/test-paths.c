@@ -22,6 +22,7 @@
 #include "error.h"
 #include "paths.h"
 #include "testutil.h"
+#include "util.h"
 
 static char *top;               /* the temporary directory */
 
@@ -216,6 +217,25 @@ test_error_channel (void **state)
   assert_string_equal (ovl_error_msg (), "unknown error");
 }
 
+/* The helpers written once: mkdir -p and trim. */
+static void
+test_mkdir_p_and_trim (void **state)
+{
+  struct stat st;
+  char s[] = " \t key = value \n";
+  char blank[] = "   ";
+
+  assert_int_equal (ovl_mkdir_p (at ("deep/er/est"), 0700), 0);
+  assert_int_equal (stat (at ("deep/er/est"), &st), 0);
+  assert_true (S_ISDIR (st.st_mode) && (st.st_mode & 0777) == 0700);
+  assert_int_equal (ovl_mkdir_p (at ("deep/er/est"), 0700), 0);   /* already there */
+  assert_int_equal (mknod (at ("deep/file"), S_IFREG | 0600, 0), 0);
+  assert_int_equal (ovl_mkdir_p (at ("deep/file/x"), 0700), -1);
+  assert_string_equal (ovl_error_msg (), expand ("mkdir @/deep/file/x: Not a directory"));
+  assert_string_equal (ovl_trim (s), "key = value");
+  assert_string_equal (ovl_trim (blank), "");
+}
+
 int
 main (void)
 {
@@ -224,6 +244,7 @@ main (void)
     cmocka_unit_test (test_publish_and_locks),
     cmocka_unit_test (test_is_below),
     cmocka_unit_test (test_error_channel),
+    cmocka_unit_test (test_mkdir_p_and_trim),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }
