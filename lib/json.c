@@ -2,6 +2,7 @@
 #include <config.h>
 
 #include <errno.h>
+#include <stdarg.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -118,6 +119,173 @@ const struct ovl_json *
 ovl_json_array_at (const struct ovl_json *arr, size_t i)
 {
   return i < ovl_json_array_len (arr) ? arr->u.c.items[i] : NULL;
+}
+
+/* Append V to container C, under KEY for an object (KEY is taken).
+ * -1 out of memory (nothing taken). */
+static int
+container_add (struct ovl_json *c, char *key, struct ovl_json *v)
+{
+  if (c->u.c.n == c->u.c.cap) {
+    size_t cap = c->u.c.cap ? c->u.c.cap * 2 : 4;
+    struct ovl_json **items;
+
+    if (cap > SIZE_MAX / sizeof *items)
+      return -1;
+    if (!(items = realloc (c->u.c.items, cap * sizeof *items)))
+      return -1;
+    c->u.c.items = items;
+    if (c->type == OVL_JSON_OBJECT) {
+      char **keys = realloc (c->u.c.keys, cap * sizeof *keys);
+      if (!keys)
+        return -1;
+      c->u.c.keys = keys;
+    }
+    c->u.c.cap = cap;
+  }
+  if (c->type == OVL_JSON_OBJECT)
+    c->u.c.keys[c->u.c.n] = key;
+  c->u.c.items[c->u.c.n++] = v;
+  return 0;
+}
+
+static struct ovl_json *
+new_value (enum ovl_json_type type)
+{
+  struct ovl_json *v = calloc (1, sizeof *v);
+  if (v)
+    v->type = type;
+  return v;
+}
+
+/* Whether S is well-formed UTF-8 (no overlong forms, no surrogates). */
+bool
+ovl_utf8_valid (const char *s)
+{
+  const unsigned char *p = (const unsigned char *) s;
+
+  while (*p) {
+    unsigned c = *p, n, min, i;
+    if (c < 0x80) { p++; continue; }
+    if (c >= 0xc2 && c <= 0xdf) { n = 1; min = 0x80; c &= 0x1f; }
+    else if (c >= 0xe0 && c <= 0xef) { n = 2; min = 0x800; c &= 0x0f; }
+    else if (c >= 0xf0 && c <= 0xf4) { n = 3; min = 0x10000; c &= 0x07; }
+    else return false;
+    for (i = 1; i <= n; i++) {
+      if ((p[i] & 0xc0) != 0x80)
+        return false;
+      c = (c << 6) | (p[i] & 0x3f);
+    }
+    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+      return false;
+    p += n + 1;
+  }
+  return true;
+}
+
+/* One member of ovl_json_object_build: the value for TYPE from AP, or
+ * NULL (error set).  *SKIP: an "S:" member whose string is NULL. */
+static struct ovl_json *
+build_member (const char *spec, va_list *ap, bool *skip)
+{
+  struct ovl_json *v = NULL, *child;
+  const char *str;
+  char type = spec[0];
+
+  *skip = false;
+  switch (type) {
+  case 's':
+  case 'S':
+    str = va_arg (*ap, const char *);
+    if (!str) {
+      *skip = type == 'S';
+      if (type == 's')
+        ovl_error ("JSON member '%s': no string", spec + 2);
+      return NULL;
+    }
+    if (!ovl_utf8_valid (str)) {
+      ovl_error ("JSON member '%s': not valid UTF-8", spec + 2);
+      return NULL;
+    }
+    if ((v = new_value (OVL_JSON_STRING)) && !(v->u.s = strdup (str))) {
+      free (v);
+      v = NULL;
+    }
+    break;
+  case 'u':
+    if ((v = new_value (OVL_JSON_INT))) {
+      v->u.u = va_arg (*ap, uint64_t);
+      v->is_unsigned = v->u.u > INT64_MAX;
+      if (!v->is_unsigned)
+        v->u.i = (long long) v->u.u;
+    }
+    else
+      (void) va_arg (*ap, uint64_t);
+    break;
+  case 'b':
+    if ((v = new_value (OVL_JSON_BOOL)))
+      v->u.b = va_arg (*ap, int) != 0;
+    else
+      (void) va_arg (*ap, int);
+    break;
+  case 'o':
+    child = va_arg (*ap, struct ovl_json *);
+    if (!child)                 /* its own error is set already */
+      return NULL;
+    return child;
+  default:
+    abort ();                   /* checked by the caller */
+  }
+  if (!v)
+    ovl_error ("out of memory");
+  return v;
+}
+
+struct ovl_json *
+ovl_json_object_build (const char *spec, ...)
+{
+  struct ovl_json *obj = new_value (OVL_JSON_OBJECT);
+  bool failed = !obj;
+  va_list ap;
+
+  if (!obj)
+    ovl_error ("out of memory");
+  va_start (ap, spec);
+  for (; spec; spec = va_arg (ap, const char *)) {
+    struct ovl_json *v;
+    char *key = NULL;
+    bool skip;
+
+    if (strlen (spec) < 3 || spec[1] != ':' || !strchr ("sSubo", spec[0])) {
+      ovl_error ("JSON member '%s': expected TYPE:NAME, TYPE one of s S u b o", spec);
+      failed = true;
+      break;                    /* the rest cannot be read safely */
+    }
+    v = build_member (spec, &ap, &skip);
+    if (skip)
+      continue;
+    /* After a failure, keep reading: children passed by "o:" are ours. */
+    if (!v) {
+      failed = true;
+      continue;
+    }
+    if (failed) {
+      ovl_json_free (v);
+      continue;
+    }
+    if (!(key = strdup (spec + 2)) || container_add (obj, key, v) == -1) {
+      ovl_error ("out of memory");
+      failed = true;
+      free (key);
+      ovl_json_free (v);
+    }
+  }
+  va_end (ap);
+  if (failed) {
+    ovl_json_free (obj);
+    return NULL;
+  }
+  return obj;
 }
 
 int
@@ -279,23 +447,9 @@ add_value (struct ovl_json_parser *p, struct ovl_json *v)
   }
   else {
     parent = p->stack[p->depth - 1];
-    if (parent->u.c.n == parent->u.c.cap) {
-      size_t cap = parent->u.c.cap ? parent->u.c.cap * 2 : 4;
-      struct ovl_json **items = realloc (parent->u.c.items, cap * sizeof *items);
-      if (!items) goto oom;
-      parent->u.c.items = items;
-      if (parent->type == OVL_JSON_OBJECT) {
-        char **keys = realloc (parent->u.c.keys, cap * sizeof *keys);
-        if (!keys) goto oom;
-        parent->u.c.keys = keys;
-      }
-      parent->u.c.cap = cap;
-    }
-    if (parent->type == OVL_JSON_OBJECT) {
-      parent->u.c.keys[parent->u.c.n] = p->pending_key;
-      p->pending_key = NULL;
-    }
-    parent->u.c.items[parent->u.c.n++] = v;
+    if (container_add (parent, p->pending_key, v) == -1)
+      goto oom;
+    p->pending_key = NULL;
   }
 
   if (v->type == OVL_JSON_OBJECT || v->type == OVL_JSON_ARRAY) {
@@ -313,15 +467,6 @@ add_value (struct ovl_json_parser *p, struct ovl_json *v)
   ovl_json_free (v);
   p->cb_error = "out of memory";
   return 0;
-}
-
-static struct ovl_json *
-new_value (enum ovl_json_type t)
-{
-  struct ovl_json *v = calloc (1, sizeof *v);
-  if (v)
-    v->type = t;
-  return v;
 }
 
 static int

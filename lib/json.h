@@ -72,6 +72,23 @@ const struct ovl_json *ovl_json_array_at (const struct ovl_json *arr, size_t i);
 /* Serialise (compact) into a new string; used for diagnostics and tests. */
 char *ovl_json_to_string (const struct ovl_json *v);
 
+/* A new object built from members, in order, like libvirt's
+ * virJSONValueObjectAdd: each member is a "TYPE:NAME" string followed
+ * by its value, and the list ends with NULL:
+ *   "s:NAME", const char *     a string (NULL is an error; it must be
+ *                              UTF-8: QMP cannot carry anything else)
+ *   "S:NAME", const char *     the same, left out when NULL
+ *   "u:NAME", uint64_t         an unsigned integer
+ *   "b:NAME", int              a boolean
+ *   "o:NAME", struct ovl_json *  a value built before, taken over (NULL,
+ *                              a failed build, is an error)
+ * Returns the object, or NULL with the error set; every "o:" value is
+ * taken either way, so builds nest without leaks. */
+struct ovl_json *ovl_json_object_build (const char *spec, ...);
+
+/* Whether S is well-formed UTF-8 (no overlong forms, no surrogates). */
+bool ovl_utf8_valid (const char *s);
+
 struct ovl_buf;
 /* Append S to B as a JSON string literal, quotes included. */
 int ovl_json_append_string (struct ovl_buf *b, const char *s);

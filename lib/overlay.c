@@ -109,32 +109,6 @@ res_failf (struct ovl_result *res, const char *fmt, ...)
   res_fail (res);
 }
 
-/* Whether S is well-formed UTF-8 (no overlong forms, no surrogates):
- * QMP is JSON, and a path it cannot carry must be refused up front. */
-static bool
-valid_utf8 (const char *s)
-{
-  const unsigned char *p = (const unsigned char *) s;
-
-  while (*p) {
-    unsigned c = *p, n, min, i;
-    if (c < 0x80) { p++; continue; }
-    if (c >= 0xc2 && c <= 0xdf) { n = 1; min = 0x80; c &= 0x1f; }
-    else if (c >= 0xe0 && c <= 0xef) { n = 2; min = 0x800; c &= 0x0f; }
-    else if (c >= 0xf0 && c <= 0xf4) { n = 3; min = 0x10000; c &= 0x07; }
-    else return false;
-    for (i = 1; i <= n; i++) {
-      if ((p[i] & 0xc0) != 0x80)
-        return false;
-      c = (c << 6) | (p[i] & 0x3f);
-    }
-    if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-      return false;
-    p += n + 1;
-  }
-  return true;
-}
-
 /* A component of PATH starts with our reserved prefix. */
 static bool
 has_reserved_component (const char *path)
@@ -179,7 +153,7 @@ check_text (struct ovl_result *res, const char *what, const char *path)
     res_failf (res, "%s path contains control characters", what);
     return -1;
   }
-  if (valid_utf8 (path))
+  if (ovl_utf8_valid (path))
     return 0;
   /* Show it with every byte outside ASCII as \xNN. */
   for (; *path && k + 5 < sizeof shown; path++)
@@ -404,44 +378,36 @@ create_temp (struct work *w)
  * delete (each QMP command costs qsd a main-loop turn).  qsd's image
  * locking is off: the file is ours alone, and on NFS our flock of it is
  * a whole-file POSIX lock that qsd's byte-range locks would run into. */
-static char *
+static struct ovl_json *
 create_args (const struct work *w)
 {
   const struct ovl_request *r = w->r;
   const struct ovl_result *res = w->res;
-  struct ovl_buf b = OVL_BUF_INIT;
 
-  if (ovl_buf_printf (&b, "{\"job-id\":\"%s\",\"options\":{\"driver\":\"qcow2\","
-                      "\"file\":{\"driver\":\"file\",\"filename\":", w->id) == -1 ||
-      ovl_json_append_string (&b, w->fdpath) == -1 ||
-      ovl_buf_printf (&b, ",\"cache\":{\"no-flush\":true},"
-                      "\"locking\":\"off\"},\"size\":%llu,\"backing-file\":",
-                      (unsigned long long) res->size) == -1 ||
-      ovl_json_append_string (&b, r->base) == -1 ||
-      ovl_buf_printf (&b, ",\"backing-fmt\":\"%s\",\"cluster-size\":%llu,"
-                      "\"lazy-refcounts\":%s,\"extended-l2\":%s}}",
-                      ovl_format_name (r->base_format),
-                      (unsigned long long) r->cluster_size,
-                      r->lazy_refcounts ? "true" : "false",
-                      r->extended_l2 ? "true" : "false") == -1) {
-    ovl_buf_reset (&b);
-    return NULL;
-  }
-  return ovl_buf_steal (&b);
+  return ovl_json_object_build (
+    "s:job-id", w->id,
+    "o:options", ovl_json_object_build (
+      "s:driver", "qcow2",
+      "o:file", ovl_json_object_build (
+        "s:driver", "file",
+        "s:filename", w->fdpath,
+        "o:cache", ovl_json_object_build ("b:no-flush", 1, NULL),
+        "s:locking", "off",
+        NULL),
+      "u:size", res->size,
+      "s:backing-file", r->base,
+      "s:backing-fmt", ovl_format_name (r->base_format),
+      "u:cluster-size", r->cluster_size,
+      "b:lazy-refcounts", (int) r->lazy_refcounts,
+      "b:extended-l2", (int) r->extended_l2,
+      NULL),
+    NULL);
 }
 
 static uint64_t
 send_dismiss (struct ovl_qmp *q, const char *job)
 {
-  struct ovl_buf b = OVL_BUF_INIT;
-  uint64_t id = 0;
-
-  if (ovl_buf_printf (&b, "{\"id\":") == 0 &&
-      ovl_json_append_string (&b, job) == 0 &&
-      ovl_buf_append (&b, "}", 1) == 0)
-    id = ovl_qmp_send (q, "job-dismiss", b.data);
-  ovl_buf_reset (&b);
-  return id;
+  return ovl_qmp_send_json (q, "job-dismiss", ovl_json_object_build ("s:id", job, NULL));
 }
 
 static const struct ovl_json *
@@ -589,11 +555,9 @@ send_batch (struct ovl_qmp *q, struct work *w, size_t n, unsigned d, int64_t dea
   size_t i;
 
   for (i = 0; i < n; i++) {
-    CLEANUP_FREE char *c = NULL;
     if (!MINE (w[i], d))
       continue;
-    if (!(c = create_args (&w[i])) ||
-        !(w[i].create_id = ovl_qmp_send (q, "blockdev-create", c)))
+    if (!(w[i].create_id = ovl_qmp_send_json (q, "blockdev-create", create_args (&w[i]))))
       return -1;
   }
   return ovl_qmp_flush (q, deadline);

@@ -516,3 +516,14 @@ ovl_qmp_peer_pid (const struct ovl_qmp *q)
     return -1;
   return (long) cr.pid;
 }
+
+uint64_t
+ovl_qmp_send_json (struct ovl_qmp *q, const char *execute, struct ovl_json *args)
+{
+  CLEANUP_JSON struct ovl_json *a = args;
+  CLEANUP_FREE char *text = NULL;
+
+  if (!a || !(text = ovl_json_to_string (a)))
+    return 0;
+  return ovl_qmp_send (q, execute, text);
+}

@@ -28,6 +28,9 @@ void ovl_qmp_close (struct ovl_qmp *q);
 /* Queue a command; ARGS is a JSON object text or NULL.  Nothing is written
  * until a wait or ovl_qmp_flush().  Returns the id (> 0), or 0 on error. */
 uint64_t ovl_qmp_send (struct ovl_qmp *q, const char *execute, const char *args);
+/* The same with ARGS built as JSON (ovl_json_object_build), which it
+ * takes; NULL ARGS (a failed build) sends nothing and returns 0. */
+uint64_t ovl_qmp_send_json (struct ovl_qmp *q, const char *execute, struct ovl_json *args);
 int ovl_qmp_flush (struct ovl_qmp *q, int64_t deadline);
 
 /* Wait for the reply to ID.  Returns the "return" value (caller frees) or

@@ -369,6 +369,58 @@ test_lookup_and_escape (void **state)
   ovl_buf_reset (&b);
 }
 
+/* The builder: every member type, nesting, order kept, and the
+ * failures, each with its message and nothing leaked (valgrind). */
+static char *
+built (struct ovl_json *v)
+{
+  char *s = v ? ovl_json_to_string (v) : NULL;
+  ovl_json_free (v);
+  return s;
+}
+
+static void
+test_build (void **state)
+{
+  char *s;
+
+  s = built (ovl_json_object_build (
+    "s:job-id", "ovl-1",
+    "o:options", ovl_json_object_build (
+      "s:driver", "qcow2",
+      "o:cache", ovl_json_object_build ("b:no-flush", 1, NULL),
+      "u:size", (uint64_t) 67108864,
+      "u:max", UINT64_MAX,
+      "S:absent", (const char *) NULL,
+      "s:path", "/a \"b\"\\\x01",
+      "b:off", 0,
+      NULL),
+    NULL));
+  assert_non_null (s);
+  assert_string_equal (s, "{\"job-id\":\"ovl-1\",\"options\":{\"driver\":\"qcow2\","
+                       "\"cache\":{\"no-flush\":true},\"size\":67108864,"
+                       "\"max\":18446744073709551615,\"path\":\"/a \\\"b\\\"\\\\\\u0001\","
+                       "\"off\":false}}");
+  free (s);
+  s = built (ovl_json_object_build (NULL));
+  assert_string_equal (s, "{}");
+  free (s);
+
+  /* A NULL string, a failed child, bad UTF-8, a bad spec: NULL, said why. */
+  assert_null (ovl_json_object_build ("s:id", (const char *) NULL, NULL));
+  assert_string_equal (ovl_error_msg (), "JSON member 'id': no string");
+  assert_null (ovl_json_object_build ("o:a", ovl_json_object_build ("s:x", "\xff", NULL),
+                                      "o:b", ovl_json_object_build ("s:y", "ok", NULL), NULL));
+  assert_string_equal (ovl_error_msg (), "JSON member 'x': not valid UTF-8");
+  assert_null (ovl_json_object_build ("q:x", 1, NULL));
+  assert_string_equal (ovl_error_msg (), "JSON member 'q:x': expected TYPE:NAME, TYPE one of s S u b o");
+  assert_null (ovl_json_object_build ("size", NULL));
+  assert_string_equal (ovl_error_msg (), "JSON member 'size': expected TYPE:NAME, TYPE one of s S u b o");
+  assert_true (ovl_utf8_valid ("\xc3\xa9t\xc3\xa9"));
+  assert_false (ovl_utf8_valid ("\xc0\xaf"));          /* overlong '/' */
+  assert_false (ovl_utf8_valid ("\xed\xa0\x80"));     /* a surrogate */
+}
+
 int
 main (void)
 {
@@ -381,6 +433,7 @@ main (void)
     cmocka_unit_test (test_cap_unread),
     cmocka_unit_test (test_u64),
     cmocka_unit_test (test_lookup_and_escape),
+    cmocka_unit_test (test_build),
   };
   return cmocka_run_group_tests_name ("json", tests, NULL, NULL);
 }
