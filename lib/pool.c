@@ -7,7 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <spawn.h>
 #include <sys/types.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -17,9 +16,8 @@
 #include "error.h"
 #include "paths.h"
 #include "pool.h"
+#include "child.h"
 #include "util.h"
-
-extern char **environ;
 
 #define KEY_MAX 8192
 #define READY_PREFIX "ready-"
@@ -539,14 +537,11 @@ refill_program (void)
 }
 
 /* Start the refiller of R's pool in DIR, handing it LOCK as descriptor
- * 3.  posix_spawn (vfork) costs the caller far less than a fork of
- * itself, and we never wait for it. */
+ * 3, and never wait for it. */
 static int
 spawn_refiller (const struct ovl_request *r, const struct ovl_result *res,
                 const char *dir, int lock)
 {
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
   const char *prog = refill_program ();
   char cs[24], sz[24];
   char *argv[] = {
@@ -558,25 +553,15 @@ spawn_refiller (const struct ovl_request *r, const struct ovl_result *res,
     (char *) "--size", sz,
     (char *) "--", (char *) r->base, (char *) dir, NULL,
   };
+  const struct ovl_child s = {
+    .argv = argv, .fds = &lock, .nfds = 1, .new_session = true, .umask = -1,
+  };
   pid_t pid;
-  int e;
 
   snprintf (cs, sizeof cs, "%llu", (unsigned long long) r->cluster_size);
   snprintf (sz, sizeof sz, "%llu", (unsigned long long) res->size);
-  posix_spawn_file_actions_init (&fa);
-  posix_spawn_file_actions_addopen (&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen (&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addopen (&fa, 2, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2 (&fa, lock, 3);
-  posix_spawn_file_actions_addclosefrom_np (&fa, 4);
-  posix_spawnattr_init (&attr);
-  posix_spawnattr_setflags (&attr, POSIX_SPAWN_SETSID);
-  e = posix_spawn (&pid, prog, &fa, &attr, argv, environ);
-  posix_spawnattr_destroy (&attr);
-  posix_spawn_file_actions_destroy (&fa);
-  if (e != 0) {
-    errno = e;
-    ovl_error ("pool: could not start the refiller %s: %m", prog);
+  if (ovl_child_spawn (&s, &pid) == -1) {
+    ovl_error_prefix ("pool: the refiller %s ", prog);
     return -1;
   }
   return 0;

@@ -171,7 +171,7 @@ exec 7>&-
 # No refiller to start: the overlay is made all the same, with a warning.
 VIRT_OVERLAY_REFILL=$T/no-such-refiller $VO create "$B" "$img/norefill.qcow2" 2> "$T/err" \
   && pass || fail "create without a refiller: $(cat "$T/err")"
-grep -q "warning: pool: could not start the refiller $T/no-such-refiller: No such file" "$T/err" \
+grep -q "warning: pool: the refiller $T/no-such-refiller could not be run: No such file" "$T/err" \
   && pass || fail "no warning for a refiller that did not start: $(cat "$T/err")"
 [ -f "$img/norefill.qcow2" ] && pass || fail "no overlay without a refiller"
 
