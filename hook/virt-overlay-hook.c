@@ -164,6 +164,8 @@ run (const struct ovl_config *cfg, enum ovl_op op, const char *reason)
   status = ovl_lifecycle_run (cfg, op, dom, reason, deadline, &o);
   for (i = 0; i < o.nlines; i++)
     report (status ? LOG_ERR : LOG_WARNING, "%s", o.lines[i]);
+  if (o.lost)
+    report (LOG_ERR, "out of memory: some messages were lost");
   ovl_outcome_clear (&o);
   return status;
 }

@@ -126,23 +126,14 @@ ovl_json_array_at (const struct ovl_json *arr, size_t i)
 static int
 container_add (struct ovl_json *c, char *key, struct ovl_json *v)
 {
-  if (c->u.c.n == c->u.c.cap) {
-    size_t cap = c->u.c.cap ? c->u.c.cap * 2 : 4;
-    struct ovl_json **items;
+  /* Keys and items grow together: the keys first, to the items' size. */
+  size_t kcap = c->u.c.cap, icap = c->u.c.cap;
 
-    if (cap > SIZE_MAX / sizeof *items)
-      return -1;
-    if (!(items = realloc (c->u.c.items, cap * sizeof *items)))
-      return -1;
-    c->u.c.items = items;
-    if (c->type == OVL_JSON_OBJECT) {
-      char **keys = realloc (c->u.c.keys, cap * sizeof *keys);
-      if (!keys)
-        return -1;
-      c->u.c.keys = keys;
-    }
-    c->u.c.cap = cap;
-  }
+  if (c->type == OVL_JSON_OBJECT && OVL_RESERVE (c->u.c.keys, kcap, c->u.c.n + 1, 4) == -1)
+    return -1;
+  if (OVL_RESERVE (c->u.c.items, icap, c->u.c.n + 1, 4) == -1)
+    return -1;
+  c->u.c.cap = icap;
   if (c->type == OVL_JSON_OBJECT)
     c->u.c.keys[c->u.c.n] = key;
   c->u.c.items[c->u.c.n++] = v;
@@ -409,18 +400,12 @@ push_done (struct ovl_json_parser *p, struct ovl_json *v, size_t bytes)
   if (p->done_head > 0 && p->done_head == p->ndone) {
     p->ndone = p->done_head = 0;
   }
-  if (p->ndone == p->done_cap) {
-    size_t cap = p->done_cap ? p->done_cap * 2 : 8;
-    struct ovl_json **d = realloc (p->done, cap * sizeof *d);
-    size_t *db;
-    if (!d)
-      return -1;
-    p->done = d;
-    if (!(db = realloc (p->done_bytes, cap * sizeof *db)))
-      return -1;
-    p->done_bytes = db;
-    p->done_cap = cap;
-  }
+  size_t bcap = p->done_cap, dcap = p->done_cap;
+
+  if (OVL_RESERVE (p->done_bytes, bcap, p->ndone + 1, 8) == -1 ||
+      OVL_RESERVE (p->done, dcap, p->ndone + 1, 8) == -1)
+    return -1;
+  p->done_cap = dcap;
   p->done_bytes[p->ndone] = bytes;
   p->done[p->ndone++] = v;
   p->queued_bytes += bytes;

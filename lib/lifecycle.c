@@ -139,19 +139,21 @@ ovl_outcome_clear (struct ovl_outcome *o)
 static void __attribute__((format (printf, 2, 3)))
 say (struct ovl_outcome *o, const char *fmt, ...)
 {
-  char **more = realloc (o->lines, (o->nlines + 1) * sizeof *more);
   va_list ap;
   char *line;
   int r;
 
-  if (!more)
+  if (OVL_RESERVE (o->lines, o->lines_cap, o->nlines + 1, 4) == -1) {
+    o->lost = true;
     return;
-  o->lines = more;
+  }
   va_start (ap, fmt);
   r = vasprintf (&line, fmt, ap);
   va_end (ap);
   if (r >= 0)
     o->lines[o->nlines++] = line;
+  else
+    o->lost = true;
 }
 
 /* The line for a refusal of DISK. */

@@ -98,6 +98,8 @@ struct ovl_outcome {
   int status;                   /* 0, or 1: libvirt must not go on */
   char **lines;                 /* one line per problem ("disk vda: ..."): */
   size_t nlines;                /* errors when status is 1, else warnings */
+  size_t lines_cap;
+  bool lost;                    /* a line could not be kept (out of memory) */
   size_t created, removed;      /* overlays made and removed */
 };
 void ovl_outcome_clear (struct ovl_outcome *o);

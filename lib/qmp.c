@@ -142,16 +142,9 @@ dispatch (struct ovl_qmp *q, struct ovl_json *msg)
       ovl_error ("QMP: too many unclaimed events");
       return -1;
     }
-    if (q->nevents == q->events_cap) {
-      size_t cap = q->events_cap ? q->events_cap * 2 : 16;
-      struct ovl_json **e = realloc (q->events, cap * sizeof *e);
-      if (!e) {
-        ovl_json_free (msg);
-        ovl_error ("out of memory");
-        return -1;
-      }
-      q->events = e;
-      q->events_cap = cap;
+    if (OVL_RESERVE (q->events, q->events_cap, q->nevents + 1, 16) == -1) {
+      ovl_json_free (msg);
+      return -1;
     }
     q->events[q->nevents++] = msg;
     return 0;
@@ -271,16 +264,8 @@ ovl_qmp_send (struct ovl_qmp *q, const char *execute, const char *args)
     ovl_error ("QMP: too many commands in flight");
     return 0;
   }
-  if (q->npending == q->pending_cap) {
-    size_t cap = q->pending_cap ? q->pending_cap * 2 : 16;
-    p = realloc (q->pending, cap * sizeof *p);
-    if (!p) {
-      ovl_error ("out of memory");
-      return 0;
-    }
-    q->pending = p;
-    q->pending_cap = cap;
-  }
+  if (OVL_RESERVE (q->pending, q->pending_cap, q->npending + 1, 16) == -1)
+    return 0;
   id = ++q->next_id;
   if (ovl_buf_printf (&q->out, "{\"execute\":") == -1 ||
       ovl_json_append_string (&q->out, execute) == -1 ||

@@ -437,3 +437,27 @@ ovl_trim (char *s)
     *--end = '\0';
   return s;
 }
+
+int
+ovl_reserve (void *ptrp, size_t *cap, size_t need, size_t elem, size_t min)
+{
+  void **ptr = ptrp;
+  size_t n = *cap ? *cap : (min ? min : 1);
+  void *p;
+
+  if (need <= *cap)
+    return 0;
+  while (n < need) {
+    if (n > SIZE_MAX / 2)
+      goto oom;
+    n *= 2;
+  }
+  if (n > SIZE_MAX / elem || !(p = realloc (*ptr, n * elem)))
+    goto oom;
+  *ptr = p;
+  *cap = n;
+  return 0;
+ oom:
+  ovl_error ("out of memory");
+  return -1;
+}

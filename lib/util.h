@@ -93,6 +93,15 @@ DIR *ovl_opendir_at (int dirfd);
  * that stay unique across pid namespaces and hosts, unlike pids. */
 int ovl_random_hex (char *out, size_t nbytes);
 
+/* The growable array, written once: make room in *PTRP (an array of
+ * ELEM-byte items, *CAP of them allocated) for at least NEED items,
+ * doubling from MIN, with every size checked for overflow.  0, or -1
+ * with the error set ("out of memory"; *PTRP and *CAP unchanged).  The
+ * macro takes the array itself: OVL_RESERVE (v, cap, n + 1, 16). */
+int ovl_reserve (void *ptrp, size_t *cap, size_t need, size_t elem, size_t min);
+#define OVL_RESERVE(ptr, cap, need, min) \
+  ovl_reserve (&(ptr), &(cap), (need), sizeof *(ptr), (min))
+
 /* mkdir -p: DIR (absolute) and every missing directory above it, with
  * MODE.  0, or -1 with the error set naming the directory. */
 int ovl_mkdir_p (const char *dir, mode_t mode);

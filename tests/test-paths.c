@@ -217,7 +217,7 @@ test_error_channel (void **state)
   assert_string_equal (ovl_error_msg (), "unknown error");
 }
 
-/* The helpers written once: mkdir -p and trim. */
+/* The helpers written once: mkdir -p, trim and the growable array. */
 static void
 test_mkdir_p_and_trim (void **state)
 {
@@ -233,6 +233,20 @@ test_mkdir_p_and_trim (void **state)
   assert_int_equal (ovl_mkdir_p (at ("deep/file/x"), 0700), -1);
   assert_string_equal (ovl_error_msg (), expand ("mkdir @/deep/file/x: Not a directory"));
   assert_string_equal (ovl_trim (s), "key = value");
+  {
+    int *v = NULL;
+    size_t cap = 0, i;
+    for (i = 0; i < 100; i++) {
+      assert_int_equal (OVL_RESERVE (v, cap, i + 1, 4), 0);
+      v[i] = (int) i;
+    }
+    assert_int_equal (cap, 128);                       /* 4 doubled, never more */
+    assert_int_equal (v[99], 99);
+    assert_int_equal (ovl_reserve (&v, &cap, SIZE_MAX / 2, 16, 4), -1);
+    assert_string_equal (ovl_error_msg (), "out of memory");
+    assert_int_equal (cap, 128);                       /* unchanged on failure */
+    free (v);
+  }
   assert_string_equal (ovl_trim (blank), "");
 }
 
