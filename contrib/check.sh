@@ -2,7 +2,8 @@
 # The test command of the README: install dependencies (as root), build
 # with warnings as errors, run the whole suite and the soak (make soak,
 # 20 rounds), then the suite again under valgrind, with the sanitizers,
-# and the fuzz targets for a minute each.
+# and under gcov (the coverage figures), and the fuzz targets for a
+# minute each.
 # A suite that needs a tool we installed must not skip here.
 set -eu
 cd "$(dirname "$0")/.."
@@ -47,9 +48,15 @@ if [ "$status" = 0 ]; then
      LDFLAGS="-fsanitize=address,undefined" &&
    make -j"$(nproc)" >/dev/null &&
    OVL_REQUIRE_ALL=1 make -j1 check \
-     TESTS="tests/test-config tests/test-json tests/test-qmp tests/test-qsd tests/test-domxml tests/test-ledger tests/test-lifecycle tests/test-image tests/test-create.sh tests/test-hook.sh tests/test-pool.sh tests/test-hostile.sh tests/test-shared.sh" \
+     TESTS="tests/test-config tests/test-paths tests/test-layers.sh tests/test-json tests/test-qmp tests/test-qsd tests/test-domxml tests/test-ledger tests/test-lifecycle tests/test-image tests/test-create.sh tests/test-hook.sh tests/test-pool.sh tests/test-hostile.sh tests/test-shared.sh" \
      GLIBC_TUNABLES= ASAN_OPTIONS=detect_leaks=1) || { status=1; fail=$((fail + 1)); }
   rm -rf "$asan" virt-overlay-*.tar.gz
+fi
+# The suite under gcov, from a distribution copy: the two figures of
+# lib/ (lines, and error-report sites) in every log.  Not enforced yet:
+# the error sites are under the bar (see the README).
+if [ "$status" = 0 ]; then
+  OVL_REQUIRE_ALL=1 make coverage COVERAGE_ENFORCE=0 || { status=1; fail=$((fail + 1)); }
 fi
 # Every parser of untrusted bytes under libFuzzer for a minute each, in
 # a private clang build (fuzz-build/).
