@@ -222,11 +222,15 @@ grep -q "gave up" "$T/stderr" && fail "the watchdog, not the lock wait, ended it
 hook prepare begin - < "$T/e.xml"; expect_rc 0 "prepare before the image is opened"
 mark "$img/e.qcow2"
 mkfifo "$T/qio"
-qemu-io -f qcow2 "$img/e.qcow2" < "$T/qio" > /dev/null 2>&1 & qio=$!
+qemu-io -f qcow2 "$img/e.qcow2" < "$T/qio" > "$T/qio.out" 2>&1 & qio=$!
 exec 3> "$T/qio"
+# Its prompt says the image is open.  (Probing with qemu-img info while
+# it opens would race it: info's own lock makes qemu-io's fail.)
 n=0
-while "$QEMU_IMG" info "$img/e.qcow2" > /dev/null 2>&1 && [ $n -lt 100 ]; do sleep 0.05; n=$((n + 1)); done
-[ $n -lt 100 ] && pass || fail "qemu-io did not lock the overlay"
+while ! grep -q "qemu-io>" "$T/qio.out" && kill -0 $qio 2>/dev/null && [ $n -lt 200 ]; do
+  sleep 0.05; n=$((n + 1))
+done
+"$QEMU_IMG" info "$img/e.qcow2" > /dev/null 2>&1 && fail "qemu-io did not lock the overlay: $(cat "$T/qio.out")" || pass
 hook prepare begin - < "$T/e.xml"; expect_rc 1 "prepare of an overlay in use"
 expect_err "is in use (a QEMU holds its image lock); left alone"
 marked "$img/e.qcow2" && pass || fail "prepare replaced an overlay in use"
