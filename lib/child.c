@@ -31,7 +31,20 @@ ovl_child_spawn (const struct ovl_child *s, pid_t *pid)
   int high[32], e = 0;
   size_t i, n = 0;
   mode_t old = 0;
+  struct stat st;
 
+  /* posix_spawn reports a failed exec itself, but not everywhere (under
+   * valgrind the child exits 127): what can be told before is. */
+  if (stat (s->argv[0], &st) == -1)
+    e = errno;
+  else if (!S_ISREG (st.st_mode))
+    e = EACCES;                 /* what exec says of a directory */
+  else if (access (s->argv[0], X_OK) == -1)
+    e = errno;
+  if (e != 0) {
+    ovl_error ("could not be run: %s", strerror (e));
+    return -1;
+  }
   if (s->nfds > sizeof high / sizeof high[0]) {
     ovl_error ("%s: too many descriptors to pass (%zu)", s->argv[0], s->nfds);
     return -1;
