@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -19,6 +20,7 @@
 #include "util.h"
 
 #define MAX_QUEUED 4096         /* events or early replies held at once */
+#define MAX_STALE 256           /* messages of an earlier client skipped */
 #define READ_CHUNK 65536
 
 struct pending {
@@ -32,7 +34,8 @@ struct ovl_qmp {
   char *path;                   /* the socket, for messages */
   struct ovl_json_parser *parser;
   struct ovl_buf out;
-  uint64_t next_id;
+  uint64_t next_id;             /* random start: see open_fd */
+  size_t stale;                 /* messages meant for an earlier client, skipped */
   unsigned version;
   bool greeted;
   uint64_t caps_id;             /* qmp_capabilities in flight, or 0 */
@@ -106,13 +109,31 @@ remove_pending (struct ovl_qmp *q, struct pending *p)
 
 static struct ovl_json *take_return (struct ovl_json *reply, const char *execute);
 
-/* The first message must be the banner; remember the version. */
+/* A message meant for an earlier client of the monitor: qsd finishes a
+ * command of a client that left (killed, or gone after an error) and
+ * sends its reply, and events, to whoever is connected then, before or
+ * after the new client's greeting.  Skipped, up to MAX_STALE. */
+static bool
+skip_stale (struct ovl_qmp *q, struct ovl_json *msg)
+{
+  if (q->stale >= MAX_STALE)
+    return false;
+  q->stale++;
+  ovl_json_free (msg);
+  return true;
+}
+
+/* The first message must be the banner (after any replies and events
+ * left for an earlier client); remember the version. */
 static int
 greeting (struct ovl_qmp *q, struct ovl_json *msg)
 {
   long long major = 0, minor = 0, micro = 0;
 
   if (!ovl_json_get (msg, "QMP")) {
+    if ((ovl_json_get (msg, "event") || ovl_json_get (msg, "return") ||
+         ovl_json_get (msg, "error")) && skip_stale (q, msg))
+      return 0;
     ovl_json_free (msg);
     ovl_error ("QMP: peer did not greet with a QMP banner");
     return -1;
@@ -167,8 +188,17 @@ dispatch (struct ovl_qmp *q, struct ovl_json *msg)
     ovl_json_free (ret);
     return 0;
   }
-  if (!idv || idv->type != OVL_JSON_INT || idv->u.i <= 0 ||
-      !(p = find_pending (q, (uint64_t) idv->u.i)) || p->reply) {
+  if (!idv || idv->type != OVL_JSON_INT || idv->u.i <= 0) {
+    ovl_json_free (msg);
+    ovl_error ("QMP: reply with a missing or unknown id");
+    return -1;
+  }
+  p = find_pending (q, (uint64_t) idv->u.i);
+  /* Ids start at random, so one that is not ours was an earlier
+   * client's. */
+  if (!p && skip_stale (q, msg))
+    return 0;
+  if (!p || p->reply) {
     ovl_json_free (msg);
     ovl_error ("QMP: reply with a missing or unknown id");
     return -1;
@@ -396,6 +426,7 @@ static struct ovl_qmp *
 open_fd (int fd, const char *path, int64_t deadline, bool lazy)
 {
   struct ovl_qmp *q = ovl_calloc (1, sizeof *q);
+  int flags;
 
   if (!q) {
     close (fd);
@@ -404,12 +435,23 @@ open_fd (int fd, const char *path, int64_t deadline, bool lazy)
   q->fd = fd;
   if (!(q->path = ovl_strdup (path)))
     goto fail;
-  if (fcntl (fd, F_SETFL, fcntl (fd, F_GETFL) | O_NONBLOCK) == -1) {
+  if ((flags = fcntl (fd, F_GETFL)) == -1 || fcntl (fd, F_SETFL, flags | O_NONBLOCK) == -1) {
     ovl_error ("QMP: fcntl: %m");
     goto fail;
   }
   if (!(q->parser = ovl_json_parser_new (0, 0)))
     goto fail;
+  /* Ids start at a random point below 2^48 (exact in any JSON reader),
+   * so that a reply qsd still sends for an earlier client that left
+   * cannot pass for the reply to one of ours. */
+  {
+    uint32_t r;
+    if (getrandom (&r, sizeof r, 0) != (ssize_t) sizeof r) {
+      ovl_error ("QMP: getrandom: %m");
+      goto fail;
+    }
+    q->next_id = (uint64_t) r << 16;
+  }
   /* Negotiate at once: qsd reads it after sending its greeting, and
    * commands queued behind it are handled after it. */
   if (!(q->caps_id = ovl_qmp_send (q, "qmp_capabilities", NULL)))

@@ -24,6 +24,8 @@ struct fake_qmp {
   char *why;
   char inbuf[65536];
   size_t inlen;
+  long long ids[64];            /* ids of the commands read, in order */
+  size_t nids;
 };
 
 static void __attribute__((format (printf, 2, 3)))
@@ -67,20 +69,30 @@ command_is (const char *line, const char *execute)
   return strstr (line, want) != NULL;
 }
 
+/* TEXT with "$ID" replaced by the id of the command just read, and
+ * "$ID-K" (K a digit) by that of the command read K before it. */
 static char *
-substitute_id (const char *text, const char *line)
+substitute_id (const struct fake_qmp *f, const char *text)
 {
-  const char *idp = line ? strstr (line, "\"id\":") : NULL;
-  char id[32] = "0";
-  const char *at = strstr (text, "$ID");
-  char *out;
+  char *out = NULL;
+  size_t len = 0;
+  FILE *m = open_memstream (&out, &len);
+  const char *at;
 
-  if (idp)
-    snprintf (id, sizeof id, "%lld", strtoll (idp + 5, NULL, 10));
-  if (!at)
-    return strdup (text);
-  if (asprintf (&out, "%.*s%s%s", (int) (at - text), text, id, at + 3) == -1)
+  if (!m)
     return NULL;
+  while ((at = strstr (text, "$ID"))) {
+    size_t back = 0;
+    fwrite (text, 1, (size_t) (at - text), m);
+    text = at + 3;
+    if (text[0] == '-' && text[1] >= '0' && text[1] <= '9') {
+      back = (size_t) (text[1] - '0');
+      text += 2;
+    }
+    fprintf (m, "%lld", back < f->nids ? f->ids[f->nids - 1 - back] : 0);
+  }
+  fputs (text, m);
+  fclose (m);
   return out;
 }
 
@@ -123,6 +135,10 @@ fake_thread (void *arg)
         free (line);
         goto out;
       }
+      if (f->nids < sizeof f->ids / sizeof f->ids[0]) {
+        const char *idp = strstr (line, "\"id\":");
+        f->ids[f->nids++] = idp ? strtoll (idp + 5, NULL, 10) : 0;
+      }
     }
     switch (s->action) {
     case FAKE_SEND_DELAYED:
@@ -130,7 +146,7 @@ fake_thread (void *arg)
       /* fall through */
     case FAKE_SEND:
     case FAKE_SEND_SPLIT:
-      text = substitute_id (s->text, line);
+      text = substitute_id (f, s->text);
       write_all (fd, text, strlen (text), s->action == FAKE_SEND_SPLIT);
       free (text);
       break;

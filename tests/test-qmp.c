@@ -87,9 +87,9 @@ test_pipelined_out_of_order (void **state)
     { "b", FAKE_SEND, "" },
     { "c", FAKE_SEND,
       "{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"status\": \"running\", \"id\": \"j1\"}, \"timestamp\": {}}\n"
-      "{\"return\": 3, \"id\": 4}\n"
+      "{\"return\": 3, \"id\": $ID}\n"
       "{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"status\": \"concluded\", \"id\": \"j2\"}, \"timestamp\": {}}\n"
-      "{\"return\": 1, \"id\": 2}{\"return\": 2, \"id\": 3}\n"
+      "{\"return\": 1, \"id\": $ID-2}{\"return\": 2, \"id\": $ID-1}\n"
       "{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"status\": \"concluded\", \"id\": \"j1\"}, \"timestamp\": {}}\n" },
   };
   struct fake_qmp *f = fake_qmp_start (dir, script, 5);
@@ -210,7 +210,8 @@ static const struct fault faults[] = {
   { "close-mid-message", { "query-jobs", FAKE_SEND, "{\"return\": [], \"i" }, "in the middle of a message" },
   { "corrupt", { "query-jobs", FAKE_SEND, "{\"return\": [}, \"id\": $ID}\n" }, "malformed JSON" },
   { "no-return", { "query-jobs", FAKE_SEND, "{\"id\": $ID, \"foo\": 1}\n" }, "neither a reply nor an event" },
-  { "unknown-id", { "query-jobs", FAKE_SEND, "{\"return\": [], \"id\": 999}\n" }, "unknown id" },
+  { "twice", { "query-jobs", FAKE_SEND, "{\"return\": [], \"id\": $ID}{\"return\": [], \"id\": $ID}\n" },
+    "unknown id" },
   { "no-id", { "query-jobs", FAKE_SEND, "{\"return\": []}\n" }, "missing or unknown id" },
   { "string-id", { "query-jobs", FAKE_SEND, "{\"return\": [], \"id\": \"1\"}\n" }, "missing or unknown id" },
 };
@@ -264,7 +265,7 @@ test_oversize_reply (void **state)
 
   strcpy (big, "{\"return\": \"");
   memset (big + 12, 'x', n);
-  strcpy (big + 12 + n, "\", \"id\": 2}\n");
+  strcpy (big + 12 + n, "\", \"id\": $ID}\n");
   script[2].text = big;
   f = fake_qmp_start (dir, script, 4);
   q = connect_fake (f);
@@ -288,6 +289,62 @@ test_bad_greeting (void **state)
   assert_null (q);
   assert_non_null (strstr (ovl_error_msg (), "did not greet"));
   finish (f);
+}
+
+/* What qsd sends for a client that left (killed in the middle of a
+ * command): its replies and events reach the next client, before and
+ * after that one's greeting.  They are skipped; ids start at random, so
+ * none can pass for a reply to ours. */
+#define STALE_REPLY "{\"return\": {}, \"id\": 3}\n"
+#define STALE_EVENT "{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"status\": \"null\", \"id\": \"x\"}, \"timestamp\": {}}\n"
+
+static void
+test_stale_replies (void **state)
+{
+  static const struct fake_step script[] = {
+    { NULL, FAKE_SEND, STALE_REPLY STALE_EVENT "{\"error\": {\"class\": \"GenericError\", \"desc\": \"x\"}, \"id\": 4}\n" },
+    GREET, CAPS,
+    { "query-jobs", FAKE_SEND, STALE_REPLY "{\"return\": [], \"id\": $ID}\n" },
+  };
+  struct fake_qmp *f = fake_qmp_start (dir, script, 4);
+  struct ovl_qmp *q = connect_fake (f);
+  struct ovl_json *r;
+  uint64_t id;
+
+  r = ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 2000);
+  assert_non_null (r);
+  assert_int_equal (ovl_json_array_len (r), 0);
+  ovl_json_free (r);
+  /* The stale event is not one of this client's. */
+  assert_int_equal (ovl_qmp_events_queued (q), 0);
+  /* Ids are not small numbers an earlier client used too. */
+  id = ovl_qmp_send (q, "x", NULL);
+  assert_true (id > 65536);
+  ovl_qmp_close (q);
+  finish (f);
+}
+
+/* A monitor that sends nothing but replies that are not ours is not
+ * waited for forever: after MAX_STALE of them, an error. */
+static void
+test_stale_flood (void **state)
+{
+  char *flood = malloc (300 * sizeof STALE_REPLY + 1);
+  struct fake_step script[2] = { { NULL, FAKE_SEND, NULL }, { NULL, FAKE_STALL, NULL } };
+  struct fake_qmp *f;
+  struct ovl_qmp *q;
+  int i;
+
+  flood[0] = '\0';
+  for (i = 0; i < 300; i++)
+    strcat (flood, STALE_REPLY);
+  script[0].text = flood;
+  f = fake_qmp_start (dir, script, 2);
+  q = ovl_qmp_connect (fake_qmp_socket (f), ovl_now_ms () + 2000);
+  assert_null (q);
+  assert_non_null (strstr (ovl_error_msg (), "did not greet"));
+  finish (f);
+  free (flood);
 }
 
 static void
@@ -343,6 +400,8 @@ main (void)
     cmocka_unit_test (test_faults),
     cmocka_unit_test (test_oversize_reply),
     cmocka_unit_test (test_bad_greeting),
+    cmocka_unit_test (test_stale_replies),
+    cmocka_unit_test (test_stale_flood),
     cmocka_unit_test (test_no_greeting),
     cmocka_unit_test (test_no_server),
     cmocka_unit_test (test_fake_catches_unexpected),
