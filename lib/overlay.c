@@ -277,15 +277,16 @@ ovl_overlay_presence (const struct ovl_config *cfg, const char *path,
  * from 100 (permissions) and 200 (shared permissions) while an image is
  * open.  libvirt runs prepare before QEMU starts and release after it
  * ends; anyone else (a script, a second caller) must not remove an
- * overlay a guest is running on. */
-static bool
+ * overlay a guest is running on.  1 in use, 0 not, -1 when it cannot be
+ * told (errno set): then it is not removed either. */
+static int
 in_use (int dirfd, const char *name)
 {
   CLEANUP_CLOSE int fd = openat (dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 200 };
 
   if (fd == -1 || fcntl (fd, F_OFD_GETLK, &fl) == -1)
-    return false;
+    return -1;
   return fl.l_type != F_UNLCK;
 }
 
@@ -299,8 +300,12 @@ ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
 
   if (r != OVL_PRESENCE_OURS)
     return r == -1 ? -1 : 0;
-  if (in_use (dirfd, name)) {
+  switch (in_use (dirfd, name)) {
+  case 1:
     ovl_error ("overlay '%s' is in use (a QEMU holds its image lock); left alone", path);
+    return -1;
+  case -1:
+    ovl_error ("overlay '%s': cannot tell whether a QEMU has it open: %m; left alone", path);
     return -1;
   }
   if (unlinkat (dirfd, name, 0) == -1) {
@@ -361,9 +366,12 @@ create_temp (struct work *w)
   snprintf (w->fdpath, sizeof w->fdpath, "/proc/%ld/fd/%d", (long) getpid (), w->tmpfd);
   /* Rename keeps the inode and its attributes: this is the identity of
    * the overlay to be. */
-  if (ovl_file_id_mark (w->tmpfd, &w->made) == -1 ||
-      ovl_file_id_at (w->tmpfd, "", &w->made, NULL) == -1) {
+  if (ovl_file_id_mark (w->tmpfd, &w->made) == -1) {
     res_failf (res, "overlay '%s': %s", r->overlay, ovl_error_msg ());
+    return -1;
+  }
+  if (ovl_file_id_at (w->tmpfd, "", &w->made, NULL) == -1) {
+    res_failf (res, "overlay '%s': reading its identity: %m", r->overlay);
     return -1;
   }
   if (r->need_identity && !ovl_file_id_is_strong (&w->made)) {
@@ -748,15 +756,12 @@ make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t dead
   return ret;
 }
 
-/* NAME in W's directory is still the temporary file we hold. */
-static bool
+/* NAME in W's directory is still the temporary file we hold: 1 yes,
+ * 0 no, -1 when that cannot be told (errno set). */
+static int
 is_our_temp (const struct work *w, const char *name)
 {
-  struct stat a, b;
-
-  return fstat (w->tmpfd, &a) == 0 &&
-    fstatat (w->dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
-    S_ISREG (b.st_mode) && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+  return ovl_fd_is_at (w->tmpfd, w->dirfd, name);
 }
 
 /* Move W's temporary file into place (rename, or link and unlink where
@@ -768,10 +773,14 @@ publish (struct work *w)
 {
   const struct ovl_request *r = w->r;
   struct ovl_result *res = w->res;
+  int same;
 
-  if (!is_our_temp (w, w->tmpname)) {
-    res_failf (res, "overlay '%s': its temporary file was replaced while it was being made; "
-               "nothing published", r->overlay);
+  if ((same = is_our_temp (w, w->tmpname)) != 1) {
+    if (same == 0)
+      res_failf (res, "overlay '%s': its temporary file was replaced while it was being made; "
+                 "nothing published", r->overlay);
+    else
+      res_failf (res, "overlay '%s': checking its temporary file: %m", r->overlay);
     return -1;
   }
   if (ovl_publish_noreplace (w->dirfd, w->tmpname, w->dirfd, w->name) == -1) {
@@ -781,10 +790,15 @@ publish (struct work *w)
       res_failf (res, "overlay '%s': moving it into place: %m", r->overlay);
     return -1;
   }
-  if (!is_our_temp (w, w->name)) {
+  if ((same = is_our_temp (w, w->name)) != 1) {
+    int e = errno;
     ovl_publish_noreplace (w->dirfd, w->name, w->dirfd, w->tmpname);
-    res_failf (res, "overlay '%s': its temporary file was replaced while it was being made; "
-               "nothing published", r->overlay);
+    errno = e;
+    if (same == 0)
+      res_failf (res, "overlay '%s': its temporary file was replaced while it was being made; "
+                 "nothing published", r->overlay);
+    else
+      res_failf (res, "overlay '%s': checking what was published: %m", r->overlay);
     return -1;
   }
   w->renamed = true;

@@ -13,6 +13,7 @@
 #include "cleanup.h"
 #include "error.h"
 #include "paths.h"
+#include "util.h"
 
 #ifndef RENAME_NOREPLACE
 #define RENAME_NOREPLACE (1 << 0)
@@ -210,7 +211,6 @@ int
 ovl_create_locked (int dirfd, const char *name, int mode)
 {
   CLEANUP_CLOSE int fd = -1;
-  struct stat a, b;
 
   fd = openat (dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
   if (fd == -1)
@@ -222,9 +222,10 @@ ovl_create_locked (int dirfd, const char *name, int mode)
       errno = EAGAIN;
     return -1;
   }
-  if (fstat (fd, &a) == -1)
+  switch (ovl_fd_is_at (fd, dirfd, name)) {
+  case -1:
     return -1;
-  if (fstatat (dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == -1 || !same_inode (&a, &b)) {
+  case 0:
     errno = EAGAIN;
     return -1;
   }

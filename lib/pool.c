@@ -65,12 +65,25 @@ open_private_dir (int dirfd, const char *name)
 
   if (fd == -1)
     return -1;
-  if (fstat (fd, &st) == -1 || st.st_uid != geteuid () || (st.st_mode & 077)) {
+  if (fstat (fd, &st) == -1) {
+    int e = errno;
+    close (fd);
+    errno = e;
+    return -1;
+  }
+  if (st.st_uid != geteuid () || (st.st_mode & 077)) {
     close (fd);
     errno = EPERM;
     return -1;
   }
   return fd;
+}
+
+/* Why open_private_dir failed. */
+static const char *
+private_dir_error (void)
+{
+  return errno == EPERM ? "not a private directory of ours" : strerror (errno);
 }
 
 /* The key file of pool directory PFD equals KEY. */
@@ -111,7 +124,9 @@ take_lock (int pfd, int held)
       ovl_error ("pool: the lock handed down is not this pool's lock");
       return -1;
     }
-    return fcntl (held, F_DUPFD_CLOEXEC, 3);
+    if ((lock = fcntl (held, F_DUPFD_CLOEXEC, 3)) == -1)
+      ovl_error ("pool: dup of the lock handed down: %m");
+    return lock;
   }
   if (flock (lock, LOCK_EX | LOCK_NB) == 0)
     return lock;
@@ -156,7 +171,6 @@ claim_one (int pfd, const char *name, struct claim *c, struct ovl_file_id *id,
 {
   int r;
   CLEANUP_CLOSE int fd = openat (pfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  struct stat a, b;
   struct statx stx;
   bool is_reg;
 
@@ -164,9 +178,8 @@ claim_one (int pfd, const char *name, struct claim *c, struct ovl_file_id *id,
     return errno == ENOENT || errno == ELOOP ? 0 : -1;
   if (flock (fd, LOCK_EX | LOCK_NB) == -1)
     return errno == EWOULDBLOCK ? 0 : -1;
-  if (fstat (fd, &a) == -1 || fstatat (pfd, name, &b, AT_SYMLINK_NOFOLLOW) == -1 ||
-      a.st_dev != b.st_dev || a.st_ino != b.st_ino || !S_ISREG (a.st_mode))
-    return 0;                   /* taken since we opened it */
+  if ((r = ovl_fd_is_at (fd, pfd, name)) != 1)
+    return r;                   /* 0: taken since we opened it */
   /* The count as the server has it now: FUSE and NFS clients cache
    * attributes, and a cached count can be from before a link. */
   if (statx (fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_NLINK, &stx) == -1)
@@ -222,10 +235,12 @@ pool_claim (void *opaque, const struct ovl_request *r, struct ovl_result *res,
       (pfd = open_private_dir (top, hash)) == -1 ||
       !key_matches (pfd, key))
     return 0;
-  if (!(d = ovl_opendir_at (pfd)) || !(c = ovl_calloc (1, sizeof *c))) {
+  if (!(d = ovl_opendir_at (pfd))) {
     ovl_error ("overlay '%s': reading the pool: %m", r->overlay);
     return -1;
   }
+  if (!(c = ovl_calloc (1, sizeof *c)))
+    return -1;
   c->pfd = c->fd = -1;
   while ((e = readdir (d))) {
     if (!is_ready_name (e->d_name))
@@ -251,7 +266,7 @@ static int
 pool_publish (void *opaque, void *h, int dirfd, const char *name, const char *overlay)
 {
   struct claim *c = h;
-  struct stat a, b;
+  int same;
 
   if (ovl_publish_noreplace (c->pfd, c->name, dirfd, name) == -1) {
     if (errno == EEXIST)
@@ -261,10 +276,14 @@ pool_publish (void *opaque, void *h, int dirfd, const char *name, const char *ov
     return -1;
   }
   /* Only we write in a pool; still, publish nothing but the file claimed. */
-  if (fstat (c->fd, &a) == -1 || fstatat (dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == -1 ||
-      a.st_dev != b.st_dev || a.st_ino != b.st_ino) {
+  if ((same = ovl_fd_is_at (c->fd, dirfd, name)) != 1) {
+    int e = errno;
     ovl_publish_noreplace (dirfd, name, c->pfd, c->name);
-    ovl_error ("overlay '%s': the pooled file was replaced while it was handed out", overlay);
+    errno = e;
+    if (same == 0)
+      ovl_error ("overlay '%s': the pooled file was replaced while it was handed out", overlay);
+    else
+      ovl_error ("overlay '%s': taking from the pool: %m", overlay);
     return -1;
   }
   c->name[0] = '\0';
@@ -294,7 +313,7 @@ ensure_private_dir (int dirfd, const char *name)
   }
   fd = open_private_dir (dirfd, name);
   if (fd == -1)
-    ovl_error ("pool: %s: not a private directory of ours: %m", name);
+    ovl_error ("pool: %s: %s", name, private_dir_error ());
   return fd;
 }
 
@@ -323,22 +342,27 @@ remove_pool_dir (int top, const char *hash)
   CLEANUP_CLOSE int pfd = open_private_dir (top, hash);
   CLEANUP_CLOSEDIR DIR *d = NULL;
   struct dirent *e;
+  bool failed = false;
 
   if (pfd == -1) {
-    ovl_error ("not a private directory of ours: %m");
+    ovl_error ("%s", private_dir_error ());
     return -1;
   }
   if (!(d = ovl_opendir_at (pfd))) {
     ovl_error ("%m");
     return -1;
   }
-  while ((e = readdir (d)))
+  while ((e = ovl_readdir (d, &failed)))
     if ((is_ready_name (e->d_name) || strcmp (e->d_name, "key") == 0 ||
          strcmp (e->d_name, "key.tmp") == 0 || strcmp (e->d_name, "lock") == 0) &&
         unlinkat (pfd, e->d_name, 0) == -1 && errno != ENOENT) {
       ovl_error ("%s: %m", e->d_name);
       return -1;
     }
+  if (failed) {
+    ovl_error ("reading it: %m");
+    return -1;
+  }
   /* Temporary files of a refiller at work keep it: it goes next time. */
   if (unlinkat (top, hash, AT_REMOVEDIR) == -1 && errno != ENOENT && errno != ENOTEMPTY) {
     ovl_error ("%m");
@@ -391,33 +415,40 @@ discard_stale (int top, const char *hash, const char *key)
 {
   CLEANUP_CLOSEDIR DIR *d = ovl_opendir_at (top);
   struct dirent *e;
+  bool failed = false;
 
   if (!d) {
     ovl_error ("pool: %m");
     return -1;
   }
-  while ((e = readdir (d)))
+  while ((e = ovl_readdir (d, &failed)))
     if (e->d_name[0] != '.' && strcmp (e->d_name, hash) != 0 &&
         pool_is_stale (top, e->d_name, key) && remove_pool_dir (top, e->d_name) == -1) {
       ovl_error_prefix ("pool: removing the stale pool %s: ", e->d_name);
       return -1;
     }
+  if (failed) {
+    ovl_error ("pool: %m");
+    return -1;
+  }
   return 0;
 }
 
-static size_t
+/* How many overlays pool directory PFD holds ready, or -1 with errno
+ * set. */
+static long
 count_ready (int pfd)
 {
-  DIR *d = ovl_opendir_at (pfd);
+  CLEANUP_CLOSEDIR DIR *d = ovl_opendir_at (pfd);
   struct dirent *e;
-  size_t n = 0;
+  bool failed = false;
+  long n = 0;
 
   if (!d)
-    return 0;
-  while ((e = readdir (d)))
+    return -1;
+  while ((e = ovl_readdir (d, &failed)))
     n += is_ready_name (e->d_name);
-  closedir (d);
-  return n;
+  return failed ? -1 : n;
 }
 
 /* The pool directory named HASH in overlay directory ODIR, made if need
@@ -441,7 +472,8 @@ ovl_pool_fill (const struct ovl_config *cfg, const struct ovl_request *tmpl,
   CLEANUP_CLOSE int odir = -1, top = -1, pfd = -1, lock = -1;
   CLEANUP_FREE struct ovl_request *reqs = NULL;
   CLEANUP_FREE struct ovl_result *res = NULL;
-  size_t have, need, i;
+  size_t need, i;
+  long have;
   static unsigned long seq;
   long ret = -1;
 
@@ -462,10 +494,13 @@ ovl_pool_fill (const struct ovl_config *cfg, const struct ovl_request *tmpl,
   if (write_key (pfd, key) == -1 || discard_stale (top, hash, key) == -1)
     return -1;
 
-  have = count_ready (pfd);
-  if (have >= cfg->pool_size)
+  if ((have = count_ready (pfd)) == -1) {
+    ovl_error ("pool: %m");
+    return -1;
+  }
+  if ((size_t) have >= cfg->pool_size)
     return 0;
-  need = cfg->pool_size - have;
+  need = cfg->pool_size - (size_t) have;
   if (!(reqs = ovl_calloc (need, sizeof *reqs)) || !(res = ovl_calloc (need, sizeof *res)))
     return -1;
   /* Not our pid: another namespace or host may have used it here. */
@@ -493,7 +528,7 @@ ovl_pool_fill (const struct ovl_config *cfg, const struct ovl_request *tmpl,
 }
 
 /* Take the lock of the pool R came from (RES), for a refiller to come:
- * 1 with *LOCK (a descriptor out of the way of those the child gets) and
+ * 1 with *LOCK (that pool's lock, held) and
  * *DIR (R's overlay directory, a new string); 0 when that pool needs no
  * refill or another refiller has it; -1 on error. */
 static int
@@ -514,17 +549,13 @@ lock_for_refill (const struct ovl_config *cfg, const struct ovl_request *r,
     return -1;
   if (l == -2)
     return 0;
-  if ((*lock = fcntl (l, F_DUPFD_CLOEXEC, 10)) == -1) {
-    ovl_error ("pool: dup: %m");
-    return -1;
-  }
   /* R's path is normalised, so its directory is the part before the
    * last slash ("/" if that is all). */
   if (!(*dir = strndup (r->overlay, oname - 1 == r->overlay ? 1 : (size_t) (oname - 1 - r->overlay)))) {
-    close (OVL_STEAL_FD (*lock));
     ovl_error ("out of memory");
     return -1;
   }
+  *lock = OVL_STEAL_FD (l);
   return 1;
 }
 
@@ -600,6 +631,7 @@ each_pool (const struct ovl_config *cfg,
     CLEANUP_CLOSE int top = -1;
     CLEANUP_CLOSEDIR DIR *d = NULL;
     struct dirent *e;
+    bool failed = false;
 
     if (dfd == -1 && errno == ENOENT)
       continue;
@@ -607,12 +639,16 @@ each_pool (const struct ovl_config *cfg,
       continue;
     if (dfd == -1 || top == -1 || !(d = ovl_opendir_at (top))) {
       ovl_error ("%s/%s: %s", dir, OVL_POOL_DIR,
-                 errno == EPERM ? "not a private directory of ours" : strerror (errno));
+                 private_dir_error ());
       return -1;
     }
-    while ((e = readdir (d)))
+    while ((e = ovl_readdir (d, &failed)))
       if (e->d_name[0] != '.' && fn (top, dir, e->d_name, opaque) == -1)
         return -1;
+    if (failed) {
+      ovl_error ("%s/%s: %m", dir, OVL_POOL_DIR);
+      return -1;
+    }
   }
   return 0;
 }
@@ -625,7 +661,7 @@ open_listed_pool (int top, const char *dir, const char *hash)
 
   if (pfd == -1)
     ovl_error ("%s/%s/%s: %s", dir, OVL_POOL_DIR, hash,
-               errno == EPERM ? "not a private directory of ours" : strerror (errno));
+               private_dir_error ());
   return pfd;
 }
 
@@ -637,6 +673,7 @@ status_one (int top, const char *dir, const char *hash, void *opaque)
   CLEANUP_CLOSE int kfd = -1;
   char key[KEY_MAX];
   ssize_t n = 0;
+  long ready;
   char *p;
 
   if (pfd == -1)
@@ -650,8 +687,11 @@ status_one (int top, const char *dir, const char *hash, void *opaque)
   key[n > 0 ? n : 0] = '\0';
   for (p = key; (p = strchr (p, '\n')); )
     *p = p[1] ? ';' : '\0';
-  return ovl_buf_printf (b, "%s/%s/%s ready=%zu %s\n", dir, OVL_POOL_DIR, hash,
-                         count_ready (pfd), key);
+  if ((ready = count_ready (pfd)) == -1) {
+    ovl_error ("%s/%s/%s: %m", dir, OVL_POOL_DIR, hash);
+    return -1;
+  }
+  return ovl_buf_printf (b, "%s/%s/%s ready=%ld %s\n", dir, OVL_POOL_DIR, hash, ready, key);
 }
 
 char *
@@ -672,9 +712,15 @@ flush_one (int top, const char *dir, const char *hash, void *opaque)
   long *count = opaque;
   CLEANUP_CLOSE int pfd = open_listed_pool (top, dir, hash);
 
+  long ready;
+
   if (pfd == -1)
     return -1;
-  *count += (long) count_ready (pfd);
+  if ((ready = count_ready (pfd)) == -1) {
+    ovl_error ("%s/%s/%s: %m", dir, OVL_POOL_DIR, hash);
+    return -1;
+  }
+  *count += ready;
   if (remove_pool_dir (top, hash) == -1) {
     ovl_error_prefix ("%s/%s/%s: ", dir, OVL_POOL_DIR, hash);
     return -1;

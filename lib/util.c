@@ -216,6 +216,18 @@ read_token (int fd, char token[OVL_TOKEN_LEN + 1])
 }
 
 int
+ovl_fd_is_at (int fd, int dirfd, const char *name)
+{
+  struct stat a, b;
+
+  if (fstat (fd, &a) == -1)
+    return -1;
+  if (fstatat (dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == -1)
+    return errno == ENOENT ? 0 : -1;
+  return S_ISREG (a.st_mode) && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+int
 ovl_file_id_at (int dirfd, const char *name, struct ovl_file_id *id, bool *is_reg)
 {
   struct statx stx;
@@ -381,6 +393,18 @@ ovl_opendir_at (int dirfd)
   if (!(d = fdopendir (fd)))
     close (fd);
   return d;
+}
+
+struct dirent *
+ovl_readdir (DIR *d, bool *failed)
+{
+  struct dirent *e;
+
+  errno = 0;
+  e = readdir (d);
+  if (!e && errno)
+    *failed = true;
+  return e;
 }
 
 char *

@@ -61,6 +61,10 @@ struct ovl_file_id {
 /* Of NAME in DIRFD (not following a symlink), or of DIRFD itself when
  * NAME is "", token included for a regular file.  -1 with errno set. */
 int ovl_file_id_at (int dirfd, const char *name, struct ovl_file_id *id, bool *is_reg);
+/* Whether NAME in DIRFD (not following a symlink) is the regular file
+ * open as FD: 1 yes, 0 no (or no such name), -1 with errno set when it
+ * cannot be told. */
+int ovl_fd_is_at (int fd, int dirfd, const char *name);
 /* Every part equal, the token included. */
 bool ovl_file_id_equal (const struct ovl_file_id *a, const struct ovl_file_id *b);
 /* An identity a user cannot forge by making a new file: it has a birth
@@ -108,6 +112,10 @@ int ovl_mkdir_p (const char *dir, mode_t mode);
 
 /* S without the white space at either end (S is changed in place). */
 char *ovl_trim (char *s);
+
+/* readdir, telling the end of D from a failure to read it: NULL at
+ * either, and then *FAILED is set when it was a failure (errno set). */
+struct dirent *ovl_readdir (DIR *d, bool *failed);
 
 char *ovl_strdup (const char *s);
 void *ovl_calloc (size_t n, size_t size);
