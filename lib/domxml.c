@@ -76,26 +76,39 @@ child (xmlNodePtr parent, const char *name)
   return NULL;
 }
 
-/* Attribute as a malloc'd C string (NULL if absent). */
-static char *
-attr (xmlNodePtr n, const char *name)
+/* A copy of V (from libxml2) into *OUT: NULL if V is.  0, or -1 when
+ * out of memory (error set), so that running out of memory is never
+ * taken for a missing attribute. */
+static int
+dup_xml (const xmlChar *v, char **out)
+{
+  *out = NULL;
+  if (v && !(*out = ovl_strdup ((const char *) v)))
+    return -1;
+  return 0;
+}
+
+/* Attribute NAME (no namespace) of N into *OUT, NULL if absent. */
+static int
+attr (xmlNodePtr n, const char *name, char **out)
 {
   CLEANUP_XMLFREE xmlChar *v = n ? xmlGetNoNsProp (n, BAD_CAST name) : NULL;
-  return v ? strdup ((const char *) v) : NULL;
+  return dup_xml (v, out);
 }
 
 static bool
 attr_is (xmlNodePtr n, const char *name, const char *want)
 {
-  CLEANUP_FREE char *v = attr (n, name);
-  return v && strcmp (v, want) == 0;
+  CLEANUP_XMLFREE xmlChar *v = n ? xmlGetNoNsProp (n, BAD_CAST name) : NULL;
+  return v && strcmp ((const char *) v, want) == 0;
 }
 
-static char *
-text_of (xmlNodePtr n)
+/* The text of N into *OUT, NULL if there is no N. */
+static int
+text_of (xmlNodePtr n, char **out)
 {
   CLEANUP_XMLFREE xmlChar *v = n ? xmlNodeGetContent (n) : NULL;
-  return v ? strdup ((const char *) v) : NULL;
+  return dup_xml (v, out);
 }
 
 static bool
@@ -257,12 +270,13 @@ prescan (const char *xml, size_t len)
 static int
 apply_policy (xmlNodePtr n, struct ovl_disk *disk)
 {
-  CLEANUP_FREE char *mode = attr (n, "mode");
-  CLEANUP_FREE char *cluster = attr (n, "cluster-size");
-  CLEANUP_FREE char *lazy = attr (n, "lazy-refcounts");
-  CLEANUP_FREE char *ext = attr (n, "extended-l2");
-  CLEANUP_FREE char *size = attr (n, "size");
+  CLEANUP_FREE char *mode = NULL, *cluster = NULL, *lazy = NULL, *ext = NULL, *size = NULL;
   xmlAttrPtr a;
+
+  if (attr (n, "mode", &mode) == -1 || attr (n, "cluster-size", &cluster) == -1 ||
+      attr (n, "lazy-refcounts", &lazy) == -1 || attr (n, "extended-l2", &ext) == -1 ||
+      attr (n, "size", &size) == -1)
+    return -1;
 
   for (a = n->properties; a; a = a->next) {
     static const char *known[] = { "target", "mode", "cluster-size", "lazy-refcounts",
@@ -304,12 +318,12 @@ static bool
 shape_is_ours (xmlNodePtr n)
 {
   xmlNodePtr bs = child (n, "backingStore");
-  CLEANUP_FREE char *bfmt = attr (child (bs, "format"), "type");
 
   return attr_is (n, "type", "file") && attr_is (n, "device", "disk") &&
     attr_is (child (n, "driver"), "type", "qcow2") && !child (n, "transient") &&
     bs && attr_is (bs, "type", "file") &&
-    bfmt && (strcmp (bfmt, "qcow2") == 0 || strcmp (bfmt, "raw") == 0);
+    (attr_is (child (bs, "format"), "type", "qcow2") ||
+     attr_is (child (bs, "format"), "type", "raw"));
 }
 
 static bool
@@ -362,14 +376,17 @@ parse_disk (xmlNodePtr n, const struct ovl_config *cfg, struct ovl_disk *out)
 
   if (!shape_is_ours (n) || why_unsupported (n))
     return 0;
-  file = attr (child (n, "source"), "file");
-  bfile = attr (child (bs, "source"), "file");
-  bfmt = attr (child (bs, "format"), "type");
+  /* Present: the shape says so. */
+  if (attr (child (n, "source"), "file", &file) == -1 ||
+      attr (child (bs, "source"), "file", &bfile) == -1 ||
+      attr (child (bs, "format"), "type", &bfmt) == -1 ||
+      attr (child (n, "target"), "dev", &dev) == -1)
+    return -1;
   if (!file || !bfile || !bfmt) {
-    ovl_error ("domain XML: out of memory");
+    ovl_error ("domain XML: a disk's attributes could not be read");
     return -1;
   }
-  if (!(dev = attr (child (n, "target"), "dev")) || !*dev) {
+  if (!dev || !*dev) {
     ovl_error ("disk with source '%s' has no <target dev>", file);
     return -1;
   }
@@ -412,8 +429,11 @@ static int
 parse_policies (xmlNodePtr root, struct ovl_domain *d)
 {
   xmlNodePtr md = child (root, "metadata"), o, n;
-  bool named[OVL_MAX_BATCH] = { false };
+  CLEANUP_FREE bool *named = NULL;
   size_t i;
+
+  if (d->ndisks && !(named = ovl_calloc (d->ndisks, sizeof *named)))
+    return -1;
 
   for (o = md ? md->children : NULL; o; o = o->next) {
     if (o->type != XML_ELEMENT_NODE || !o->ns ||
@@ -432,7 +452,9 @@ parse_policies (xmlNodePtr root, struct ovl_domain *d)
         ovl_error ("metadata: unexpected element '%s' in <overlays>", (const char *) n->name);
         return -1;
       }
-      if (!(tgt = attr (n, "target"))) {
+      if (attr (n, "target", &tgt) == -1)
+        return -1;
+      if (!tgt) {
         ovl_error ("metadata: <disk> without a target");
         return -1;
       }
@@ -495,8 +517,9 @@ ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
   }
   if (!(d = ovl_calloc (1, sizeof *d)))
     return NULL;
-  d->name = text_of (child (root, "name"));
-  uuid = text_of (child (root, "uuid"));
+  if (text_of (child (root, "name"), &d->name) == -1 ||
+      text_of (child (root, "uuid"), &uuid) == -1)
+    return NULL;
   if (!d->name || !*d->name || ovl_has_control (d->name)) {
     ovl_error ("domain XML: missing or bad <name>");
     return NULL;
@@ -511,8 +534,6 @@ ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
     d->uuid = OVL_STEAL (uuid);
   }
 
-  if (!(d->disks = ovl_calloc (OVL_MAX_BATCH, sizeof *d->disks)))
-    return NULL;
   devices = child (root, "devices");
   for (n = devices ? devices->children : NULL; n; n = n->next) {
     int r;
@@ -523,6 +544,8 @@ ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
       ovl_error ("domain XML: more than %d disks", OVL_MAX_BATCH);
       return NULL;
     }
+    if (OVL_RESERVE (d->disks, d->disks_cap, d->ndisks + 1, 4) == -1)
+      return NULL;
     r = parse_disk (n, cfg, &d->disks[d->ndisks]);
     if (r == -1)
       return NULL;

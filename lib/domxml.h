@@ -68,7 +68,7 @@ struct ovl_domain {
   char *name;
   char *uuid;                   /* validated: 36 chars of hex and '-' */
   struct ovl_disk *disks;
-  size_t ndisks;
+  size_t ndisks, disks_cap;
 };
 
 /* Parse LEN bytes of domain XML; options default to CFG's. */

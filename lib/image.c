@@ -363,21 +363,24 @@ ovl_image_backing_path (const char *path, const char *name, char *out, size_t si
   return 0;
 }
 
-/* Read the first LEN bytes of FD into *BUF (reallocated). */
+/* Read the first LEN bytes of FD (WHAT PATH, for errors) into *BUF
+ * (reallocated); the count, or -1 with the error set. */
 static ssize_t
-read_header (int fd, unsigned char **buf, size_t len)
+read_header (int fd, unsigned char **buf, size_t len, const char *what, const char *path)
 {
   unsigned char *p = realloc (*buf, len);
   ssize_t n;
 
   if (!p) {
-    errno = ENOMEM;
+    ovl_error ("out of memory");
     return -1;
   }
   *buf = p;
   do
     n = pread (fd, p, len, 0);
   while (n == -1 && errno == EINTR);
+  if (n == -1)
+    ovl_error ("%s '%s': read: %m", what, path);
   return n;
 }
 
@@ -428,19 +431,20 @@ probe (int dirfd, const char *name, const char *what, const char *path,
     ovl_error ("%s '%s': %m", what, path);
     return -1;
   }
-  if (fstat (fd, &st2) == -1 || st2.st_dev != st.st_dev || st2.st_ino != st.st_ino ||
-      !S_ISREG (st2.st_mode)) {
+  if (fstat (fd, &st2) == -1) {
+    ovl_error ("%s '%s': fstat: %m", what, path);
+    return -1;
+  }
+  if (st2.st_dev != st.st_dev || st2.st_ino != st.st_ino || !S_ISREG (st2.st_mode)) {
     ovl_error ("%s '%s' changed while it was checked", what, path);
     return -1;
   }
-  n = read_header (fd, &buf, HEADER_BYTES);
+  n = read_header (fd, &buf, HEADER_BYTES, what, path);
   want = n > 0 ? header_want (buf, (size_t) n, format, st2.st_size) : 0;
   if (n > 0 && want > (size_t) n)
-    n = read_header (fd, &buf, want);
-  if (n == -1) {
-    ovl_error ("%s '%s': read: %m", what, path);
+    n = read_header (fd, &buf, want, what, path);
+  if (n == -1)
     return -1;
-  }
   if (ovl_image_parse_header (buf, (size_t) n, (uint64_t) st2.st_size, format, hdr) == -1) {
     ovl_error_prefix ("%s '%s': ", what, path);
     return -1;

@@ -16,6 +16,9 @@
 #include "json.h"
 #include "util.h"
 
+/* The one callback error that is not about the input. */
+static const char OUT_OF_MEMORY[] = "out of memory";
+
 void
 ovl_json_free (struct ovl_json *v)
 {
@@ -419,7 +422,7 @@ add_value (struct ovl_json_parser *p, struct ovl_json *v)
   struct ovl_json *parent;
 
   if (!v) {
-    p->cb_error = "out of memory";
+    p->cb_error = OUT_OF_MEMORY;
     return 0;
   }
   if (p->depth == 0) {
@@ -450,7 +453,7 @@ add_value (struct ovl_json_parser *p, struct ovl_json *v)
 
  oom:
   ovl_json_free (v);
-  p->cb_error = "out of memory";
+  p->cb_error = OUT_OF_MEMORY;
   return 0;
 }
 
@@ -477,7 +480,7 @@ number_value (struct ovl_json_parser *p, const char *text)
   struct ovl_json *v = new_value (integer ? OVL_JSON_INT : OVL_JSON_DOUBLE);
 
   if (!v) {
-    p->cb_error = "out of memory";
+    p->cb_error = OUT_OF_MEMORY;
     return NULL;
   }
   errno = 0;
@@ -511,7 +514,7 @@ cb_number (void *ctx, const char *s, size_t len)
 
   /* yajl hands the raw text, not NUL-terminated. */
   if (len >= sizeof small && !(text = big = malloc (len + 1))) {
-    p->cb_error = "out of memory";
+    p->cb_error = OUT_OF_MEMORY;
     return 0;
   }
   memcpy (text, s, len);
@@ -557,7 +560,7 @@ cb_map_key (void *ctx, const unsigned char *k, size_t len)
   free (p->pending_key);
   p->pending_key = strndup ((const char *) k, len);
   if (!p->pending_key) {
-    p->cb_error = "out of memory";
+    p->cb_error = OUT_OF_MEMORY;
     return 0;
   }
   return 1;
@@ -578,7 +581,7 @@ cb_end_container (void *ctx)
 
     if (push_done (p, p->stack[0], before + at - from) == -1) {
       ovl_json_free (p->stack[0]);
-      p->cb_error = "out of memory";
+      p->cb_error = OUT_OF_MEMORY;
       return 0;
     }
     p->closed_at = at;
@@ -661,7 +664,9 @@ ovl_json_parser_set_label (struct ovl_json_parser *p, const char *label)
 static int
 parser_fail (struct ovl_json_parser *p)
 {
-  if (p->cb_error)
+  if (p->cb_error && strcmp (p->cb_error, OUT_OF_MEMORY) == 0)
+    ovl_error ("%s: %s", p->label, OUT_OF_MEMORY);
+  else if (p->cb_error)
     ovl_error ("%s: bad JSON: %s", p->label, p->cb_error);
   else {
     unsigned char *msg = yajl_get_error (p->h, 0, NULL, 0);

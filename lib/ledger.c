@@ -52,6 +52,8 @@ ovl_ledger_add (struct ovl_ledger *l, const char *path, const struct ovl_file_id
       ovl_error ("ledger %s is full", l->file);
       return -1;
     }
+    if (OVL_RESERVE (l->entries, l->entries_cap, l->n + 1, 8) == -1)
+      return -1;
     e = &l->entries[l->n];
     if (!(e->path = ovl_strdup (path)))
       return -1;
@@ -86,8 +88,7 @@ ledger_new (const char *file)
   if (!l)
     return NULL;
   l->lockfd = -1;
-  if (!(l->file = ovl_strdup (file)) ||
-      !(l->entries = ovl_calloc (MAX_ENTRIES, sizeof *l->entries))) {
+  if (!(l->file = ovl_strdup (file))) {
     ovl_ledger_free (l);
     return NULL;
   }
@@ -235,8 +236,14 @@ parse_v2 (struct ovl_ledger *l, const char *buf, size_t len)
   CLEANUP_JSON struct ovl_json *more = NULL;
   int r = -1;
 
-  if (!p || asprintf (&label, "ledger %s", l->file) == -1 ||
-      ovl_json_parser_set_label (p, label) == -1)
+  if (!p)
+    goto out;
+  if (asprintf (&label, "ledger %s", l->file) == -1) {
+    label = NULL;
+    ovl_error ("out of memory");
+    goto out;
+  }
+  if (ovl_json_parser_set_label (p, label) == -1)
     goto out;
   if (ovl_json_parser_feed (p, buf, len) == -1 || ovl_json_parser_finish (p) == -1)
     goto out;
@@ -314,8 +321,10 @@ parse_v1 (struct ovl_ledger *l, const char *buf, size_t len)
                l->file);
     return -1;
   }
-  if (!(copy = malloc (len)))
+  if (!(copy = malloc (len))) {
+    ovl_error ("out of memory");
     return -1;
+  }
   memcpy (copy, buf, len);
   /* The header line, then one line per item. */
   line = copy + strlen (LEDGER_V1_HEADER) + 1;

@@ -49,7 +49,7 @@ struct ovl_ledger {
   long long migration_pending;  /* when (unix seconds) an incoming migration's
                                  * migrate begin came, or 0 */
   struct ovl_ledger_entry *entries;
-  size_t n;
+  size_t n, entries_cap;
 };
 
 /* The most a ledger file may hold: a domain name may be as long as the

@@ -380,6 +380,15 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
   size_t i;
   int bad = 0;
 
+  if (p->ledger) {
+    char *name = ovl_strdup (p->dom->name);
+    if (!name) {
+      say (p->o, "%s", ovl_error_msg ());
+      return 1;
+    }
+    free (p->ledger->domain);
+    p->ledger->domain = name;
+  }
   for (i = 0; i < p->dom->ndisks; i++)
     if (prepare_disk (p, df, &p->dom->disks[i]) == -1)
       bad = 1;
@@ -387,8 +396,6 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
     /* This prepare is what the marks were for, whatever comes of it. */
     p->ledger->restore_pending = false;
     p->ledger->migration_pending = 0;
-    free (p->ledger->domain);
-    p->ledger->domain = ovl_strdup (p->dom->name);
   }
   if (bad && p->n)
     report_other_problems (p);
@@ -398,9 +405,13 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
       bad = 1;
     }
     else if (ovl_overlay_create (p->cfg, p->reqs, p->res, p->n, deadline, &opts) == -1) {
+      size_t said = p->o->nlines;
       for (i = 0; i < p->n; i++)
         if (p->res[i].error)
           say (p->o, "disk %s: %s", p->which[i]->target, p->res[i].error);
+      /* An error of the whole batch (qsd, the ledger) is no disk's. */
+      if (p->o->nlines == said)
+        say (p->o, "%s", ovl_error_msg ());
       unrecord_batch (p);
       p->saved = false;
       bad = 1;
