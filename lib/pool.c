@@ -679,8 +679,8 @@ status_one (int top, const char *dir, const char *hash, void *opaque)
   if (pfd == -1)
     return -1;
   /* A pool whose key is not written yet (a first fill at work) shows none. */
-  if ((kfd = openat (pfd, "key", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) >= 0 &&
-      (n = read (kfd, key, sizeof key - 1)) == -1) {
+  if (((kfd = openat (pfd, "key", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) == -1 && errno != ENOENT) ||
+      (kfd >= 0 && (n = read (kfd, key, sizeof key - 1)) == -1)) {
     ovl_error ("%s/%s/%s/key: %m", dir, OVL_POOL_DIR, hash);
     return -1;
   }

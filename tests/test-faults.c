@@ -1,0 +1,722 @@
+/* Faults, one call at a time (tests/faults.c): each case runs once to
+ * count the allocations, or the system calls, lib/ makes, then once per
+ * call with that one failing: allocations return NULL, I/O calls fail
+ * with EIO (writes with ENOSPC, a full disk).  Every run must succeed or
+ * fail with an error that says why: "out of memory", or the system's
+ * message for the errno (never a missing attribute, bad input or an
+ * empty message).  The cases with side effects check that the failure
+ * left nothing the next call cannot handle: after an allocation
+ * failure, no temporary file and no job in qsd at once; after any
+ * failure, the next start and stop work and leave nothing behind.
+ * Under make check-valgrind, valgrind checks that no failure leaks.
+ * FAULTS_VERBOSE=1 prints every failure's message. */
+#include <config.h>
+
+#include <dirent.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "cleanup.h"
+#include "config.h"
+#include "domxml.h"
+#include "error.h"
+#include "image.h"
+#include "json.h"
+#include "ledger.h"
+#include "lifecycle.h"
+#include "overlay.h"
+#include "pool.h"
+#include "qsd.h"
+#include "qmp.h"
+#include "util.h"
+#include "faults.h"
+#include "testutil.h"
+
+#define UUID "4a1f0c6e-8d2b-4c3a-9e5f-0123456789ab"
+
+static char *dir, *img, *state;
+static struct t_qsd qsd;
+static struct ovl_config *cfg, *pool_cfg;
+static const char *qemu_img;
+
+static void
+run_cmd (const char *fmt, ...)
+{
+  char cmd[8192];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (cmd, sizeof cmd, fmt, ap);
+  va_end (ap);
+  if (system (cmd) != 0)
+    fail_msg ("failed: %s", cmd);
+}
+
+static bool
+exists (const char *p)
+{
+  struct stat st;
+  return lstat (p, &st) == 0;
+}
+
+static char *
+in_img (const char *name)
+{
+  char *p;
+  if (asprintf (&p, "%s/%s", img, name) == -1)
+    abort ();
+  return p;
+}
+
+static struct ovl_config *
+config (unsigned pool_size)
+{
+  char *text;
+  struct ovl_config *c;
+
+  if (asprintf (&text, "qsd_socket = %s\nqsd_spawn = off\noverlay_dirs = %s\nbase_dirs = %s\n"
+                "state_dir = %s\nmanaged_save_dir = %s\npool_size = %u\ntimeout_ms = 20000\n",
+                qsd.sock, img, img, state, dir, pool_size) == -1)
+    abort ();
+  c = ovl_config_parse ("test", text, strlen (text));
+  free (text);
+  if (!c)
+    fail_msg ("config: %s", ovl_error_msg ());
+  return c;
+}
+
+static int
+setup (void **state_)
+{
+  qemu_img = getenv ("QEMU_IMG") && *getenv ("QEMU_IMG") ? getenv ("QEMU_IMG") : "qemu-img";
+  t_require ("qemu-storage-daemon");
+  dir = t_mkdtemp ();
+  if (asprintf (&img, "%s/img", dir) == -1 || asprintf (&state, "%s/state", dir) == -1)
+    abort ();
+  mkdir (img, 0755);
+  mkdir (state, 0700);
+  /* A chain of two bases: base.qcow2 on base0.raw. */
+  run_cmd ("'%s' create -q -f raw '%s/base0.raw' 16M && "
+           "'%s' create -q -f qcow2 -F raw -b '%s/base0.raw' '%s/base.qcow2'",
+           qemu_img, img, qemu_img, img, img);
+  if (t_qsd_start (&qsd, dir) == -1) {
+    fprintf (stderr, "cannot start qemu-storage-daemon\n");
+    return -1;
+  }
+  /* A refiller that does nothing: the pool cases fill by themselves. */
+  setenv (OVL_REFILL_ENV, "/bin/true", 1);
+  cfg = config (0);
+  pool_cfg = config (2);
+  return 0;
+}
+
+static int
+teardown (void **state_)
+{
+  ovl_config_free (cfg);
+  ovl_config_free (pool_cfg);
+  t_qsd_stop (&qsd);
+  t_rmtree (dir);
+  free (dir); free (img); free (state);
+  return 0;
+}
+
+/* ---- the sweep ---- */
+
+struct fault_case {
+  const char *name;
+  enum t_fault kind;          /* what fails */
+  /* One run: 0, or -1 with the error set. */
+  int (*run) (void);
+  /* After each run (RC its result, FAILED whether an allocation was
+   * failed in it): check what it left and clean up for the next.  May
+   * be NULL. */
+  void (*after) (int rc, bool failed);
+};
+
+/* How many descriptors are open. */
+static int
+open_fds (void)
+{
+  DIR *d = opendir ("/proc/self/fd");
+  struct dirent *e;
+  int n = 0;
+
+  assert_non_null (d);
+  while ((e = readdir (d)))
+    n += e->d_name[0] != '.';
+  closedir (d);
+  return n - 1;
+}
+
+int main (void);
+static enum t_fault fault_kind;  /* of the sweep under way */
+
+/* What an error must say when a call of KIND failed. */
+static bool
+says_why (enum t_fault kind, const char *msg)
+{
+  if (kind == T_FAULT_ALLOC)
+    return strstr (msg, "out of memory") != NULL;
+  return strstr (msg, strerror (EIO)) || strstr (msg, strerror (ENOSPC));
+}
+
+static void
+sweep (const struct fault_case *c)
+{
+  const char *kind = c->kind == T_FAULT_ALLOC ? "allocations" : "system calls";
+  long total, n, runs = 0, errors = 0, recovered = 0;
+  int rc;
+
+  fault_kind = c->kind;
+  ovl_error_clear ();
+  t_fault_arm (c->kind, LONG_MAX);
+  rc = c->run ();
+  total = t_fault_disarm ();
+  if (rc != 0)
+    fail_msg ("%s: fails with no allocation failed: %s", c->name, ovl_error_msg ());
+  if (c->after)
+    c->after (rc, false);
+  assert_true (total > 0);
+
+  for (n = 0; n < total; n++) {
+    int fds = open_fds ();
+
+    const char *fn;
+
+    ovl_error_clear ();
+    t_fault_arm (c->kind, n);
+    rc = c->run ();
+    t_fault_disarm ();
+    fn = t_fault_failed () ? t_fault_failed () : "nothing";
+    runs++;
+    if (open_fds () != fds)
+      fail_msg ("%s: %s #%ld failed: %d descriptors open before, %d after (%s)",
+                c->name, fn, n, fds, open_fds (), rc ? ovl_error_msg () : "success");
+    if (rc != 0) {
+      const char *msg = ovl_error_msg ();
+      errors++;
+      if (getenv ("FAULTS_VERBOSE"))
+        printf ("# %s: %s #%ld failed: %s\n", c->name, fn, n, msg);
+      /* Never taken for something else (a missing attribute, bad
+       * input), never a message lost on the way. */
+      if (!says_why (c->kind, msg)) {
+        if (!getenv ("FAULTS_KEEP_GOING"))
+          fail_msg ("%s: %s #%ld failed, and the error says: %s", c->name, fn, n, msg);
+        printf ("# BAD %s: %s #%ld failed, and the error says: %s\n", c->name, fn, n, msg);
+      }
+    }
+    else if (t_fault_failed ()) {
+      recovered++;
+      if (getenv ("FAULTS_VERBOSE"))
+        printf ("# %s: %s #%ld failed, and the call went on (called from main%+td)\n",
+                c->name, fn, n, (char *) t_fault_caller () - (char *) main);
+    }
+    if (c->after)
+      c->after (rc, t_fault_failed () != NULL);
+  }
+  printf ("# %s: %ld %s, each failed once: %ld errors, %ld recovered\n",
+          c->name, total, kind, errors, recovered);
+  /* The sweep reached lib/'s calls, and failing them was noticed. */
+  assert_true (errors > 0);
+}
+
+/* ---- pure parsers ---- */
+
+static int
+run_config (void)
+{
+  static const char text[] =
+    "# every key\n"
+    "qsd_socket = /run/virt-overlay/qsd.sock\nqsd_spawn = on\nqsd_daemons = 2\n"
+    "overlay_dirs = /var/lib/a:/var/lib/b\nbase_dirs = /srv/base:/srv/golden\n"
+    "state_dir = /var/lib/virt-overlay\ntimeout_ms = 5000\npool_size = 4\n"
+    "cluster_size = 65536\nlazy_refcounts = on\nextended_l2 = off\n"
+    "qsd_binary = /usr/bin/qemu-storage-daemon\nmanaged_save_dir = /var/lib/libvirt/qemu/save\n";
+  struct ovl_config *c = ovl_config_parse ("oom.conf", text, sizeof text - 1);
+
+  ovl_config_free (c);
+  return c ? 0 : -1;
+}
+
+static void
+test_config (void **state_)
+{
+  const struct fault_case c = { "config", T_FAULT_ALLOC, run_config, NULL };
+  sweep (&c);
+}
+
+static char *plan_xml;
+static size_t plan_xml_len;
+
+static int
+run_domxml (void)
+{
+  struct ovl_domain *d = ovl_domxml_parse (plan_xml, plan_xml_len, cfg);
+  char *plan;
+
+  if (!d)
+    return -1;
+  plan = ovl_domain_plan (d);
+  ovl_domain_free (d);
+  free (plan);
+  return plan ? 0 : -1;
+}
+
+static void
+test_domxml (void **state_)
+{
+  const struct fault_case c = { "domxml", T_FAULT_ALLOC, run_domxml, NULL };
+  char *path = t_data_path ("domxml/several-with-policy.xml");
+
+  plan_xml = t_read_file (path, &plan_xml_len);
+  assert_non_null (plan_xml);
+  sweep (&c);
+  free (plan_xml);
+  free (path);
+}
+
+static int
+run_json (void)
+{
+  static const char text[] =
+    "{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"status\": \"concluded\", \"id\": \"j1\"}, "
+    "\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n"
+    "{\"return\": [{\"id\": \"j1\", \"type\": \"create\", \"status\": \"concluded\", "
+    "\"current-progress\": 1, \"total-progress\": 1, \"error\": \"caf\\u00e9 \\\"q\\\"\"}], "
+    "\"id\": 7}\r\n";
+  struct ovl_json_parser *p = ovl_json_parser_new (1 << 20, 32);
+  struct ovl_json *v, *built;
+  char *s;
+  int rc = -1, got = 0;
+
+  if (!p)
+    return -1;
+  if (ovl_json_parser_set_label (p, "oom") == -1 || ovl_json_parser_feed (p, text, sizeof text - 1) == -1)
+    goto out;
+  while ((v = ovl_json_parser_next (p))) {
+    s = ovl_json_to_string (v);
+    ovl_json_free (v);
+    if (!s)
+      goto out;
+    free (s);
+    got++;
+  }
+  if (got != 2) {
+    if (!*ovl_error_msg ())
+      ovl_error ("oom: %d messages parsed", got);
+    goto out;
+  }
+  built = ovl_json_object_build ("s:driver", "qcow2", "u:size", (uint64_t) 1 << 30,
+                                 "b:extended-l2", false,
+                                 "o:file", ovl_json_object_build ("s:driver", "file",
+                                                                  "s:filename", "/img/a", NULL),
+                                 NULL);
+  if (!built)
+    goto out;
+  s = ovl_json_to_string (built);
+  ovl_json_free (built);
+  if (!s)
+    goto out;
+  free (s);
+  rc = 0;
+ out:
+  ovl_json_parser_free (p);
+  return rc;
+}
+
+static void
+test_json (void **state_)
+{
+  const struct fault_case c = { "json", T_FAULT_ALLOC, run_json, NULL };
+  sweep (&c);
+}
+
+/* ---- files and qsd ---- */
+
+static int
+run_ledger (void)
+{
+  struct ovl_ledger *l = ovl_ledger_open (state, UUID, ovl_now_ms () + 20000);
+  struct ovl_file_id id = { .dev = 1, .ino = 2, .btime_sec = 3, .token = "0123456789abcdef0123456789abcdef" };
+  int rc = -1;
+
+  if (!l)
+    return -1;
+  l->domain = l->domain ? l->domain : ovl_strdup ("oom-domain");
+  if (!l->domain || ovl_ledger_add (l, "/img/a.qcow2", &id) == -1 ||
+      ovl_ledger_add (l, "/img/b.qcow2", &id) == -1 || ovl_ledger_save (l) == -1)
+    goto out;
+  ovl_ledger_free (l);
+  if (!(l = ovl_ledger_load (state, UUID)))
+    return -1;
+  if (l->n != 2) {
+    ovl_error ("oom: %zu entries read back", l->n);
+    goto out;
+  }
+  rc = 0;
+ out:
+  ovl_ledger_free (l);
+  return rc;
+}
+
+static void
+after_ledger (int rc, bool failed)
+{
+  char *file;
+  struct ovl_ledger *l;
+
+  /* Whatever failed, what is on disk is a ledger that loads. */
+  l = ovl_ledger_load (state, UUID);
+  if (!l)
+    fail_msg ("ledger: after a failed allocation it does not load: %s", ovl_error_msg ());
+  ovl_ledger_free (l);
+  if (asprintf (&file, "%s/domains/" UUID, state) == -1)
+    abort ();
+  unlink (file);
+  free (file);
+}
+
+static void
+test_ledger (enum t_fault kind)
+{
+  const struct fault_case c = { "ledger", kind, run_ledger, after_ledger };
+  sweep (&c);
+}
+
+static char *image_base;
+
+static int
+run_image (void)
+{
+  struct ovl_image out;
+  return ovl_image_probe_chain (&cfg->base_dirs, image_base, OVL_FMT_QCOW2, &out);
+}
+
+static void
+test_image (enum t_fault kind)
+{
+  const struct fault_case c = { "image", kind, run_image, NULL };
+
+  image_base = in_img ("base.qcow2");
+  sweep (&c);
+  free (image_base);
+}
+
+/* No job is left in qsd. */
+static void
+assert_no_jobs (void)
+{
+  struct ovl_qmp *q = ovl_qmp_connect (qsd.sock, ovl_now_ms () + 10000);
+  struct ovl_json *r;
+
+  if (!q)
+    fail_msg ("qsd: %s", ovl_error_msg ());
+  r = ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 10000);
+  assert_non_null (r);
+  if (ovl_json_array_len (ovl_json_get (r, "return")) != 0) {
+    char *s = ovl_json_to_string (r);
+    fail_msg ("jobs left in qsd: %s", s);
+  }
+  ovl_json_free (r);
+  ovl_qmp_close (q);
+}
+
+/* Nothing in IMG but the bases, OVERLAYS (the names that may be there)
+ * and the pool's directory. */
+static void
+assert_only (const char *const *overlays)
+{
+  DIR *d = opendir (img);
+  struct dirent *e;
+
+  assert_non_null (d);
+  while ((e = readdir (d))) {
+    const char *const *o;
+    bool known = strcmp (e->d_name, ".") == 0 || strcmp (e->d_name, "..") == 0 ||
+      strcmp (e->d_name, "base0.raw") == 0 || strcmp (e->d_name, "base.qcow2") == 0 ||
+      strncmp (e->d_name, ".virt-overlay-pool", 18) == 0;
+    for (o = overlays; *o && !known; o++)
+      known = strcmp (e->d_name, *o) == 0;
+    if (!known)
+      fail_msg ("left in the image directory: %s", e->d_name);
+  }
+  closedir (d);
+}
+
+/* A domain with an ephemeral vda and a persistent vdb. */
+static struct ovl_domain *
+domain (const struct ovl_config *c)
+{
+  char *xml;
+  struct ovl_domain *d;
+
+  if (asprintf (&xml,
+                "<domain type='qemu'><name>oom</name><uuid>" UUID "</uuid>"
+                "<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>"
+                "<ovl:disk target='vda' mode='ephemeral'/><ovl:disk target='vdb' mode='persistent'/>"
+                "</ovl:overlays></metadata><devices>"
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+                "<source file='%s/vda.qcow2'/><backingStore type='file'><format type='qcow2'/>"
+                "<source file='%s/base.qcow2'/><backingStore/></backingStore>"
+                "<target dev='vda' bus='virtio'/></disk>"
+                "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
+                "<source file='%s/vdb.qcow2'/><backingStore type='file'><format type='qcow2'/>"
+                "<source file='%s/base.qcow2'/><backingStore/></backingStore>"
+                "<target dev='vdb' bus='virtio'/></disk></devices></domain>",
+                img, img, img, img) == -1)
+    abort ();
+  d = ovl_domxml_parse (xml, strlen (xml), c);
+  free (xml);
+  if (!d)
+    fail_msg ("domain: %s", ovl_error_msg ());
+  return d;
+}
+
+static struct ovl_domain *dom;
+static const struct ovl_config *life_cfg;
+static enum ovl_op life_op;
+
+static int
+run_lifecycle (void)
+{
+  struct ovl_outcome o;
+  int rc = ovl_lifecycle_run (life_cfg, life_op, dom, NULL, ovl_now_ms () + 20000, &o);
+
+  /* A release never stops libvirt: what it could not do is a warning. */
+  if (life_op == OVL_OP_RELEASE && (o.nlines || o.lost))
+    rc = -1;
+  if (rc != 0) {
+    if (o.nlines)
+      ovl_error ("%s", o.lines[0]);
+    else if (!o.lost)
+      ovl_error ("the lifecycle failed without a line");
+    else if (!*ovl_error_msg ())
+      ovl_error ("the lifecycle failed, its line lost");
+  }
+  ovl_outcome_clear (&o);
+  return rc;
+}
+
+static const char *const both[] = { "vda.qcow2", "vdb.qcow2", NULL };
+
+/* Stop and start again, with no allocation failed: both work, whatever
+ * the failed call left. */
+static void
+assert_next_start_works (void)
+{
+  struct ovl_outcome o;
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+
+  if (ovl_lifecycle_run (life_cfg, OVL_OP_RELEASE, dom, NULL, ovl_now_ms () + 20000, &o) != 0)
+    fail_msg ("release after a failure: %s", o.nlines ? o.lines[0] : "?");
+  ovl_outcome_clear (&o);
+  assert_false (exists (vda));
+  if (ovl_lifecycle_run (life_cfg, OVL_OP_PREPARE, dom, NULL, ovl_now_ms () + 20000, &o) != 0)
+    fail_msg ("prepare after a failure: %s", o.nlines ? o.lines[0] : "?");
+  ovl_outcome_clear (&o);
+  assert_true (exists (vda));
+}
+
+static struct ovl_request pool_tmpl;
+
+/* With the pool on: make it hold exactly pool_size overlays again, so
+ * that the next prepare takes from it. */
+static void
+fill_pool (void)
+{
+  if (!life_cfg->pool_size)
+    return;
+  assert_true (ovl_pool_flush (life_cfg) >= 0);
+  assert_int_equal (ovl_pool_fill (life_cfg, &pool_tmpl, img, -1, ovl_now_ms () + 20000),
+                    (long) life_cfg->pool_size);
+}
+
+/* Nothing left over: no temporary file, no job in qsd.  A failed
+ * allocation leaves nothing at once; a failed system call may fail the
+ * cleanup too, which the next caller finishes. */
+static void
+assert_clean (void)
+{
+  assert_only (both);
+  assert_no_jobs ();
+}
+
+static void
+after_prepare (int rc, bool failed)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  CLEANUP_FREE char *vdb = in_img ("vdb.qcow2");
+
+  if (fault_kind == T_FAULT_ALLOC)
+    assert_clean ();
+  if (rc == 0) {
+    assert_true (exists (vda));
+    assert_true (exists (vdb));
+  }
+  assert_next_start_works ();
+  /* Back to nothing: stopped, the persistent overlay discarded. */
+  {
+    struct ovl_outcome o;
+    assert_int_equal (ovl_lifecycle_run (life_cfg, OVL_OP_RELEASE, dom, NULL,
+                                         ovl_now_ms () + 20000, &o), 0);
+    ovl_outcome_clear (&o);
+  }
+  assert_false (exists (vda));
+  assert_clean ();
+  unlink (vdb);
+  fill_pool ();
+}
+
+static void
+after_release (int rc, bool failed)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  CLEANUP_FREE char *vdb = in_img ("vdb.qcow2");
+  struct ovl_outcome o;
+
+  if (fault_kind == T_FAULT_ALLOC)
+    assert_only (both);
+  if (rc == 0)
+    assert_false (exists (vda));
+  /* A release that failed is repeated, as libvirt would on the next
+   * stop: it removes what is left. */
+  assert_int_equal (ovl_lifecycle_run (life_cfg, OVL_OP_RELEASE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 0);
+  ovl_outcome_clear (&o);
+  assert_false (exists (vda));
+  assert_true (exists (vdb));
+  assert_clean ();
+  /* Started again for the next run. */
+  assert_int_equal (ovl_lifecycle_run (life_cfg, OVL_OP_PREPARE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 0);
+  ovl_outcome_clear (&o);
+  assert_true (exists (vda));
+}
+
+static void
+lifecycle_sweeps (const struct ovl_config *c, enum t_fault kind,
+                  const char *prepare_name, const char *release_name)
+{
+  const struct fault_case prepare = { prepare_name, kind, run_lifecycle, after_prepare };
+  const struct fault_case release = { release_name, kind, run_lifecycle, after_release };
+  CLEANUP_FREE char *vdb = in_img ("vdb.qcow2");
+  struct ovl_outcome o;
+
+  life_cfg = c;
+  dom = domain (c);
+  life_op = OVL_OP_PREPARE;
+  fill_pool ();
+  sweep (&prepare);
+
+  assert_int_equal (ovl_lifecycle_run (c, OVL_OP_PREPARE, dom, NULL, ovl_now_ms () + 20000, &o), 0);
+  ovl_outcome_clear (&o);
+  life_op = OVL_OP_RELEASE;
+  sweep (&release);
+  assert_int_equal (ovl_lifecycle_run (c, OVL_OP_RELEASE, dom, NULL, ovl_now_ms () + 20000, &o), 0);
+  ovl_outcome_clear (&o);
+  unlink (vdb);
+  ovl_domain_free (dom);
+  dom = NULL;
+}
+
+static void
+test_lifecycle (enum t_fault kind)
+{
+  lifecycle_sweeps (cfg, kind, "prepare", "release");
+}
+
+/* The same with the pool: prepare takes from it. */
+
+static int
+run_pool_fill (void)
+{
+  long n = ovl_pool_fill (pool_cfg, &pool_tmpl, img, -1, ovl_now_ms () + 20000);
+  return n < 0 ? -1 : 0;
+}
+
+static void
+after_pool_fill (int rc, bool failed)
+{
+  char *status;
+
+  if (fault_kind == T_FAULT_ALLOC)
+    assert_clean ();
+  /* The pool is whole after one more fill, whatever was left. */
+  if (ovl_pool_fill (pool_cfg, &pool_tmpl, img, -1, ovl_now_ms () + 20000) < 0)
+    fail_msg ("pool fill after a failure: %s", ovl_error_msg ());
+  assert_clean ();
+  status = ovl_pool_status (pool_cfg);
+  assert_non_null (status);
+  if (!strstr (status, " ready=2 "))
+    fail_msg ("pool after a refill: %s", status);
+  free (status);
+  assert_int_equal (ovl_pool_flush (pool_cfg), 2);
+}
+
+static int
+run_pool_status (void)
+{
+  char *s = ovl_pool_status (pool_cfg);
+  free (s);
+  return s ? 0 : -1;
+}
+
+static void
+test_pool (enum t_fault kind)
+{
+  const struct fault_case fill = { "pool fill", kind, run_pool_fill, after_pool_fill };
+  const struct fault_case status = { "pool status", kind, run_pool_status, NULL };
+  CLEANUP_FREE char *base = in_img ("base.qcow2");
+
+  ovl_request_defaults (&pool_tmpl, pool_cfg);
+  pool_tmpl.base = base;
+  pool_tmpl.base_format = OVL_FMT_QCOW2;
+  sweep (&fill);
+
+  assert_true (ovl_pool_fill (pool_cfg, &pool_tmpl, img, -1, ovl_now_ms () + 20000) == 2);
+  sweep (&status);
+  assert_int_equal (ovl_pool_flush (pool_cfg), 2);
+
+  lifecycle_sweeps (pool_cfg, kind, "prepare from the pool", "release with the pool");
+}
+
+/* Each of these, once with allocations failing and once with system
+ * calls. */
+#define BOTH_KINDS(fn) \
+  static void fn##_alloc (void **state_) { fn (T_FAULT_ALLOC); } \
+  static void fn##_syscall (void **state_) { fn (T_FAULT_SYSCALL); }
+BOTH_KINDS (test_ledger)
+BOTH_KINDS (test_image)
+BOTH_KINDS (test_lifecycle)
+BOTH_KINDS (test_pool)
+
+int
+main (void)
+{
+  setvbuf (stdout, NULL, _IONBF, 0);
+  if (getenv ("FAULTS_ONLY"))
+    cmocka_set_test_filter (getenv ("FAULTS_ONLY"));
+  const struct CMUnitTest tests[] = {
+    cmocka_unit_test (test_config),
+    cmocka_unit_test (test_domxml),
+    cmocka_unit_test (test_json),
+    cmocka_unit_test (test_ledger_alloc),
+    cmocka_unit_test (test_image_alloc),
+    cmocka_unit_test (test_lifecycle_alloc),
+    cmocka_unit_test (test_pool_alloc),
+    cmocka_unit_test (test_ledger_syscall),
+    cmocka_unit_test (test_image_syscall),
+    cmocka_unit_test (test_lifecycle_syscall),
+    cmocka_unit_test (test_pool_syscall),
+  };
+  return cmocka_run_group_tests (tests, setup, teardown);
+}
