@@ -1,5 +1,8 @@
-/* The QMP client against the real qemu-storage-daemon, and starting
- * qsd_binary (ovl_qsd_connect) when it misbehaves. */
+/* ovl_qsd_connect, the way production reaches qemu-storage-daemon: a
+ * lazy connection to a running daemon, starting the real one when
+ * nothing listens (once, however many callers come at once), replacing
+ * only a dead daemon's socket, and starting a qsd_binary that
+ * misbehaves. */
 #include <config.h>
 
 #include <setjmp.h>
@@ -8,8 +11,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -43,93 +50,250 @@ teardown (void **state)
   return 0;
 }
 
-static void
-test_version_and_jobs (void **state)
+
+static const char *
+qsd_program (void)
 {
-  struct ovl_qmp *q = ovl_qmp_connect (qsd.sock, ovl_now_ms () + 5000);
+  const char *q = getenv ("QSD");
+  return q && *q ? q : "/usr/bin/qemu-storage-daemon";
+}
+
+/* A configuration for a daemon on SOCK. */
+static struct ovl_config
+config_for (const char *sock, bool spawn)
+{
+  struct ovl_config cfg = {
+    .qsd_socket = (char *) sock, .qsd_binary = (char *) qsd_program (),
+    .qsd_spawn = spawn, .qsd_daemons = 1, .timeout_ms = 10000,
+  };
+  return cfg;
+}
+
+static bool
+exists (const char *p)
+{
+  struct stat st;
+  return lstat (p, &st) == 0;
+}
+
+/* query-jobs through Q answers (the lazy connection's greeting comes
+ * with it). */
+static void
+assert_answers (struct ovl_qmp *q)
+{
   struct ovl_json *r;
-  long long major;
 
   if (!q)
-    fail_msg ("%s", ovl_error_msg ());
-  assert_true (ovl_qmp_version (q) >= 50000);
-  r = ovl_qmp_command (q, "query-version", NULL, ovl_now_ms () + 5000);
-  assert_non_null (r);
-  assert_int_equal (ovl_json_get_int (r, "qemu.major", &major), 0);
-  assert_int_equal ((unsigned) major, ovl_qmp_version (q) / 10000);
-  ovl_json_free (r);
-  r = ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 5000);
-  assert_non_null (r);
+    fail_msg ("connect: %s", ovl_error_msg ());
+  r = ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 10000);
+  if (!r)
+    fail_msg ("query-jobs: %s", ovl_error_msg ());
   assert_int_equal (r->type, OVL_JSON_ARRAY);
   ovl_json_free (r);
-  /* qsd's error class and description reach the caller. */
-  assert_null (ovl_qmp_command (q, "blockdev-del", "{\"node-name\": \"no-such-node\"}",
-                                ovl_now_ms () + 5000));
-  assert_non_null (strstr (ovl_error_msg (), "blockdev-del: GenericError:"));
-  assert_non_null (strstr (ovl_error_msg (), "no-such-node"));
-  ovl_qmp_close (q);
 }
 
-static void
-test_pipelined_burst (void **state)
+/* How many processes run with SOCK in their command line. */
+static int
+daemons_on (const char *sock)
 {
-  struct ovl_qmp *q = ovl_qmp_connect (qsd.sock, ovl_now_ms () + 5000);
-  uint64_t ids[100];
-  int64_t dl = ovl_now_ms () + 10000;
-  int i;
+  DIR *d = opendir ("/proc");
+  struct dirent *e;
+  int n = 0;
 
-  assert_non_null (q);
-  for (i = 0; i < 100; i++) {
-    ids[i] = ovl_qmp_send (q, i % 2 ? "query-jobs" : "query-version", NULL);
-    assert_true (ids[i] > 0);
+  assert_non_null (d);
+  while ((e = readdir (d))) {
+    char path[300], buf[8192];
+    FILE *f;
+    size_t len, i;
+
+    if (e->d_name[0] < '0' || e->d_name[0] > '9')
+      continue;
+    snprintf (path, sizeof path, "/proc/%s/cmdline", e->d_name);
+    if (!(f = fopen (path, "r")))
+      continue;
+    len = fread (buf, 1, sizeof buf - 1, f);
+    fclose (f);
+    for (i = 0; i < len; i++)
+      if (!buf[i])
+        buf[i] = ' ';
+    buf[len] = '\0';
+    if (t_pid_alive ((pid_t) atoi (e->d_name)) && strstr (buf, sock) && strstr (buf, "--chardev"))
+      n++;
   }
-  /* Wait in reverse: every reply is held until claimed by its id. */
-  for (i = 99; i >= 0; i--) {
-    struct ovl_json *r = ovl_qmp_wait (q, ids[i], dl);
-    if (!r)
-      fail_msg ("reply %d: %s", i, ovl_error_msg ());
-    assert_int_equal (r->type, i % 2 ? OVL_JSON_ARRAY : OVL_JSON_OBJECT);
-    ovl_json_free (r);
-  }
-  ovl_qmp_close (q);
+  closedir (d);
+  return n;
 }
 
-/* One client at a time: a second client is served after the first leaves. */
+/* Stop the daemon on SOCK that ovl_qsd_connect started. */
 static void
-test_second_client_waits (void **state)
+quit_daemon (const struct ovl_config *cfg)
 {
-  struct ovl_qmp *a = ovl_qmp_connect (qsd.sock, ovl_now_ms () + 5000);
-  struct ovl_qmp *b;
-
-  assert_non_null (a);
-  b = ovl_qmp_connect (qsd.sock, ovl_now_ms () + 300);
-  assert_null (b);
-  /* Connected (the backlog holds it), but qsd says nothing yet. */
-  assert_non_null (strstr (ovl_error_msg (), ": qemu-storage-daemon did not answer: "
-                           "timed out waiting for its greeting"));
-  ovl_qmp_close (a);
-  b = ovl_qmp_connect (qsd.sock, ovl_now_ms () + 5000);
-  assert_non_null (b);
-  ovl_qmp_close (b);
-}
-
-static void
-test_quit (void **state)
-{
-  struct ovl_qmp *q = ovl_qmp_connect (qsd.sock, ovl_now_ms () + 5000);
+  struct ovl_qmp *q = ovl_qmp_connect (cfg->qsd_socket, ovl_now_ms () + 5000);
   struct ovl_json *r;
-  int i;
 
   assert_non_null (q);
   r = ovl_qmp_command (q, "quit", NULL, ovl_now_ms () + 5000);
-  assert_non_null (r);
   ovl_json_free (r);
-  /* Then the daemon goes away and the connection ends. */
-  assert_null (ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 5000));
   ovl_qmp_close (q);
-  for (i = 0; i < 500 && t_pid_alive (qsd.pid); i++)
+  for (int i = 0; i < 500 && daemons_on (cfg->qsd_socket); i++)
     usleep (10000);
-  assert_false (t_pid_alive (qsd.pid));
+  assert_int_equal (daemons_on (cfg->qsd_socket), 0);
+}
+
+/* A daemon runs: the connection is made at once, nothing is started,
+ * no start lock is taken. */
+static void
+test_connect_running (void **state)
+{
+  struct ovl_config cfg = config_for (qsd.sock, true);
+  char *lock;
+  struct ovl_qmp *q = ovl_qsd_connect (&cfg, 0, ovl_now_ms () + 5000);
+
+  assert_answers (q);
+  ovl_qmp_close (q);
+  assert_int_not_equal (asprintf (&lock, "%s.lock", qsd.sock), -1);
+  assert_false (exists (lock));
+  assert_int_equal (daemons_on (qsd.sock), 1);
+  free (lock);
+}
+
+/* Nothing listens and qsd_spawn is off: an error that says so. */
+static void
+test_spawn_off (void **state)
+{
+  char *sock;
+  struct ovl_config cfg;
+
+  assert_int_not_equal (asprintf (&sock, "%s/off/qsd.sock", dir), -1);
+  cfg = config_for (sock, false);
+  assert_null (ovl_qsd_connect (&cfg, 0, ovl_now_ms () + 2000));
+  assert_non_null (strstr (ovl_error_msg (), "qemu-storage-daemon is not running and "
+                           "qsd_spawn is off: "));
+  assert_non_null (strstr (ovl_error_msg (), sock));
+  assert_false (exists (sock));
+  free (sock);
+}
+
+/* Nothing listens: the real daemon is started in a new private
+ * directory; the next caller finds it and starts no other. */
+static void
+test_spawn_real (void **state)
+{
+  char *sock, *pidfile, *pid1, *pid2, *sub;
+  struct ovl_config cfg;
+  struct ovl_qmp *q;
+  struct stat st;
+
+  assert_int_not_equal (asprintf (&sub, "%s/run/deeper", dir), -1);
+  assert_int_not_equal (asprintf (&sock, "%s/qsd.sock", sub), -1);
+  assert_int_not_equal (asprintf (&pidfile, "%s.pid", sock), -1);
+  cfg = config_for (sock, true);
+  q = ovl_qsd_connect (&cfg, 0, ovl_now_ms () + 10000);
+  assert_answers (q);
+  ovl_qmp_close (q);
+  assert_int_equal (stat (sub, &st), 0);
+  assert_int_equal (st.st_mode & 07777, 0700);
+  pid1 = t_read_file (pidfile, NULL);
+  assert_non_null (pid1);
+  assert_true (t_pid_alive ((pid_t) atoi (pid1)));
+
+  q = ovl_qsd_connect (&cfg, 0, ovl_now_ms () + 10000);
+  assert_answers (q);
+  ovl_qmp_close (q);
+  pid2 = t_read_file (pidfile, NULL);
+  assert_string_equal (pid1, pid2);
+  assert_int_equal (daemons_on (sock), 1);
+  quit_daemon (&cfg);
+  free (pid1); free (pid2); free (pidfile); free (sock); free (sub);
+}
+
+/* Eight callers find nothing listening at once: one daemon is started,
+ * and every caller gets an answer from it. */
+#define CALLERS 8
+static void
+test_spawn_concurrent (void **state)
+{
+  char *sock;
+  struct ovl_config cfg;
+  pid_t kids[CALLERS];
+  int i, status;
+
+  assert_int_not_equal (asprintf (&sock, "%s/many/qsd.sock", dir), -1);
+  cfg = config_for (sock, true);
+  for (i = 0; i < CALLERS; i++) {
+    kids[i] = fork ();
+    assert_true (kids[i] >= 0);
+    if (kids[i] == 0) {
+      struct ovl_qmp *q = ovl_qsd_connect (&cfg, 0, ovl_now_ms () + 10000);
+      struct ovl_json *r = q ? ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 10000) : NULL;
+      int ok = r != NULL;
+      if (!ok)
+        fprintf (stderr, "caller %d: %s\n", i, ovl_error_msg ());
+      ovl_json_free (r);
+      ovl_qmp_close (q);
+      _exit (ok ? 0 : 1);
+    }
+  }
+  for (i = 0; i < CALLERS; i++) {
+    assert_int_equal (waitpid (kids[i], &status, 0), kids[i]);
+    assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+  }
+  assert_int_equal (daemons_on (sock), 1);
+  quit_daemon (&cfg);
+  free (sock);
+}
+
+/* The socket a dead daemon left is replaced; anything else at that path
+ * is an error, and is left as it is. */
+static void
+test_stale_socket (void **state)
+{
+  struct sockaddr_un sun = { .sun_family = AF_UNIX };
+  char *sdir, *sock, *text;
+  struct ovl_config cfg;
+  struct ovl_qmp *q;
+  int fd;
+  FILE *f;
+
+  assert_int_not_equal (asprintf (&sdir, "%s/stale", dir), -1);
+  assert_int_not_equal (asprintf (&sock, "%s/qsd.sock", sdir), -1);
+  assert_int_equal (mkdir (sdir, 0700), 0);
+  /* Bound, never listened on, closed: what a killed daemon leaves. */
+  snprintf (sun.sun_path, sizeof sun.sun_path, "%s", sock);
+  fd = socket (AF_UNIX, SOCK_STREAM, 0);
+  assert_int_equal (bind (fd, (struct sockaddr *) &sun, sizeof sun), 0);
+  close (fd);
+  cfg = config_for (sock, true);
+  q = ovl_qsd_connect (&cfg, 0, ovl_now_ms () + 10000);
+  assert_answers (q);
+  ovl_qmp_close (q);
+  quit_daemon (&cfg);
+
+  /* A regular file at the socket's path. */
+  unlink (sock);
+  f = fopen (sock, "w");
+  assert_non_null (f);
+  fputs ("not a socket\n", f);
+  fclose (f);
+  assert_null (ovl_qsd_connect (&cfg, 0, ovl_now_ms () + 2000));
+  assert_non_null (strstr (ovl_error_msg (), "exists and is not a socket"));
+  text = t_read_file (sock, NULL);
+  assert_string_equal (text, "not a socket\n");
+  assert_int_equal (daemons_on (sock), 0);
+  free (text); free (sock); free (sdir);
+}
+
+/* Daemon N > 0 listens beside the first. */
+static void
+test_socket_names (void **state)
+{
+  struct ovl_config cfg = config_for ("/run/virt-overlay/qsd.sock", true);
+  char *a = ovl_qsd_socket (&cfg, 0), *b = ovl_qsd_socket (&cfg, 2);
+
+  assert_string_equal (a, "/run/virt-overlay/qsd.sock");
+  assert_string_equal (b, "/run/virt-overlay/qsd.sock.2");
+  free (a);
+  free (b);
 }
 
 /* qsd_binary stand-ins: shell scripts that record in "$0.pids" every
@@ -266,10 +430,12 @@ int
 main (void)
 {
   const struct CMUnitTest tests[] = {
-    cmocka_unit_test (test_version_and_jobs),
-    cmocka_unit_test (test_pipelined_burst),
-    cmocka_unit_test (test_second_client_waits),
-    cmocka_unit_test (test_quit),
+    cmocka_unit_test (test_connect_running),
+    cmocka_unit_test (test_spawn_off),
+    cmocka_unit_test (test_spawn_real),
+    cmocka_unit_test (test_spawn_concurrent),
+    cmocka_unit_test (test_stale_socket),
+    cmocka_unit_test (test_socket_names),
     cmocka_unit_test (test_start_fails_in_time),
   };
   t_require (getenv ("QSD") && *getenv ("QSD") ? getenv ("QSD") : "qemu-storage-daemon");
