@@ -1,5 +1,8 @@
 /* fake-qsd: a stand-in for qemu-storage-daemon that emulates the QMP
- * commands the engine uses, and fails on request.
+ * commands the engine sends, and fails on request.  Any other command,
+ * or one of those with other arguments than the engine's (a member
+ * missing, of another type, or unknown), ends it at once with a message
+ * on stderr: the caller then fails, and so does its test.
  *
  *   fake-qsd --chardev socket,id=ID,path=SOCK[,...] --monitor chardev=ID
  *            [--pidfile FILE] [--daemonize]
@@ -28,7 +31,6 @@
 
 #define MAX_ITEMS 4096
 
-static char *nodes[MAX_ITEMS];
 static struct { char *id; char *error; } jobs[MAX_ITEMS];
 static int creates;
 static char fault[32];
@@ -59,30 +61,84 @@ event (int fd, const char *job, const char *status)
 }
 
 static int
-slot_of (char **arr, const char *name)
-{
-  for (int i = 0; i < MAX_ITEMS; i++)
-    if (arr[i] && strcmp (arr[i], name) == 0)
-      return i;
-  return -1;
-}
-
-static int
-free_slot (char **arr)
-{
-  for (int i = 0; i < MAX_ITEMS; i++)
-    if (!arr[i])
-      return i;
-  return -1;
-}
-
-static int
 job_slot (const char *id)
 {
   for (int i = 0; i < MAX_ITEMS; i++)
     if (jobs[i].id && strcmp (jobs[i].id, id) == 0)
       return i;
   return -1;
+}
+
+/* OBJ is an object with exactly the members SPEC lists: "name:T ..."
+ * with T s (string), i (integer), b (boolean), o (object), or "-" for
+ * no object at all. */
+static bool
+has_members (const struct ovl_json *obj, const char *spec)
+{
+  char copy[512], *tok, *save = NULL;
+  size_t want = 0;
+
+  if (strcmp (spec, "-") == 0)
+    return obj == NULL;
+  if (!obj || obj->type != OVL_JSON_OBJECT)
+    return false;
+  snprintf (copy, sizeof copy, "%s", spec);
+  for (tok = strtok_r (copy, " ", &save); tok; tok = strtok_r (NULL, " ", &save)) {
+    char *colon = strchr (tok, ':');
+    const struct ovl_json *v;
+    *colon = '\0';
+    v = ovl_json_get (obj, tok);
+    if (!v)
+      return false;
+    switch (colon[1]) {
+    case 's': if (v->type != OVL_JSON_STRING) return false; break;
+    case 'i': if (v->type != OVL_JSON_INT) return false; break;
+    case 'b': if (v->type != OVL_JSON_BOOL) return false; break;
+    case 'o': if (v->type != OVL_JSON_OBJECT) return false; break;
+    }
+    want++;
+  }
+  return obj->u.c.n == want;
+}
+
+static bool
+str_is (const struct ovl_json *obj, const char *path, const char *want)
+{
+  const char *v = ovl_json_get_string (obj, path);
+  return v && strcmp (v, want) == 0;
+}
+
+static bool
+str_starts (const struct ovl_json *obj, const char *path, const char *prefix)
+{
+  const char *v = ovl_json_get_string (obj, path);
+  return v && strncmp (v, prefix, strlen (prefix)) == 0;
+}
+
+/* The command is one the engine sends, with the engine's arguments. */
+static bool
+expected (const char *ex, const struct ovl_json *args)
+{
+  if (strcmp (ex, "qmp_capabilities") == 0 || strcmp (ex, "query-jobs") == 0 ||
+      strcmp (ex, "quit") == 0)
+    return has_members (args, "-");
+  if (strcmp (ex, "job-dismiss") == 0)
+    return has_members (args, "id:s");
+  if (strcmp (ex, "blockdev-create") == 0) {
+    const struct ovl_json *o = ovl_json_get (args, "options");
+    const struct ovl_json *file = ovl_json_get (o, "file");
+    return has_members (args, "job-id:s options:o") && str_starts (args, "job-id", "ovl-") &&
+      has_members (o, "driver:s file:o size:i backing-file:s backing-fmt:s cluster-size:i "
+                   "lazy-refcounts:b extended-l2:b") &&
+      str_is (o, "driver", "qcow2") &&
+      (str_is (o, "backing-fmt", "qcow2") || str_is (o, "backing-fmt", "raw")) &&
+      str_starts (o, "backing-file", "/") &&
+      has_members (file, "driver:s filename:s cache:o locking:s") &&
+      str_is (file, "driver", "file") && str_starts (file, "filename", "/proc/") &&
+      str_is (file, "locking", "off") &&
+      has_members (ovl_json_get (file, "cache"), "no-flush:b");
+  }
+  return false;
 }
 
 /* Handle one command; false when the client must be dropped. */
@@ -95,15 +151,13 @@ handle (int fd, const struct ovl_json *cmd)
   int i;
 
   ovl_json_get_int (cmd, "id", &id);
-  if (!ex)
-    return false;
+  if (!ex || !expected (ex, args)) {
+    char *text = ovl_json_to_string (cmd);
+    fprintf (stderr, "fake-qsd: a command the engine does not send: %s\n", text ? text : "?");
+    exit (3);
+  }
   if (strcmp (ex, "qmp_capabilities") == 0)
     say (fd, "{\"return\": {}, \"id\": %lld}\r\n", id);
-  else if (strcmp (ex, "blockdev-add") == 0) {
-    i = free_slot (nodes);
-    nodes[i] = strdup (ovl_json_get_string (args, "node-name"));
-    say (fd, "{\"return\": {}, \"id\": %lld}\r\n", id);
-  }
   else if (strcmp (ex, "blockdev-create") == 0) {
     const char *job = ovl_json_get_string (args, "job-id");
     creates++;
@@ -143,19 +197,6 @@ handle (int fd, const struct ovl_json *cmd)
     say (fd, "%s", b.data);
     ovl_buf_reset (&b);
   }
-  else if (strcmp (ex, "query-named-block-nodes") == 0) {
-    struct ovl_buf b = OVL_BUF_INIT;
-    bool first = true;
-    ovl_buf_printf (&b, "{\"return\": [");
-    for (i = 0; i < MAX_ITEMS; i++)
-      if (nodes[i]) {
-        ovl_buf_printf (&b, "%s{\"node-name\": \"%s\", \"drv\": \"file\"}", first ? "" : ", ", nodes[i]);
-        first = false;
-      }
-    ovl_buf_printf (&b, "], \"id\": %lld}\r\n", id);
-    say (fd, "%s", b.data);
-    ovl_buf_reset (&b);
-  }
   else if (strcmp (ex, "job-dismiss") == 0) {
     i = job_slot (ovl_json_get_string (args, "id"));
     if (i < 0)
@@ -166,22 +207,10 @@ handle (int fd, const struct ovl_json *cmd)
       say (fd, "{\"return\": {}, \"id\": %lld}\r\n", id);
     }
   }
-  else if (strcmp (ex, "blockdev-del") == 0) {
-    i = slot_of (nodes, ovl_json_get_string (args, "node-name"));
-    if (i < 0)
-      say (fd, "{\"error\": {\"class\": \"GenericError\", \"desc\": \"Failed to find node\"}, \"id\": %lld}\r\n", id);
-    else {
-      free (nodes[i]);
-      nodes[i] = NULL;
-      say (fd, "{\"return\": {}, \"id\": %lld}\r\n", id);
-    }
-  }
   else if (strcmp (ex, "quit") == 0) {
     say (fd, "{\"return\": {}, \"id\": %lld}\r\n", id);
     exit (0);
   }
-  else
-    say (fd, "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"The command %s has not been found\"}, \"id\": %lld}\r\n", ex, id);
   return true;
 }
 

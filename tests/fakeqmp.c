@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "fakeqmp.h"
+#include "json.h"
 
 struct fake_qmp {
   int listen_fd;
@@ -61,12 +62,70 @@ read_command (struct fake_qmp *f, int fd)
   }
 }
 
+/* LINE, without its id, in the canonical form ovl_json_to_string gives;
+ * NULL if it is not a JSON object. */
+static char *
+canonical (const char *line, bool drop_id)
+{
+  struct ovl_json_parser *p = ovl_json_parser_new (0, 0);
+  struct ovl_json *v = NULL;
+  char *out = NULL;
+  size_t i;
+
+  if (p && ovl_json_parser_feed (p, line, strlen (line)) == 0 &&
+      ovl_json_parser_finish (p) == 0 && (v = ovl_json_parser_next (p))) {
+    if (drop_id)
+      for (i = 0; i < v->u.c.n; i++)
+        if (strcmp (v->u.c.keys[i], "id") == 0) {
+          ovl_json_free (v->u.c.items[i]);
+          free (v->u.c.keys[i]);
+          memmove (&v->u.c.keys[i], &v->u.c.keys[i + 1], (v->u.c.n - i - 1) * sizeof *v->u.c.keys);
+          memmove (&v->u.c.items[i], &v->u.c.items[i + 1], (v->u.c.n - i - 1) * sizeof *v->u.c.items);
+          v->u.c.n--;
+          break;
+        }
+    out = ovl_json_to_string (v);
+  }
+  ovl_json_free (v);
+  ovl_json_parser_free (p);
+  return out;
+}
+
+/* The id of the command in LINE (0 if it has none). */
+static long long
+top_id (const char *line)
+{
+  struct ovl_json_parser *p = ovl_json_parser_new (0, 0);
+  struct ovl_json *v = NULL;
+  long long id = 0;
+
+  if (p && ovl_json_parser_feed (p, line, strlen (line)) == 0 &&
+      ovl_json_parser_finish (p) == 0 && (v = ovl_json_parser_next (p)))
+    ovl_json_get_int (v, "id", &id);
+  ovl_json_free (v);
+  ovl_json_parser_free (p);
+  return id;
+}
+
+/* LINE is the command EXPECT says: a name (only "execute" is compared),
+ * or a whole command in JSON (everything but the id is compared). */
 static bool
-command_is (const char *line, const char *execute)
+command_is (const char *line, const char *expect)
 {
   char want[256];
-  snprintf (want, sizeof want, "\"execute\":\"%s\"", execute);
-  return strstr (line, want) != NULL;
+  char *a, *b;
+  bool same;
+
+  if (expect[0] != '{') {
+    snprintf (want, sizeof want, "\"execute\":\"%s\"", expect);
+    return strstr (line, want) != NULL;
+  }
+  a = canonical (line, true);
+  b = canonical (expect, false);
+  same = a && b && strcmp (a, b) == 0;
+  free (a);
+  free (b);
+  return same;
 }
 
 /* TEXT with "$ID" replaced by the id of the command just read, and
@@ -135,10 +194,8 @@ fake_thread (void *arg)
         free (line);
         goto out;
       }
-      if (f->nids < sizeof f->ids / sizeof f->ids[0]) {
-        const char *idp = strstr (line, "\"id\":");
-        f->ids[f->nids++] = idp ? strtoll (idp + 5, NULL, 10) : 0;
-      }
+      if (f->nids < sizeof f->ids / sizeof f->ids[0])
+        f->ids[f->nids++] = top_id (line);
     }
     switch (s->action) {
     case FAKE_SEND_DELAYED:

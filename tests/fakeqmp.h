@@ -2,7 +2,7 @@
  *
  * It listens on a socket in a directory of the test's, accepts one
  * client and plays its script: each step optionally reads one command and
- * checks its "execute" name, then sends text ($ID is replaced by the id of
+ * checks its "execute" name, or all of it but its id, then sends text ($ID is replaced by the id of
  * the command just read), or stalls, or closes.  A command that differs
  * from the script, or arrives after its end, fails the test through
  * fake_qmp_finish(). */
@@ -20,7 +20,9 @@ enum fake_action {
 };
 
 struct fake_step {
-  const char *expect;           /* command to read first, or NULL */
+  const char *expect;           /* command to read first, or NULL: its name
+                                 * ("query-jobs"), or the whole command but
+                                 * its id in JSON ('{"execute": ...}') */
   enum fake_action action;
   const char *text;
 };

@@ -267,6 +267,22 @@ t1=$(date +%s%N)
 [ $(( (t1 - t0) / 1000000 )) -ge 1400 ] && pass || fail "stall: gave up before timeout_ms"
 fault_case kill-create:2 "closed the connection"
 
+# The fake answers only what the engine sends, as the engine sends it:
+# anything else ends it, so that a test built on it cannot pass on a
+# command the real daemon was never shown.
+for cmd in 'blockdev-add {"node-name":"n","driver":"file","filename":"/x"}' \
+           'query-jobs {"extra":1}' \
+           'job-dismiss {}'; do
+  start_fake none:0
+  set +e
+  # shellcheck disable=SC2086
+  "$builddir/tests/qmp-cmd" "$T/fake.sock" ${cmd%% *} "${cmd#* }" > /dev/null 2>&1; rc=$?
+  set -e
+  [ "$rc" != 0 ] && pass || fail "fake-qsd answered: $cmd"
+  i=0; while kill -0 "$(cat "$T/fake.pid")" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+  kill -0 "$(cat "$T/fake.pid")" 2>/dev/null && fail "fake-qsd still runs after: $cmd" || pass
+done
+
 # The next call on that socket finds the dead daemon's socket, starts a
 # real qsd there and succeeds.
 fakeconf "$T/fake.sock" yes "$(command -v "$QSD")"

@@ -86,7 +86,7 @@ test_pipelined_out_of_order (void **state)
   static const struct fake_step script[] = {
     GREET, CAPS,
     { "a", FAKE_SEND, "" },
-    { "b", FAKE_SEND, "" },
+    { "{\"execute\": \"b\", \"arguments\": {\"x\": 1}}", FAKE_SEND, "" },
     { "c", FAKE_SEND,
       "{\"event\": \"JOB_STATUS_CHANGE\", \"data\": {\"status\": \"running\", \"id\": \"j1\"}, \"timestamp\": {}}\n"
       "{\"return\": 3, \"id\": $ID}\n"
@@ -177,7 +177,7 @@ test_error_reply (void **state)
 {
   static const struct fake_step script[] = {
     GREET, CAPS,
-    { "blockdev-add", FAKE_SEND,
+    { "{\"execute\": \"blockdev-add\", \"arguments\": {}}", FAKE_SEND,
       "{\"id\": $ID, \"error\": {\"class\": \"GenericError\", \"desc\": \"Could not open '/x': Permission denied\"}}\n" },
     { "query-jobs", FAKE_SEND, "{\"return\": [], \"id\": $ID}\n" },
   };
@@ -390,6 +390,34 @@ test_fake_catches_unexpected (void **state)
   free (why);
 }
 
+/* A whole command is compared, arguments and all, but not its id. */
+static void
+test_fake_compares_arguments (void **state)
+{
+  static const struct fake_step script[] = {
+    GREET, CAPS,
+    { "{\"execute\": \"job-dismiss\", \"arguments\": {\"id\": \"j1\"}}", FAKE_SEND, FAKE_OK },
+    { "{\"execute\": \"job-dismiss\", \"arguments\": {\"id\": \"j2\"}}", FAKE_SEND, FAKE_OK },
+  };
+  struct fake_qmp *f = fake_qmp_start (dir, script, 4);
+  struct ovl_qmp *q = connect_fake (f);
+  struct ovl_json *r;
+  char *why = NULL;
+
+  r = ovl_qmp_command (q, "job-dismiss", "{\"id\": \"j1\"}", ovl_now_ms () + 2000);
+  if (!r)
+    fail_msg ("%s", ovl_error_msg ());
+  ovl_json_free (r);
+  /* The same command with another argument is not the one scripted. */
+  ovl_qmp_send (q, "job-dismiss", "{\"id\": \"j3\"}");
+  ovl_qmp_flush (q, ovl_now_ms () + 1000);
+  ovl_qmp_close (q);
+  assert_int_equal (fake_qmp_finish (f, &why), -1);
+  assert_non_null (strstr (why, "unexpected command"));
+  assert_non_null (strstr (why, "j3"));
+  free (why);
+}
+
 /* ---- against the real qemu-storage-daemon ---- */
 
 static struct t_qsd qsd;
@@ -518,6 +546,7 @@ main (void)
     cmocka_unit_test (test_no_greeting),
     cmocka_unit_test (test_no_server),
     cmocka_unit_test (test_fake_catches_unexpected),
+    cmocka_unit_test (test_fake_compares_arguments),
   };
   const struct CMUnitTest real[] = {
     cmocka_unit_test (test_version_and_jobs),
