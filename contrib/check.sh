@@ -48,7 +48,7 @@ if [ "$status" = 0 ]; then
      LDFLAGS="-fsanitize=address,undefined" &&
    make -j"$(nproc)" >/dev/null &&
    OVL_REQUIRE_ALL=1 make -j1 check \
-     TESTS="tests/test-config tests/test-paths tests/test-faults tests/test-layers.sh tests/test-json tests/test-qmp tests/test-qsd tests/test-domxml tests/test-ledger tests/test-lifecycle tests/test-image tests/test-create.sh tests/test-hook.sh tests/test-pool.sh tests/test-hostile.sh tests/test-shared.sh" \
+     TESTS="tests/test-config tests/test-paths tests/test-faults tests/test-layers.sh tests/test-json tests/test-qmp tests/test-qsd tests/test-domxml tests/test-ledger tests/test-lifecycle tests/test-image tests/test-create.sh tests/test-hook.sh tests/test-pool.sh tests/test-hostile.sh tests/test-shared.sh tests/test-syslog.sh" \
      GLIBC_TUNABLES= ASAN_OPTIONS=detect_leaks=1) || { status=1; fail=$((fail + 1)); }
   rm -rf "$asan" virt-overlay-*.tar.gz
 fi

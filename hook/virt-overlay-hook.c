@@ -18,7 +18,9 @@
  * messages and the exit code.  Nothing is printed on stdout for what
  * libvirt runs: for migrate and restore, libvirt takes it as a
  * replacement domain XML.  Problems go to stderr (libvirt shows them)
- * and syslog.  The hook never calls libvirt.
+ * and syslog; what was done (each overlay made or removed, how, and how
+ * long it took) goes to syslog alone, facility daemon, ident
+ * virt-overlay.  The hook never calls libvirt.
  */
 #include <config.h>
 
@@ -94,6 +96,16 @@ report (int prio, const char *fmt, ...)
   syslog (prio, "domain %s: %s", domain_arg, msg);
 }
 
+/* Record one thing done: syslog only (libvirt shows stderr as an error). */
+static void
+log_done (const char *line)
+{
+  char msg[2048];
+
+  ovl_escape_controls (msg, sizeof msg, line);
+  syslog (LOG_INFO, "domain %s: %s", domain_arg, msg);
+}
+
 /* The whole of stdin, capped. */
 static char *
 read_stdin (size_t *len)
@@ -162,6 +174,8 @@ run (const struct ovl_config *cfg, enum ovl_op op, const char *reason)
     return op == OVL_OP_RELEASE ? 0 : 1;
   }
   status = ovl_lifecycle_run (cfg, op, dom, reason, deadline, &o);
+  for (i = 0; i < o.ndone; i++)
+    log_done (o.done[i]);
   for (i = 0; i < o.nlines; i++)
     report (status ? LOG_ERR : LOG_WARNING, "%s", o.lines[i]);
   if (o.lost)

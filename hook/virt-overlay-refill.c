@@ -81,6 +81,7 @@ main (int argc, char **argv)
   int c, i, lockfd = -1;
   uint64_t v;
   long made;
+  int64_t t0;
 
   openlog ("virt-overlay", LOG_PID | LOG_PERROR, LOG_DAEMON);
   if (!(cfg = ovl_config_load ())) {
@@ -120,12 +121,14 @@ main (int argc, char **argv)
   dir = argv[optind + 1];
 
   go_idle ();
-  made = ovl_pool_fill (cfg, &tmpl, dir, lockfd, ovl_now_ms () + cfg->timeout_ms);
+  t0 = ovl_now_ms ();
+  made = ovl_pool_fill (cfg, &tmpl, dir, lockfd, t0 + cfg->timeout_ms);
   if (made == -1) {
     syslog (LOG_ERR, "pool refill of '%s' in %s failed: %s", tmpl.base, dir, ovl_error_msg ());
     return 1;
   }
   if (made > 0)
-    syslog (LOG_INFO, "pool refill of '%s' in %s: made %ld", tmpl.base, dir, made);
+    syslog (LOG_INFO, "pool refill of '%s' in %s: made %ld in %lld ms", tmpl.base, dir, made,
+            (long long) (ovl_now_ms () - t0));
   return 0;
 }

@@ -133,27 +133,56 @@ ovl_outcome_clear (struct ovl_outcome *o)
   for (i = 0; i < o->nlines; i++)
     free (o->lines[i]);
   free (o->lines);
+  for (i = 0; i < o->ndone; i++)
+    free (o->done[i]);
+  free (o->done);
   memset (o, 0, sizeof *o);
 }
 
+/* Add a line to *LINES (N of them, CAP room): false if it was lost. */
+static bool
+add_line (char ***lines, size_t *n, size_t *cap, const char *fmt, va_list ap)
+{
+  char *line;
+
+  if (OVL_RESERVE (*lines, *cap, *n + 1, 4) == -1)
+    return false;
+  if (vasprintf (&line, fmt, ap) < 0) {
+    ovl_error ("out of memory");
+    return false;
+  }
+  (*lines)[(*n)++] = line;
+  return true;
+}
+
+/* A problem. */
 static void __attribute__((format (printf, 2, 3)))
 say (struct ovl_outcome *o, const char *fmt, ...)
 {
   va_list ap;
-  char *line;
-  int r;
 
-  if (OVL_RESERVE (o->lines, o->lines_cap, o->nlines + 1, 4) == -1) {
-    o->lost = true;
-    return;
-  }
   va_start (ap, fmt);
-  r = vasprintf (&line, fmt, ap);
-  va_end (ap);
-  if (r >= 0)
-    o->lines[o->nlines++] = line;
-  else
+  if (!add_line (&o->lines, &o->nlines, &o->lines_cap, fmt, ap))
     o->lost = true;
+  va_end (ap);
+}
+
+/* Something done. */
+static void __attribute__((format (printf, 2, 3)))
+say_done (struct ovl_outcome *o, const char *fmt, ...)
+{
+  va_list ap;
+
+  va_start (ap, fmt);
+  if (!add_line (&o->done, &o->ndone, &o->done_cap, fmt, ap))
+    o->lost = true;
+  va_end (ap);
+}
+
+static const char *
+mode_name (enum ovl_mode m)
+{
+  return m == OVL_MODE_EPHEMERAL ? "ephemeral" : "persistent";
 }
 
 /* The line for a refusal of DISK. */
@@ -347,6 +376,8 @@ prepare_disk (struct prepare *p, const struct ovl_dom_facts *df, const struct ov
       return -1;
     }
     p->o->removed++;
+    say_done (p->o, "disk %s: ephemeral overlay '%s' of the last boot removed",
+              k->target, k->overlay);
     d.forget = true;
   }
   if (d.forget && e)
@@ -379,6 +410,7 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
   };
   size_t i;
   int bad = 0;
+  int64_t t0 = 0;
 
   if (p->ledger) {
     char *name = ovl_strdup (p->dom->name);
@@ -404,7 +436,8 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
       say (p->o, "domain %s has ephemeral disks but no UUID", p->dom->name);
       bad = 1;
     }
-    else if (ovl_overlay_create (p->cfg, p->reqs, p->res, p->n, deadline, &opts) == -1) {
+    else if ((t0 = ovl_now_ms ()),
+             ovl_overlay_create (p->cfg, p->reqs, p->res, p->n, deadline, &opts) == -1) {
       size_t said = p->o->nlines;
       for (i = 0; i < p->n; i++)
         if (p->res[i].error)
@@ -416,8 +449,14 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
       p->saved = false;
       bad = 1;
     }
-    else
+    else {
+      long long ms = (long long) (ovl_now_ms () - t0);
       p->o->created = p->n;
+      for (i = 0; i < p->n; i++)
+        say_done (p->o, "disk %s: %s overlay '%s' made on '%s' %s in %lld ms",
+                  p->which[i]->target, mode_name (p->which[i]->mode), p->reqs[i].overlay,
+                  p->reqs[i].base, p->res[i].taken ? "from the pool" : "through qsd", ms);
+    }
   }
   if (p->ledger && !p->saved && ovl_ledger_save (p->ledger) == -1) {
     say (p->o, "%s", ovl_error_msg ());
@@ -456,8 +495,10 @@ run_release (const struct ovl_config *cfg, struct ovl_ledger *l,
         say (o, "release: %s; its ledger entry is kept", ovl_error_msg ());
         continue;
       }
-      if (r == 1)
+      if (r == 1) {
         o->removed++;
+        say_done (o, "ephemeral overlay '%s' removed", e->path);
+      }
     }
     else if (d.action == OVL_ACT_FORGET && f.presence == OVL_FOREIGN)
       say (o, "release: '%s' is no longer the overlay virt-overlay made; left alone", e->path);

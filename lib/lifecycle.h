@@ -99,6 +99,8 @@ struct ovl_outcome {
   char **lines;                 /* one line per problem ("disk vda: ..."): */
   size_t nlines;                /* errors when status is 1, else warnings */
   size_t lines_cap;
+  char **done;                  /* one line per thing done ("disk vda: ... made") */
+  size_t ndone, done_cap;
   bool lost;                    /* a line could not be kept (out of memory) */
   size_t created, removed;      /* overlays made and removed */
 };
