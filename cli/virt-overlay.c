@@ -123,9 +123,15 @@ cmd_create (int argc, char **argv)
   const struct ovl_create_opts opts = { .supplier = ovl_pool_supplier (cfg) };
   if (ovl_overlay_create (cfg, reqs, res, (size_t) n,
                           ovl_now_ms () + cfg->timeout_ms, &opts) == -1) {
+    bool said = false;
     for (i = 0; i < n; i++)
-      if (res[i].error)
+      if (res[i].error) {
         fprintf (stderr, "%s: %s\n", prog, res[i].error);
+        said = true;
+      }
+    /* An error of the whole batch (the daemon, say) is no overlay's. */
+    if (!said)
+      fprintf (stderr, "%s: %s\n", prog, ovl_error_msg ());
     status = 1;
   }
   else if (ovl_pool_refill_detached (cfg, reqs, res, (size_t) n) == -1)
