@@ -237,7 +237,7 @@ run_config (void)
   static const char text[] =
     "# every key\n"
     "qsd_socket = /run/virt-overlay/qsd.sock\nqsd_spawn = on\nqsd_daemons = 2\n"
-    "overlay_dirs = /var/lib/a:/var/lib/b\nbase_dirs = /srv/base:/srv/golden\n"
+    "overlay_dirs = /var/lib/a,/var/lib/b\nbase_dirs = /srv/base, /srv/golden\n"
     "state_dir = /var/lib/virt-overlay\ntimeout_ms = 5000\npool_size = 4\n"
     "cluster_size = 65536\nlazy_refcounts = on\nextended_l2 = off\n"
     "qsd_binary = /usr/bin/qemu-storage-daemon\nmanaged_save_dir = /var/lib/libvirt/qemu/save\n";
