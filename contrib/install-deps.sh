@@ -9,5 +9,5 @@ apt-get install -y -q --no-install-recommends \
   libxml2-dev libxml2-utils libyajl-dev libcmocka-dev libvirt-dev \
   qemu-utils qemu-system-common qemu-system-x86 \
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients \
-  valgrind procps e2fsprogs bindfs fuse3 strace attr \
+  valgrind procps e2fsprogs bindfs fuse3 strace attr perl \
   clang libclang-rt-14-dev
