@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cleanup.h"
 #include "config.h"
@@ -31,14 +32,17 @@ usage (FILE *f)
            "                    [--size BYTES] BASE OVERLAY...\n"
            "       %s pool fill [create's options] BASE [DIR...]\n"
            "       %s pool status | pool flush\n"
+           "       %s status [--json] [--connect URI] [DOMAIN...]\n"
            "       %s --help | --version\n"
            "\n"
            "create makes qcow2 overlays on BASE through qemu-storage-daemon, all or\n"
            "none (taking ready ones from the warm pool when pool_size > 0).\n"
            "pool fill tops up the pool of BASE in each DIR (default: the first of\n"
            "overlay_dirs); status lists the pools; flush removes every pooled overlay.\n"
+           "status shows what virt-overlay made for which domain, the pools and the\n"
+           "daemons (through libvirt, read-only).\n"
            "Configuration: $VIRT_OVERLAY_CONFIG or %s\n",
-           prog, prog, prog, prog, OVL_CONFIG_DEFAULT_PATH);
+           prog, prog, prog, prog, prog, OVL_CONFIG_DEFAULT_PATH);
 }
 
 static int
@@ -196,6 +200,19 @@ cmd_pool (int argc, char **argv)
   return die_usage ("pool needs fill, status or flush");
 }
 
+/* The subcommands that need libvirt: virt-overlay-admin's, run in our
+ * place (VIRT_OVERLAY_ADMIN names another build's). */
+static int
+run_admin (char **argv)
+{
+  const char *p = getenv ("VIRT_OVERLAY_ADMIN");
+  const char *admin = p && *p ? p : LIBEXECDIR "/virt-overlay-admin";
+
+  execv (admin, argv);
+  fprintf (stderr, "%s: %s needs %s (built with libvirt): %m\n", prog, argv[1], admin);
+  return 1;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -215,6 +232,8 @@ main (int argc, char **argv)
     return cmd_create (argc - 1, argv + 1);
   if (strcmp (argv[1], "pool") == 0)
     return cmd_pool (argc - 1, argv + 1);
+  if (strcmp (argv[1], "status") == 0)
+    return run_admin (argv);
   fprintf (stderr, "%s: unknown command '%s'\n", prog, argv[1]);
   return 2;
 }

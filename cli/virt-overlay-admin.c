@@ -1,0 +1,425 @@
+/* virt-overlay-admin: the subcommands of virt-overlay that need the
+ * libvirt API, in a program of their own so that neither the hook nor
+ * "virt-overlay create" is linked with libvirt (a hook that calls
+ * libvirt deadlocks it; linking it alone costs every start).
+ * virt-overlay runs it from LIBEXECDIR for these subcommands:
+ *
+ *   virt-overlay status [--json] [--connect URI] [DOMAIN...]
+ *
+ * status: for each domain whose disks virt-overlay handles (or each
+ * DOMAIN named), its state and, per disk, the mode, the overlay, whether
+ * it exists, its allocated and virtual size, its base, and whether
+ * virt-overlay made it (the ledger, with the file's identity checked);
+ * then the pools and the daemons.  Read-only: it opens libvirt
+ * read-only, takes no lock, and changes nothing.
+ */
+#include <config.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <libvirt/libvirt.h>
+#include <libvirt/virterror.h>
+
+#include "cleanup.h"
+#include "config.h"
+#include "domxml.h"
+#include "error.h"
+#include "image.h"
+#include "json.h"
+#include "ledger.h"
+#include "overlay.h"
+#include "pool.h"
+#include "qmp.h"
+#include "qsd.h"
+#include "util.h"
+
+static const char *prog = "virt-overlay";
+
+static void
+usage (FILE *f)
+{
+  fprintf (f, "Usage: %s status [--json] [--connect URI] [DOMAIN...]\n", prog);
+}
+
+/* libvirt's last error, as one line. */
+static const char *
+virt_error (void)
+{
+  const virErrorPtr e = virGetLastError ();
+  return e && e->message ? e->message : "unknown libvirt error";
+}
+
+static void
+silence_libvirt (void *opaque, virErrorPtr e)
+{
+}
+
+static const char *
+state_name (int state)
+{
+  switch (state) {
+  case VIR_DOMAIN_RUNNING: return "running";
+  case VIR_DOMAIN_BLOCKED: return "blocked";
+  case VIR_DOMAIN_PAUSED: return "paused";
+  case VIR_DOMAIN_SHUTDOWN: return "shutting down";
+  case VIR_DOMAIN_SHUTOFF: return "shut off";
+  case VIR_DOMAIN_CRASHED: return "crashed";
+  case VIR_DOMAIN_PMSUSPENDED: return "suspended";
+  default: return "unknown";
+  }
+}
+
+/* What is known of one disk's overlay. */
+struct disk_status {
+  bool exists;
+  uint64_t allocated;           /* bytes on disk */
+  bool have_size;
+  uint64_t virtual_size;
+  bool ours;                    /* in the ledger, and provably that file */
+};
+
+/* Read-only, never following a symlink, never blocking on a FIFO. */
+static void
+look_at (const struct ovl_config *cfg, struct ovl_ledger *l, const char *path,
+         struct disk_status *s)
+{
+  unsigned char buf[4096];
+  struct ovl_image_header h;
+  struct stat st;
+  struct ovl_ledger_entry *e;
+  ssize_t n;
+  int fd;
+
+  memset (s, 0, sizeof *s);
+  if (lstat (path, &st) == -1)
+    return;
+  s->exists = true;
+  s->allocated = (uint64_t) st.st_blocks * 512;
+  if (S_ISREG (st.st_mode) &&
+      (fd = open (path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) >= 0) {
+    n = pread (fd, buf, sizeof buf, 0);
+    if (n > 0 && ovl_image_parse_header (buf, (size_t) n, (uint64_t) st.st_size,
+                                         OVL_FMT_QCOW2, &h) == 0) {
+      s->have_size = true;
+      s->virtual_size = h.size;
+    }
+    close (fd);
+  }
+  if (l && (e = ovl_ledger_find (l, path)))
+    s->ours = ovl_overlay_presence (cfg, path, &e->id) == OVL_PRESENCE_OURS;
+}
+
+/* "12.5 MiB" */
+static void
+human (char *out, size_t size, uint64_t v)
+{
+  static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+  double d = (double) v;
+  int u = 0;
+
+  while (d >= 1024 && u < 4) {
+    d /= 1024;
+    u++;
+  }
+  if (u == 0)
+    snprintf (out, size, "%llu B", (unsigned long long) v);
+  else
+    snprintf (out, size, "%.1f %s", d, units[u]);
+}
+
+/* ---- output: a table, or JSON built in a buffer ---- */
+
+struct out {
+  bool json;
+  struct ovl_buf b;             /* the JSON document */
+  bool first_domain;
+};
+
+static int
+json_str (struct ovl_buf *b, const char *key, const char *value, bool comma)
+{
+  if ((comma && ovl_buf_printf (b, ",") == -1) || ovl_json_append_string (b, key) == -1 ||
+      ovl_buf_printf (b, ":") == -1)
+    return -1;
+  return value ? ovl_json_append_string (b, value) : ovl_buf_printf (b, "null");
+}
+
+static int
+show_domain (struct out *out, const struct ovl_config *cfg, virDomainPtr dom,
+             const struct ovl_domain *d)
+{
+  CLEANUP_LEDGER struct ovl_ledger *l = NULL;
+  struct ovl_buf *b = &out->b;
+  int state = VIR_DOMAIN_NOSTATE, reason;
+  size_t i;
+
+  if (virDomainGetState (dom, &state, &reason, 0) == -1)
+    state = VIR_DOMAIN_NOSTATE;
+  if (d->uuid && !(l = ovl_ledger_load (cfg->state_dir, d->uuid))) {
+    fprintf (stderr, "%s: domain %s: %s\n", prog, d->name, ovl_error_msg ());
+    return -1;
+  }
+  if (out->json) {
+    if ((!out->first_domain && ovl_buf_printf (b, ",") == -1) ||
+        ovl_buf_printf (b, "{") == -1 || json_str (b, "name", d->name, false) == -1 ||
+        json_str (b, "uuid", d->uuid, true) == -1 ||
+        json_str (b, "state", state_name (state), true) == -1 ||
+        ovl_buf_printf (b, ",\"disks\":[") == -1)
+      return -1;
+  }
+  else
+    printf ("domain %s (%s)\n", d->name, state_name (state));
+  out->first_domain = false;
+
+  for (i = 0; i < d->ndisks; i++) {
+    const struct ovl_disk *k = &d->disks[i];
+    const char *mode = k->mode == OVL_MODE_EPHEMERAL ? "ephemeral" : "persistent";
+    struct disk_status s;
+
+    look_at (cfg, l, k->overlay, &s);
+    if (out->json) {
+      if ((i && ovl_buf_printf (b, ",") == -1) || ovl_buf_printf (b, "{") == -1 ||
+          json_str (b, "target", k->target, false) == -1 ||
+          json_str (b, "mode", mode, true) == -1 ||
+          json_str (b, "overlay", k->overlay, true) == -1 ||
+          ovl_buf_printf (b, ",\"exists\":%s", s.exists ? "true" : "false") == -1 ||
+          (s.exists && ovl_buf_printf (b, ",\"allocated\":%llu",
+                                       (unsigned long long) s.allocated) == -1) ||
+          (s.have_size && ovl_buf_printf (b, ",\"virtual-size\":%llu",
+                                          (unsigned long long) s.virtual_size) == -1) ||
+          json_str (b, "base", k->base, true) == -1 ||
+          json_str (b, "base-format", ovl_format_name (k->base_format), true) == -1 ||
+          ovl_buf_printf (b, ",\"made-by-virt-overlay\":%s}", s.ours ? "true" : "false") == -1)
+        return -1;
+    }
+    else {
+      char alloc[32] = "", vsize[32] = "";
+      human (alloc, sizeof alloc, s.allocated);
+      if (s.have_size)
+        human (vsize, sizeof vsize, s.virtual_size);
+      printf ("  %-6s %-10s %s\n", k->target, mode, k->overlay);
+      if (s.exists)
+        printf ("         exists, %s allocated%s%s%s\n", alloc, s.have_size ? ", " : "",
+                vsize, s.have_size ? " virtual" : "");
+      else
+        printf ("         missing (made at the next start)\n");
+      printf ("         base %s (%s)%s\n", k->base, ovl_format_name (k->base_format),
+              s.ours ? ", made by virt-overlay" : "");
+    }
+  }
+  if (out->json && ovl_buf_printf (b, "]}") == -1)
+    return -1;
+  return 0;
+}
+
+/* The pools, from ovl_pool_status's lines "PATH ready=N KEY". */
+static int
+show_pools (struct out *out, const struct ovl_config *cfg)
+{
+  CLEANUP_FREE char *text = ovl_pool_status (cfg);
+  struct ovl_buf *b = &out->b;
+  char *line, *save = NULL;
+  bool first = true;
+
+  if (!text)
+    return -1;
+  if (out->json) {
+    if (ovl_buf_printf (b, "],\"pool-size\":%u,\"pools\":[", cfg->pool_size) == -1)
+      return -1;
+  }
+  else
+    printf ("pools (pool_size %u)%s\n", cfg->pool_size, *text ? "" : ": none");
+  for (line = strtok_r (text, "\n", &save); line; line = strtok_r (NULL, "\n", &save)) {
+    char *ready = strstr (line, " ready="), *key;
+    unsigned long n;
+    if (!ready)
+      continue;
+    *ready = '\0';
+    n = strtoul (ready + 7, &key, 10);
+    key = *key == ' ' ? key + 1 : key;
+    if (out->json) {
+      if ((!first && ovl_buf_printf (b, ",") == -1) || ovl_buf_printf (b, "{") == -1 ||
+          json_str (b, "path", line, false) == -1 ||
+          ovl_buf_printf (b, ",\"ready\":%lu", n) == -1 ||
+          json_str (b, "key", key, true) == -1 || ovl_buf_printf (b, "}") == -1)
+        return -1;
+    }
+    else
+      printf ("  %s: %lu ready, %s\n", line, n, key);
+    first = false;
+  }
+  return 0;
+}
+
+/* Each daemon: its socket, its pid (its pidfile, when we started it),
+ * whether it answers, and its jobs. */
+static int
+show_daemons (struct out *out, const struct ovl_config *cfg)
+{
+  struct ovl_buf *b = &out->b;
+  unsigned i;
+
+  if (out->json && ovl_buf_printf (b, "],\"daemons\":[") == -1)
+    return -1;
+  if (!out->json)
+    printf ("daemons\n");
+  for (i = 0; i < cfg->qsd_daemons; i++) {
+    CLEANUP_FREE char *sock = ovl_qsd_socket (cfg, i), *pidfile = NULL, *pidtext = NULL;
+    struct ovl_qmp *q;
+    struct ovl_json *jobs = NULL;
+    size_t len;
+    long pid = 0;
+
+    if (!sock || asprintf (&pidfile, "%s.pid", sock) == -1)
+      return -1;
+    {
+      int fd = open (pidfile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      if (fd >= 0) {
+        if (ovl_read_regular (fd, pidfile, 64, &pidtext, &len) == 0)
+          pid = strtol (pidtext, NULL, 10);
+        close (fd);
+      }
+    }
+    /* A short wait: another caller may be holding the monitor. */
+    if ((q = ovl_qmp_connect (sock, ovl_now_ms () + 2000)))
+      jobs = ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 2000);
+    ovl_qmp_close (q);
+    if (out->json) {
+      if ((i && ovl_buf_printf (b, ",") == -1) || ovl_buf_printf (b, "{") == -1 ||
+          json_str (b, "socket", sock, false) == -1 ||
+          (pid > 0 ? ovl_buf_printf (b, ",\"pid\":%ld", pid) : ovl_buf_printf (b, ",\"pid\":null")) == -1 ||
+          ovl_buf_printf (b, ",\"answering\":%s", jobs ? "true" : "false") == -1 ||
+          (jobs && ovl_buf_printf (b, ",\"jobs\":%zu", ovl_json_array_len (jobs)) == -1) ||
+          ovl_buf_printf (b, "}") == -1) {
+        ovl_json_free (jobs);
+        return -1;
+      }
+    }
+    else if (jobs)
+      printf ("  %s: answering, %zu jobs%s\n", sock, ovl_json_array_len (jobs),
+              pid > 0 ? "" : " (not started by virt-overlay)");
+    else
+      printf ("  %s: not answering (%s)\n", sock, ovl_error_msg ());
+    ovl_json_free (jobs);
+  }
+  return 0;
+}
+
+static int
+cmd_status (int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "json", no_argument, NULL, 'j' },
+    { "connect", required_argument, NULL, 'c' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  CLEANUP_CONFIG struct ovl_config *cfg = NULL;
+  struct out out = { .b = OVL_BUF_INIT, .first_domain = true };
+  const char *uri = "qemu:///system";
+  virConnectPtr conn;
+  virDomainPtr *doms = NULL;
+  int c, i, n = 0, status = 0;
+
+  while ((c = getopt_long (argc, argv, "+", opts, NULL)) != -1) {
+    switch (c) {
+    case 'j': out.json = true; break;
+    case 'c': uri = optarg; break;
+    case 'h': usage (stdout); return 0;
+    default: usage (stderr); return 2;
+    }
+  }
+  if (!(cfg = ovl_config_load ())) {
+    fprintf (stderr, "%s: %s\n", prog, ovl_error_msg ());
+    return 1;
+  }
+  virSetErrorFunc (NULL, silence_libvirt);
+  if (!(conn = virConnectOpenReadOnly (uri))) {
+    fprintf (stderr, "%s: %s: %s\n", prog, uri, virt_error ());
+    return 1;
+  }
+  if (optind < argc) {
+    n = argc - optind;
+    if (!(doms = calloc ((size_t) n, sizeof *doms)))
+      goto oom;
+    for (i = 0; i < n; i++)
+      if (!(doms[i] = virDomainLookupByName (conn, argv[optind + i]))) {
+        fprintf (stderr, "%s: domain %s: %s\n", prog, argv[optind + i], virt_error ());
+        status = 1;
+      }
+  }
+  else if ((n = virConnectListAllDomains (conn, &doms, 0)) == -1) {
+    fprintf (stderr, "%s: %s\n", prog, virt_error ());
+    virConnectClose (conn);
+    return 1;
+  }
+
+  if (out.json && ovl_buf_printf (&out.b, "{\"domains\":[") == -1)
+    goto oom;
+  for (i = 0; i < n; i++) {
+    CLEANUP_DOMAIN struct ovl_domain *d = NULL;
+    char *xml;
+
+    if (!doms[i])
+      continue;
+    if (!(xml = virDomainGetXMLDesc (doms[i], 0))) {
+      fprintf (stderr, "%s: domain %s: %s\n", prog, virDomainGetName (doms[i]), virt_error ());
+      status = 1;
+      continue;
+    }
+    d = ovl_domxml_parse (xml, strlen (xml), cfg);
+    free (xml);
+    if (!d) {
+      fprintf (stderr, "%s: domain %s: %s\n", prog, virDomainGetName (doms[i]), ovl_error_msg ());
+      status = 1;
+      continue;
+    }
+    /* Named domains are shown whatever they hold; the rest only with
+     * disks virt-overlay handles. */
+    if (d->ndisks == 0 && optind == argc)
+      continue;
+    if (show_domain (&out, cfg, doms[i], d) == -1)
+      status = 1;
+  }
+  if (show_pools (&out, cfg) == -1 || show_daemons (&out, cfg) == -1) {
+    fprintf (stderr, "%s: %s\n", prog, ovl_error_msg ());
+    status = 1;
+  }
+  if (out.json) {
+    if (ovl_buf_printf (&out.b, "]}\n") == -1)
+      goto oom;
+    fwrite (out.b.data, 1, out.b.len, stdout);
+  }
+  ovl_buf_reset (&out.b);
+  for (i = 0; i < n; i++)
+    if (doms[i])
+      virDomainFree (doms[i]);
+  free (doms);
+  virConnectClose (conn);
+  return status;
+
+ oom:
+  fprintf (stderr, "%s: out of memory\n", prog);
+  return 1;
+}
+
+int
+main (int argc, char **argv)
+{
+  if (argc < 2) {
+    usage (stderr);
+    return 2;
+  }
+  if (strcmp (argv[1], "status") == 0)
+    return cmd_status (argc - 1, argv + 1);
+  fprintf (stderr, "%s: unknown command '%s'\n", prog, argv[1]);
+  return 2;
+}
