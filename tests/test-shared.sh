@@ -188,7 +188,7 @@ VIRT_OVERLAY_CONFIG=$T/fakeconf unshare --pid --fork --mount-proc sh -c '
   "$fake" --chardev "socket,id=m,path=$T/fake.sock" --monitor chardev=m --daemonize || exit 1
   for id in "$@"; do
     "$builddir/tests/qmp-cmd" "$T/fake.sock" blockdev-create \
-      "{\"job-id\":\"ovl-$id-1\",\"options\":{\"driver\":\"qcow2\",\"size\":1048576,\"file\":\"x\"}}" >/dev/null
+      "{\"job-id\":\"ovl-$id-1\",\"options\":{\"driver\":\"qcow2\",\"file\":{\"driver\":\"file\",\"filename\":\"/proc/self/fd/9\",\"cache\":{\"no-flush\":true},\"locking\":\"off\"},\"size\":1048576,\"backing-file\":\"/b\",\"backing-fmt\":\"raw\",\"cluster-size\":65536,\"lazy-refcounts\":false,\"extended-l2\":false}}" >/dev/null
   done
   "$builddir/tests/qmp-cmd" "$T/fake.sock" query-jobs > "$T/jobs.before"
   "$builddir/cli/virt-overlay" create "$B" "$img/viafake.qcow2" 2> "$T/err"
