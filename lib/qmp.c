@@ -35,6 +35,8 @@ struct ovl_qmp {
   struct ovl_json_parser *parser;
   struct ovl_buf out;
   uint64_t next_id;             /* random start: see open_fd */
+  struct ovl_buf sent;          /* everything written before the greeting */
+  unsigned redials;             /* connections dropped before the greeting */
   size_t stale;                 /* messages meant for an earlier client, skipped */
   unsigned version;
   bool greeted;
@@ -76,6 +78,7 @@ ovl_qmp_close (struct ovl_qmp *q)
     close (q->fd);
   ovl_json_parser_free (q->parser);
   ovl_buf_reset (&q->out);
+  ovl_buf_reset (&q->sent);
   for (i = 0; i < q->npending; i++) {
     free (q->pending[i].execute);
     ovl_json_free (q->pending[i].reply);
@@ -143,6 +146,7 @@ greeting (struct ovl_qmp *q, struct ovl_json *msg)
   ovl_json_get_int (msg, "QMP.version.qemu.micro", &micro);
   q->version = (unsigned) (major * 10000 + minor * 100 + micro);
   q->greeted = true;
+  ovl_buf_reset (&q->sent);
   ovl_json_free (msg);
   return 0;
 }
@@ -207,6 +211,54 @@ dispatch (struct ovl_qmp *q, struct ovl_json *msg)
   return 0;
 }
 
+static int dial (const char *path, int64_t deadline);
+
+#define MAX_REDIALS 3
+
+/* The daemon dropped the connection before greeting us: it never opened
+ * a monitor session on it (qsd greets first and reads after), so none of
+ * what we sent was run.  Seen when a client connects while qsd is still
+ * tearing down the previous one's, which ended abruptly.  Connect again
+ * and send it all again, a few times at most.  0, or -1 (error set). */
+static int
+redial (struct ovl_qmp *q, int64_t deadline)
+{
+  struct ovl_buf again = OVL_BUF_INIT;
+  struct ovl_json_parser *parser;
+  int fd, flags;
+
+  if (q->greeted || q->redials >= MAX_REDIALS)
+    return -1;
+  q->redials++;
+  if (!(parser = ovl_json_parser_new (0, 0)))
+    return -1;
+  if ((fd = dial (q->path, deadline)) == -1) {
+    ovl_json_parser_free (parser);
+    return -1;
+  }
+  if ((flags = fcntl (fd, F_GETFL)) == -1 || fcntl (fd, F_SETFL, flags | O_NONBLOCK) == -1)
+    ovl_error ("QMP: fcntl: %m");
+  else if ((!q->sent.len || ovl_buf_append (&again, q->sent.data, q->sent.len) == 0) &&
+           (!q->out.len || ovl_buf_append (&again, q->out.data, q->out.len) == 0))
+    flags = 0;                  /* done */
+  else
+    flags = -1;
+  if (flags == -1) {
+    close (fd);
+    ovl_json_parser_free (parser);
+    ovl_buf_reset (&again);
+    return -1;
+  }
+  close (q->fd);
+  q->fd = fd;
+  ovl_json_parser_free (q->parser);
+  q->parser = parser;
+  ovl_buf_reset (&q->out);
+  ovl_buf_reset (&q->sent);
+  q->out = again;
+  return 0;
+}
+
 /* Write what is queued and read what is available, waiting at most until
  * DEADLINE for progress.  Returns 0 after some progress, -1 on error. */
 static int
@@ -240,11 +292,16 @@ pump (struct ovl_qmp *q, int64_t deadline)
   if (pfd.revents & POLLOUT) {
     n = send (q->fd, q->out.data, q->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n == -1 && errno != EAGAIN && errno != EINTR) {
+      if ((errno == EPIPE || errno == ECONNRESET) && redial (q, deadline) == 0)
+        return 0;
       ovl_error ("QMP: send: %m");
       return -1;
     }
-    if (n > 0)
+    if (n > 0) {
+      if (!q->greeted && ovl_buf_append (&q->sent, q->out.data, (size_t) n) == -1)
+        return -1;
       ovl_buf_consume (&q->out, (size_t) n);
+    }
   }
 
   if (pfd.revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -252,9 +309,14 @@ pump (struct ovl_qmp *q, int64_t deadline)
     if (n == -1) {
       if (errno == EAGAIN || errno == EINTR)
         return 0;
+      if (errno == ECONNRESET && !ovl_json_parser_in_message (q->parser) && redial (q, deadline) == 0)
+        return 0;
       ovl_error ("QMP: recv: %m");
       return -1;
     }
+    if (n == 0 && !q->greeted && !ovl_json_parser_in_message (q->parser) &&
+        redial (q, deadline) == 0)
+      return 0;
     if (n == 0) {
       if (ovl_json_parser_finish (q->parser) == 0)
         ovl_error ("QMP: qemu-storage-daemon closed the connection");
@@ -469,8 +531,9 @@ open_fd (int fd, const char *path, int64_t deadline, bool lazy)
   return NULL;
 }
 
-static struct ovl_qmp *
-connect_path (const char *path, int64_t deadline, bool lazy)
+/* A connected socket to PATH, blocking; -1 with the error set. */
+static int
+dial (const char *path, int64_t deadline)
 {
   struct sockaddr_un sun = { .sun_family = AF_UNIX };
   CLEANUP_CLOSE int fd = -1;
@@ -479,13 +542,13 @@ connect_path (const char *path, int64_t deadline, bool lazy)
 
   if (strlen (path) >= sizeof sun.sun_path) {
     ovl_error ("QMP: socket path too long: %s", path);
-    return NULL;
+    return -1;
   }
   strcpy (sun.sun_path, path);
   fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd == -1) {
     ovl_error ("QMP: socket: %m");
-    return NULL;
+    return -1;
   }
   /* A UNIX connect blocks while the listener's backlog is full, for at
    * most the send timeout: that bounds it by the deadline. */
@@ -504,9 +567,19 @@ connect_path (const char *path, int64_t deadline, bool lazy)
                  "(its backlog stayed full)", path);
     else
       ovl_error ("QMP: %s: %m", path);
-    return NULL;
+    return -1;
   }
-  return open_fd (OVL_STEAL_FD (fd), path, deadline, lazy);
+  return OVL_STEAL_FD (fd);
+}
+
+static struct ovl_qmp *
+connect_path (const char *path, int64_t deadline, bool lazy)
+{
+  int fd = dial (path, deadline);
+
+  if (fd == -1)
+    return NULL;
+  return open_fd (fd, path, deadline, lazy);
 }
 
 struct ovl_qmp *

@@ -216,6 +216,21 @@ fake_thread (void *arg)
     case FAKE_CLOSE:
       free (line);
       goto out;
+    case FAKE_DROP:
+      /* Wait for the client's first bytes, then close without reading
+       * them (the client gets a reset), and serve the next client. */
+      {
+        struct pollfd pfd = { .fd = fd, .events = POLLIN };
+        poll (&pfd, 1, 2000);
+      }
+      close (fd);
+      f->inlen = 0;
+      if ((fd = accept (f->listen_fd, NULL, NULL)) == -1) {
+        fake_fail (f, "accept: %s", strerror (errno));
+        free (line);
+        return NULL;
+      }
+      break;
     }
     free (line);
   }

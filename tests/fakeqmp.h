@@ -17,6 +17,7 @@ enum fake_action {
   FAKE_SEND_DELAYED,            /* wait 200 ms, then send .text */
   FAKE_STALL,                   /* send nothing more; wait for the client to leave */
   FAKE_CLOSE,                   /* close the connection */
+  FAKE_DROP,                    /* close it unread, then serve the next client */
 };
 
 struct fake_step {

@@ -326,6 +326,47 @@ test_stale_replies (void **state)
   finish (f);
 }
 
+/* A daemon that drops the connection before greeting ran nothing of
+ * it: the client connects again and sends it all again, unseen by the
+ * caller, a few times at most. */
+static void
+test_dropped_before_greeting (void **state)
+{
+  static const struct fake_step script[] = {
+    { NULL, FAKE_DROP, NULL },
+    { NULL, FAKE_DROP, NULL },
+    GREET, CAPS,
+    { "query-jobs", FAKE_SEND, "{\"return\": [], \"id\": $ID}\n" },
+  };
+  static const struct fake_step hopeless[] = {
+    { NULL, FAKE_DROP, NULL }, { NULL, FAKE_DROP, NULL }, { NULL, FAKE_DROP, NULL },
+    { NULL, FAKE_CLOSE, NULL },
+  };
+  struct fake_qmp *f = fake_qmp_start (dir, script, 5);
+  struct ovl_qmp *q = ovl_qmp_connect_lazy (fake_qmp_socket (f), ovl_now_ms () + 5000);
+  struct ovl_json *r;
+
+  assert_non_null (q);
+  r = ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 5000);
+  if (!r)
+    fail_msg ("%s", ovl_error_msg ());
+  assert_int_equal (ovl_json_array_len (r), 0);
+  ovl_json_free (r);
+  ovl_qmp_close (q);
+  finish (f);
+
+  /* Dropped every time: an error, not a loop. */
+  f = fake_qmp_start (dir, hopeless, 4);
+  q = ovl_qmp_connect_lazy (fake_qmp_socket (f), ovl_now_ms () + 5000);
+  assert_non_null (q);
+  assert_null (ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 5000));
+  if (!strstr (ovl_error_msg (), "reset") && !strstr (ovl_error_msg (), "closed the connection") &&
+      !strstr (ovl_error_msg (), "Broken pipe"))
+    fail_msg ("%s", ovl_error_msg ());
+  ovl_qmp_close (q);
+  finish (f);
+}
+
 /* A monitor that sends nothing but replies that are not ours is not
  * waited for forever: after MAX_STALE of them, an error. */
 static void
@@ -543,6 +584,7 @@ main (void)
     cmocka_unit_test (test_bad_greeting),
     cmocka_unit_test (test_stale_replies),
     cmocka_unit_test (test_stale_flood),
+    cmocka_unit_test (test_dropped_before_greeting),
     cmocka_unit_test (test_no_greeting),
     cmocka_unit_test (test_no_server),
     cmocka_unit_test (test_fake_catches_unexpected),
