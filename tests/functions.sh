@@ -113,6 +113,30 @@ use_hook_wrapper () { # HOOKS
   sh "$srcdir/contrib/libvirtd-ensure.sh" "$1"
 }
 
+# The XML of domain NAME ($UUID) with DISKs "target mode overlay base format".
+domain () {
+  name=$1; shift
+  echo "<domain type='qemu'><name>$name</name><uuid>$UUID</uuid>"
+  echo "<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>"
+  for d in "$@"; do
+    # shellcheck disable=SC2086
+    (set -- $d; echo "<ovl:disk target='$1' mode='$2'/>")
+  done
+  echo "</ovl:overlays></metadata><devices>"
+  for d in "$@"; do
+    # shellcheck disable=SC2086
+    (set -- $d
+    cat <<EOD
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
+<source file='$3'/>
+<backingStore type='file'><format type='$5'/><source file='$4'/><backingStore/></backingStore>
+<target dev='$1' bus='virtio'/></disk>
+EOD
+    )
+  done
+  echo "</devices></domain>"
+}
+
 # A domain NAME (UUID) with one disk, vda, of MODE on overlay OVERLAY
 # over $img/base.qcow2.
 one_disk_domain () { # NAME UUID MODE OVERLAY

@@ -47,19 +47,6 @@ static struct t_qsd qsd;
 static struct ovl_config *cfg, *pool_cfg;
 static const char *qemu_img;
 
-static void
-run_cmd (const char *fmt, ...)
-{
-  char cmd[8192];
-  va_list ap;
-
-  va_start (ap, fmt);
-  vsnprintf (cmd, sizeof cmd, fmt, ap);
-  va_end (ap);
-  if (system (cmd) != 0)
-    fail_msg ("failed: %s", cmd);
-}
-
 static bool
 exists (const char *p)
 {
@@ -104,7 +91,7 @@ setup (void **state_)
   mkdir (img, 0755);
   mkdir (state, 0700);
   /* A chain of two bases: base.qcow2 on base0.raw. */
-  run_cmd ("'%s' create -q -f raw '%s/base0.raw' 16M && "
+  T_RUN ("'%s' create -q -f raw '%s/base0.raw' 16M && "
            "'%s' create -q -f qcow2 -F raw -b '%s/base0.raw' '%s/base.qcow2'",
            qemu_img, img, qemu_img, img, img);
   if (t_qsd_start (&qsd, dir) == -1) {

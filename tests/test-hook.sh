@@ -17,29 +17,6 @@ at_exit "stop_pidfile $T/run/qsd.sock.pid"
 make_bases
 UUID=4f9c2a3e-1b7d-4e2a-9c1f-0123456789ab
 
-# domain NAME then DISK lines "target mode overlay base format"
-domain () {
-  name=$1; shift
-  echo "<domain type='qemu'><name>$name</name><uuid>$UUID</uuid>"
-  echo "<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>"
-  for d in "$@"; do
-    # shellcheck disable=SC2086
-    (set -- $d; echo "<ovl:disk target='$1' mode='$2'/>")
-  done
-  echo "</ovl:overlays></metadata><devices>"
-  for d in "$@"; do
-    (set -- $d
-    cat <<EOD
-<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
-<source file='$3'/>
-<backingStore type='file'><format type='$5'/><source file='$4'/><backingStore/></backingStore>
-<target dev='$1' bus='virtio'/></disk>
-EOD
-    )
-  done
-  echo "</devices></domain>"
-}
-
 # hook OP SUBOP [EXTRA [REASON]] < xml: records rc, stdout, stderr
 hook () {
   set +e

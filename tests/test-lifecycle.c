@@ -150,19 +150,6 @@ static char *dir, *img, *state, *overlay;
 static struct t_qsd qsd;
 static struct ovl_config *cfg;
 
-static void
-run_cmd (const char *fmt, ...)
-{
-  char cmd[8192];
-  va_list ap;
-
-  va_start (ap, fmt);
-  vsnprintf (cmd, sizeof cmd, fmt, ap);
-  va_end (ap);
-  if (system (cmd) != 0)
-    fail_msg ("failed: %s", cmd);
-}
-
 static int
 setup (void **state_)
 {
@@ -175,7 +162,7 @@ setup (void **state_)
     abort ();
   mkdir (img, 0755);
   mkdir (state, 0700);
-  run_cmd ("'%s' create -q -f qcow2 '%s/base.qcow2' 16M", qemu_img, img);
+  T_RUN ("'%s' create -q -f qcow2 '%s/base.qcow2' 16M", qemu_img, img);
   if (t_qsd_start (&qsd, dir) == -1) {
     fprintf (stderr, "cannot start qemu-storage-daemon\n");
     return -1;
@@ -293,14 +280,14 @@ test_unsaved_ledger_publishes_nothing (void **state_)
       asprintf (&inside, "%s/x", blocker) == -1)
     abort ();
   mkdir (state, 0700);
-  run_cmd ("mkdir -p '%s/domains' && mkdir '%s' && touch '%s'", state, blocker, inside);
+  T_RUN ("mkdir -p '%s/domains' && mkdir '%s' && touch '%s'", state, blocker, inside);
   assert_int_equal (run (OVL_OP_PREPARE, d, NULL, &o), 1);
   assert_said (&o, "ledger");
   assert_false (exists (overlay));
   assert_no_temps ();
   assert_int_equal (o.created, 0);
   ovl_outcome_clear (&o);
-  run_cmd ("rm -rf '%s'", blocker);
+  T_RUN ("rm -rf '%s'", blocker);
 
   /* Saved again, the same start works and is recorded. */
   assert_int_equal (run (OVL_OP_PREPARE, d, NULL, &o), 0);
@@ -372,7 +359,7 @@ test_foreign_file (void **state_)
   char *text;
   size_t len;
 
-  run_cmd ("echo mine > '%s'", overlay);
+  T_RUN ("echo mine > '%s'", overlay);
   assert_int_equal (run (OVL_OP_PREPARE, d, NULL, &o), 1);
   assert_said (&o, "disk vda: ephemeral overlay");
   assert_said (&o, "was not created by virt-overlay");

@@ -39,30 +39,6 @@ in_ns () {
     exec "$@"' sh "$T/dev" "$@"
 }
 
-# domain NAME then DISK lines "target mode overlay"
-domain () {
-  name=$1; shift
-  echo "<domain type='qemu'><name>$name</name><uuid>$UUID</uuid>"
-  echo "<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>"
-  for d in "$@"; do
-    # shellcheck disable=SC2086
-    (set -- $d; echo "<ovl:disk target='$1' mode='$2'/>")
-  done
-  echo "</ovl:overlays></metadata><devices>"
-  for d in "$@"; do
-    # shellcheck disable=SC2086
-    (set -- $d
-    cat <<EOD
-<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>
-<source file='$3'/>
-<backingStore type='file'><format type='qcow2'/><source file='$B'/><backingStore/></backingStore>
-<target dev='$1' bus='virtio'/></disk>
-EOD
-    )
-  done
-  echo "</devices></domain>"
-}
-
 # hook DOMAIN-XML-FILE OP SUBOP: rc, stdout, stderr, and the lines
 # syslog got during the call in $T/got.
 hook () {
@@ -89,7 +65,7 @@ quiet () {
 $builddir/cli/virt-overlay create "$B" "$img/warm.qcow2" && rm -f "$img/warm.qcow2"
 
 # ---- a cold start: one line per overlay made ----
-domain logdom "vda ephemeral $img/vda.qcow2" "vdb persistent $img/vdb.qcow2" > "$T/dom.xml"
+domain logdom "vda ephemeral $img/vda.qcow2 $B qcow2" "vdb persistent $img/vdb.qcow2 $B qcow2" > "$T/dom.xml"
 hook "$T/dom.xml" prepare begin
 [ "$rc" = 0 ] && pass || fail "prepare: exit $rc: $(cat "$T/stderr")"
 quiet prepare
@@ -114,7 +90,7 @@ count 1 "release"
 
 # ---- a refused disk: the line libvirt shows, at error priority ----
 : > "$T/outside.qcow2"
-domain logdom "vdc persistent $T/elsewhere/vdc.qcow2" > "$T/bad.xml"
+domain logdom "vdc persistent $T/elsewhere/vdc.qcow2 $B qcow2" > "$T/bad.xml"
 hook "$T/bad.xml" prepare begin
 [ "$rc" = 1 ] && pass || fail "refused prepare: exit $rc"
 [ -s "$T/stdout" ] && fail "refused: stdout: $(cat "$T/stdout")" || pass
@@ -127,7 +103,7 @@ write_conf "$T/poolconf" "pool_size = 2"
 export VIRT_OVERLAY_CONFIG=$T/poolconf
 $builddir/cli/virt-overlay pool fill "$B" && pass || fail "pool fill"
 rm -f "$img/vdb.qcow2"
-domain logdom "vda ephemeral $img/vda.qcow2" > "$T/pool.xml"
+domain logdom "vda ephemeral $img/vda.qcow2 $B qcow2" > "$T/pool.xml"
 hook "$T/pool.xml" prepare begin
 [ "$rc" = 0 ] && pass || fail "prepare from the pool: exit $rc: $(cat "$T/stderr")"
 quiet "prepare from the pool"

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,21 @@ rm_one (const char *path, const struct stat *st, int flag, struct FTW *ftw)
   else
     unlink (path);
   return 0;
+}
+
+int
+t_run (const char *fmt, ...)
+{
+  char cmd[8192];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (cmd, sizeof cmd, fmt, ap);
+  va_end (ap);
+  if (system (cmd) == 0)
+    return 0;
+  fprintf (stderr, "failed: %s\n", cmd);
+  return -1;
 }
 
 void

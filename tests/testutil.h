@@ -17,6 +17,10 @@ char *t_data_path (const char *rel);
 /* A fresh 0711 directory under $TMPDIR, removed by t_rmtree. */
 char *t_mkdtemp (void);
 void t_rmtree (const char *dir);
+/* Run a shell command; 0 if it succeeded, else -1 (it is named on
+ * stderr).  T_RUN fails the test. */
+int t_run (const char *fmt, ...) __attribute__((format (printf, 1, 2)));
+#define T_RUN(...) assert_int_equal (t_run (__VA_ARGS__), 0)
 
 /* A real qemu-storage-daemon with one monitor on SOCK. */
 struct t_qsd {
