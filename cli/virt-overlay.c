@@ -163,12 +163,14 @@ cmd_pool (int argc, char **argv)
     return 0;
   }
   if (strcmp (what, "flush") == 0 && argc == 2) {
-    long n = ovl_pool_flush (cfg);
+    long busy = 0, n = ovl_pool_flush (cfg, &busy);
     if (n == -1) {
       fprintf (stderr, "%s: %s\n", prog, ovl_error_msg ());
       return 1;
     }
     printf ("removed %ld pooled overlays\n", n);
+    if (busy > 0)
+      printf ("left %ld pools that a refill is filling: flush again when it is done\n", busy);
     return 0;
   }
   if (strcmp (what, "fill") == 0) {

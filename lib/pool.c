@@ -334,36 +334,57 @@ write_key (int pfd, const char *key)
   return 0;
 }
 
-/* Remove the files a pool directory may hold, then the directory.
- * 0, or -1 with the error set. */
+/* Remove the files a pool directory may hold, then the directory, with
+ * its lock held: a refiller holding it would otherwise keep filling
+ * while the next one made a new lock file and filled too.  The lock
+ * file goes last; a refiller that makes a new one meanwhile keeps the
+ * directory.  0, 1 if a refiller holds the lock (nothing removed), or
+ * -1 with the error set.  *READY, if not NULL, gets how many ready
+ * overlays were removed. */
 static int
-remove_pool_dir (int top, const char *hash)
+remove_pool_dir (int top, const char *hash, long *ready)
 {
   CLEANUP_CLOSE int pfd = open_private_dir (top, hash);
+  CLEANUP_CLOSE int lock = -1;
   CLEANUP_CLOSEDIR DIR *d = NULL;
   struct dirent *e;
   bool failed = false;
+  long n = 0;
 
   if (pfd == -1) {
     ovl_error ("%s", private_dir_error ());
     return -1;
   }
+  if ((lock = take_lock (pfd, -1)) == -2)
+    return 1;
+  if (lock == -1)
+    return -1;
   if (!(d = ovl_opendir_at (pfd))) {
     ovl_error ("%m");
     return -1;
   }
-  while ((e = ovl_readdir (d, &failed)))
-    if ((is_ready_name (e->d_name) || strcmp (e->d_name, "key") == 0 ||
-         strcmp (e->d_name, "key.tmp") == 0 || strcmp (e->d_name, "lock") == 0) &&
-        unlinkat (pfd, e->d_name, 0) == -1 && errno != ENOENT) {
+  while ((e = ovl_readdir (d, &failed))) {
+    bool ready_name = is_ready_name (e->d_name);
+    if (!ready_name && strcmp (e->d_name, "key") != 0 && strcmp (e->d_name, "key.tmp") != 0)
+      continue;
+    if (unlinkat (pfd, e->d_name, 0) == 0)
+      n += ready_name;
+    else if (errno != ENOENT) {
       ovl_error ("%s: %m", e->d_name);
       return -1;
     }
+  }
   if (failed) {
     ovl_error ("reading it: %m");
     return -1;
   }
-  /* Temporary files of a refiller at work keep it: it goes next time. */
+  if (ready)
+    *ready = n;
+  if (unlinkat (pfd, "lock", 0) == -1 && errno != ENOENT) {
+    ovl_error ("lock: %m");
+    return -1;
+  }
+  /* Temporary files of a create at work keep it: it goes next time. */
   if (unlinkat (top, hash, AT_REMOVEDIR) == -1 && errno != ENOENT && errno != ENOTEMPTY) {
     ovl_error ("%m");
     return -1;
@@ -423,7 +444,7 @@ discard_stale (int top, const char *hash, const char *key)
   }
   while ((e = ovl_readdir (d, &failed)))
     if (e->d_name[0] != '.' && strcmp (e->d_name, hash) != 0 &&
-        pool_is_stale (top, e->d_name, key) && remove_pool_dir (top, e->d_name) == -1) {
+        pool_is_stale (top, e->d_name, key) && remove_pool_dir (top, e->d_name, NULL) == -1) {
       ovl_error_prefix ("pool: removing the stale pool %s: ", e->d_name);
       return -1;
     }
@@ -706,32 +727,34 @@ ovl_pool_status (const struct ovl_config *cfg)
   return ovl_buf_steal (&b);
 }
 
+struct flush_count {
+  long ready, busy;
+};
+
 static int
 flush_one (int top, const char *dir, const char *hash, void *opaque)
 {
-  long *count = opaque;
-  CLEANUP_CLOSE int pfd = open_listed_pool (top, dir, hash);
+  struct flush_count *c = opaque;
+  long ready = 0;
+  int r = remove_pool_dir (top, hash, &ready);
 
-  long ready;
-
-  if (pfd == -1)
-    return -1;
-  if ((ready = count_ready (pfd)) == -1) {
-    ovl_error ("%s/%s/%s: %m", dir, OVL_POOL_DIR, hash);
-    return -1;
-  }
-  *count += ready;
-  if (remove_pool_dir (top, hash) == -1) {
+  if (r == -1) {
     ovl_error_prefix ("%s/%s/%s: ", dir, OVL_POOL_DIR, hash);
     return -1;
   }
+  c->ready += ready;
+  c->busy += r;
   return 0;
 }
 
 long
-ovl_pool_flush (const struct ovl_config *cfg)
+ovl_pool_flush (const struct ovl_config *cfg, long *busy)
 {
-  long count = 0;
+  struct flush_count c = { 0, 0 };
 
-  return each_pool (cfg, flush_one, &count) == -1 ? -1 : count;
+  if (each_pool (cfg, flush_one, &c) == -1)
+    return -1;
+  if (busy)
+    *busy = c.busy;
+  return c.ready;
 }

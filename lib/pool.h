@@ -77,7 +77,9 @@ int ovl_pool_refill_detached (const struct ovl_config *cfg, const struct ovl_req
 /* One line per pool in every overlay directory: count and key
  * (a new string). */
 char *ovl_pool_status (const struct ovl_config *cfg);
-/* Remove every pooled overlay; returns how many, or -1. */
-long ovl_pool_flush (const struct ovl_config *cfg);
+/* Remove every pooled overlay and its pool; returns how many, or -1.
+ * A pool whose lock a refiller holds is left whole and counted in
+ * *BUSY (if not NULL). */
+long ovl_pool_flush (const struct ovl_config *cfg, long *busy);
 
 #endif

@@ -522,7 +522,7 @@ fill_pool (void)
 {
   if (!life_cfg->pool_size)
     return;
-  assert_true (ovl_pool_flush (life_cfg) >= 0);
+  assert_true (ovl_pool_flush (life_cfg, NULL) >= 0);
   assert_int_equal (ovl_pool_fill (life_cfg, &pool_tmpl, img, -1, ovl_now_ms () + 20000),
                     (long) life_cfg->pool_size);
 }
@@ -646,7 +646,7 @@ after_pool_fill (int rc, bool failed)
   if (!strstr (status, " ready=2 "))
     fail_msg ("pool after a refill: %s", status);
   free (status);
-  assert_int_equal (ovl_pool_flush (pool_cfg), 2);
+  assert_int_equal (ovl_pool_flush (pool_cfg, NULL), 2);
 }
 
 static int
@@ -671,7 +671,7 @@ test_pool (enum t_fault kind)
 
   assert_true (ovl_pool_fill (pool_cfg, &pool_tmpl, img, -1, ovl_now_ms () + 20000) == 2);
   sweep (&status);
-  assert_int_equal (ovl_pool_flush (pool_cfg), 2);
+  assert_int_equal (ovl_pool_flush (pool_cfg, NULL), 2);
 
   lifecycle_sweeps (pool_cfg, kind, "prepare from the pool", "release with the pool");
 }

@@ -175,10 +175,24 @@ grep -q "warning: pool: the refiller $T/no-such-refiller could not be run: No su
   && pass || fail "no warning for a refiller that did not start: $(cat "$T/err")"
 [ -f "$img/norefill.qcow2" ] && pass || fail "no overlay without a refiller"
 
+# ---- flush leaves a pool whose lock a refiller holds ----
+wait_ready 2
+held=$(ls -d "$img"/.virt-overlay-pool/*/ | head -n 1)
+n_held=$(ls "$held" | grep -c '^ready-' || true)
+flock "$held/lock" sh -c "$VO pool flush" > "$T/out"
+grep -q "left 1 pools that a refill is filling" "$T/out" && pass || fail "flush of a busy pool: $(cat "$T/out")"
+[ -e "$held/lock" ] && [ -e "$held/key" ] && [ "$(ls "$held" | grep -c '^ready-')" = "$n_held" ] \
+  && pass || fail "flush took from a pool whose lock was held: $(ls "$held")"
+# Its lock file is the one the refiller holds: a second refiller waits.
+exec 8< "$held/lock"
+flock -n 8 && pass || fail "the busy pool's lock is held by no one after flush"
+flock -u 8; exec 8<&-
+
 # ---- flush removes pooled overlays and nothing else ----
 before=$(cd "$img" && ls)
 $VO pool flush > "$T/out"
-grep -q "removed [1-9]" "$T/out" && pass || fail "flush: $(cat "$T/out")"
+grep -q "removed [1-9]" "$T/out" && ! grep -q "left" "$T/out" && pass || fail "flush: $(cat "$T/out")"
+[ -z "$(ls -A "$img/.virt-overlay-pool")" ] && pass || fail "pools left after flush: $(ls -A "$img/.virt-overlay-pool")"
 [ "$(ready_count)" = 0 ] && pass || fail "pooled overlays left after flush"
 [ "$(cd "$img" && ls)" = "$before" ] && pass || fail "flush touched other files"
 finish
