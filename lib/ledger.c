@@ -419,13 +419,34 @@ ovl_ledger_open (const char *state_dir, const char *uuid, int64_t deadline)
   }
   if (ovl_mkdir_p (dir, 0700) == -1)
     return NULL;
-  fd = open (lockfile, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
-  if (fd == -1) {
-    ovl_error ("ledger lock %s: %m", lockfile);
-    return NULL;
+  /* "virt-overlay gc" removes the lock file of a domain that is gone,
+   * holding it: a lock taken on a name removed meanwhile is taken again
+   * on the new file. */
+  for (;;) {
+    struct stat a, b;
+
+    fd = open (lockfile, O_RDWR | O_CREAT | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC, 0600);
+    if (fd == -1) {
+      ovl_error ("ledger lock %s: %m", lockfile);
+      return NULL;
+    }
+    if (ovl_flock_until (fd, LOCK_EX, deadline, lockfile) == -1)
+      return NULL;
+    if (fstat (fd, &a) == -1) {
+      ovl_error ("ledger lock %s: %m", lockfile);
+      return NULL;
+    }
+    if (lstat (lockfile, &b) == 0) {
+      if (a.st_dev == b.st_dev && a.st_ino == b.st_ino)
+        break;
+    }
+    else if (errno != ENOENT) {
+      ovl_error ("ledger lock %s: %m", lockfile);
+      return NULL;
+    }
+    close (fd);
+    fd = -1;
   }
-  if (ovl_flock_until (fd, LOCK_EX, deadline, lockfile) == -1)
-    return NULL;
   if (!(l = ovl_ledger_load (state_dir, uuid)))
     return NULL;
   l->lockfd = OVL_STEAL_FD (fd);
