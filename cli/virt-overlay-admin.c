@@ -5,6 +5,7 @@
  * virt-overlay runs it from LIBEXECDIR for these subcommands:
  *
  *   virt-overlay status [--json] [--connect URI] [DOMAIN...]
+ *   virt-overlay gc [--dry-run] [--json] [--connect URI]
  *
  * status: for each domain whose disks virt-overlay handles (or each
  * DOMAIN named), its state and, per disk, the mode, the overlay, whether
@@ -12,6 +13,10 @@
  * virt-overlay made it (the ledger, with the file's identity checked);
  * then the pools and the daemons.  Read-only: it opens libvirt
  * read-only, takes no lock, and changes nothing.
+ *
+ * gc: what lib/gc.h removes, with libvirt telling which domains it
+ * knows.  A connection that is not this host's system QEMU driver would
+ * make every domain look undefined, so it is refused.
  */
 #include <config.h>
 
@@ -32,6 +37,7 @@
 #include "config.h"
 #include "domxml.h"
 #include "error.h"
+#include "gc.h"
 #include "image.h"
 #include "json.h"
 #include "ledger.h"
@@ -46,7 +52,8 @@ static const char *prog = "virt-overlay";
 static void
 usage (FILE *f)
 {
-  fprintf (f, "Usage: %s status [--json] [--connect URI] [DOMAIN...]\n", prog);
+  fprintf (f, "Usage: %s status [--json] [--connect URI] [DOMAIN...]\n"
+           "       %s gc [--dry-run] [--json] [--connect URI]\n", prog, prog);
 }
 
 /* libvirt's last error, as one line. */
@@ -411,6 +418,161 @@ cmd_status (int argc, char **argv)
   return 1;
 }
 
+/* ---- gc ---- */
+
+struct gc_out {
+  virConnectPtr conn;
+  bool json, dry_run, oom;
+  struct ovl_buf b;
+  size_t removed, left;
+};
+
+/* 1 libvirt knows UUID, 0 it does not, -1 it cannot tell. */
+static int
+gc_domain_known (void *opaque, const char *uuid)
+{
+  struct gc_out *g = opaque;
+  virDomainPtr dom = virDomainLookupByUUIDString (g->conn, uuid);
+  virErrorPtr e;
+
+  if (dom) {
+    virDomainFree (dom);
+    return 1;
+  }
+  e = virGetLastError ();
+  if (e && e->code == VIR_ERR_NO_DOMAIN)
+    return 0;
+  ovl_error ("domain %s: libvirt cannot tell whether it is defined: %s", uuid, virt_error ());
+  return -1;
+}
+
+static void
+gc_say (void *opaque, enum ovl_gc_action action, const char *kind, const char *path,
+        const char *why)
+{
+  struct gc_out *g = opaque;
+  const char *a = action == OVL_GC_REMOVED ? "removed"
+    : action == OVL_GC_WOULD_REMOVE ? "would remove" : "left";
+
+  if (action == OVL_GC_LEFT)
+    g->left++;
+  else
+    g->removed++;
+  if (!g->json) {
+    printf ("%s %s %s: %s\n", a, kind, path, why);
+    return;
+  }
+  if ((g->removed + g->left > 1 && ovl_buf_printf (&g->b, ",\n") == -1) ||
+      ovl_buf_printf (&g->b, "{") == -1 || json_str (&g->b, "action", a, false) == -1 ||
+      json_str (&g->b, "kind", kind, true) == -1 || json_str (&g->b, "path", path, true) == -1 ||
+      json_str (&g->b, "reason", why, true) == -1 || ovl_buf_printf (&g->b, "}") == -1)
+    g->oom = true;
+}
+
+/* The path of URI ("/system" in "qemu:///system?socket=..."), in BUF. */
+static const char *
+uri_path (const char *uri, char *buf, size_t len)
+{
+  const char *p = strstr (uri, "://"), *end;
+
+  if (!p)
+    return "";
+  p = strchr (p + 3, '/');
+  if (!p)
+    return "";
+  end = p + strcspn (p, "?#");
+  snprintf (buf, len, "%.*s", (int) (end - p), p);
+  return buf;
+}
+
+/* Only this host's system QEMU driver knows the domains this host's
+ * hook works for. */
+static int
+gc_check_connection (virConnectPtr conn, const char *uri)
+{
+  const char *type = virConnectGetType (conn);
+  char *real = virConnectGetURI (conn), *host = virConnectGetHostname (conn);
+  char here[256] = "", path[64];
+  int ok = -1;
+
+  if (!type || strcmp (type, "QEMU") != 0)
+    fprintf (stderr, "%s: gc: %s is not a QEMU driver (%s): refused, every domain would "
+             "look undefined\n", prog, uri, type ? type : "?");
+  else if (!real || strcmp (uri_path (real, path, sizeof path), "/system") != 0)
+    fprintf (stderr, "%s: gc: %s is not qemu:///system: refused, every domain would look "
+             "undefined\n", prog, real ? real : uri);
+  else if (!strstr (real, ":///") || !host || gethostname (here, sizeof here - 1) == -1 ||
+           strcmp (host, here) != 0)
+    fprintf (stderr, "%s: gc: %s is not this host's libvirt (%s): refused\n", prog, uri,
+             host ? host : "?");
+  else
+    ok = 0;
+  free (real);
+  free (host);
+  return ok;
+}
+
+static int
+cmd_gc (int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "dry-run", no_argument, NULL, 'n' },
+    { "json", no_argument, NULL, 'j' },
+    { "connect", required_argument, NULL, 'c' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  CLEANUP_CONFIG struct ovl_config *cfg = NULL;
+  struct gc_out g = { .b = OVL_BUF_INIT };
+  const struct ovl_gc_ops ops = { gc_domain_known, gc_say, &g };
+  const char *uri = "qemu:///system";
+  int c, status = 0;
+
+  while ((c = getopt_long (argc, argv, "+", opts, NULL)) != -1) {
+    switch (c) {
+    case 'n': g.dry_run = true; break;
+    case 'j': g.json = true; break;
+    case 'c': uri = optarg; break;
+    case 'h': usage (stdout); return 0;
+    default: usage (stderr); return 2;
+    }
+  }
+  if (optind < argc) {
+    usage (stderr);
+    return 2;
+  }
+  if (!(cfg = ovl_config_load ())) {
+    fprintf (stderr, "%s: %s\n", prog, ovl_error_msg ());
+    return 1;
+  }
+  virSetErrorFunc (NULL, silence_libvirt);
+  if (!(g.conn = virConnectOpenReadOnly (uri))) {
+    fprintf (stderr, "%s: %s: %s\n", prog, uri, virt_error ());
+    return 1;
+  }
+  if (gc_check_connection (g.conn, uri) == -1) {
+    virConnectClose (g.conn);
+    return 1;
+  }
+  if (ovl_gc (cfg, &ops, g.dry_run, ovl_now_ms () + cfg->timeout_ms) == -1) {
+    fprintf (stderr, "%s: gc stopped: %s\n", prog, ovl_error_msg ());
+    status = 1;
+  }
+  if (g.json) {
+    if (g.oom) {
+      fprintf (stderr, "%s: out of memory\n", prog);
+      status = 1;
+    }
+    printf ("{\"dry-run\":%s,\"items\":[%s%.*s%s]}\n", g.dry_run ? "true" : "false",
+            g.b.len ? "\n" : "", (int) g.b.len, g.b.data ? g.b.data : "", g.b.len ? "\n" : "");
+  }
+  else
+    printf ("gc: %zu %s, %zu left\n", g.removed, g.dry_run ? "to remove" : "removed", g.left);
+  ovl_buf_reset (&g.b);
+  virConnectClose (g.conn);
+  return status;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -420,6 +582,8 @@ main (int argc, char **argv)
   }
   if (strcmp (argv[1], "status") == 0)
     return cmd_status (argc - 1, argv + 1);
+  if (strcmp (argv[1], "gc") == 0)
+    return cmd_gc (argc - 1, argv + 1);
   fprintf (stderr, "%s: unknown command '%s'\n", prog, argv[1]);
   return 2;
 }

@@ -33,6 +33,7 @@ usage (FILE *f)
            "       %s pool fill [create's options] BASE [DIR...]\n"
            "       %s pool status | pool flush\n"
            "       %s status [--json] [--connect URI] [DOMAIN...]\n"
+           "       %s gc [--dry-run] [--json] [--connect URI]\n"
            "       %s --help | --version\n"
            "\n"
            "create makes qcow2 overlays on BASE through qemu-storage-daemon, all or\n"
@@ -41,8 +42,10 @@ usage (FILE *f)
            "overlay_dirs); status lists the pools; flush removes every pooled overlay.\n"
            "status shows what virt-overlay made for which domain, the pools and the\n"
            "daemons (through libvirt, read-only).\n"
+           "gc removes what virt-overlay made for domains libvirt no longer knows,\n"
+           "temporary files of dead callers and pools whose base changed.\n"
            "Configuration: $VIRT_OVERLAY_CONFIG or %s\n",
-           prog, prog, prog, prog, prog, OVL_CONFIG_DEFAULT_PATH);
+           prog, prog, prog, prog, prog, prog, OVL_CONFIG_DEFAULT_PATH);
 }
 
 static int
@@ -235,6 +238,8 @@ main (int argc, char **argv)
   if (strcmp (argv[1], "pool") == 0)
     return cmd_pool (argc - 1, argv + 1);
   if (strcmp (argv[1], "status") == 0)
+    return run_admin (argv);
+  if (strcmp (argv[1], "gc") == 0)
     return run_admin (argv);
   fprintf (stderr, "%s: unknown command '%s'\n", prog, argv[1]);
   return 2;

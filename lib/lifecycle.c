@@ -213,10 +213,8 @@ say_refusal (struct ovl_outcome *o, const struct ovl_disk *k, enum ovl_why why)
   }
 }
 
-/* libvirt keeps a managed-save image at DIR/NAME.save: 1 it does, 0 it
- * does not, -1 it cannot be told (error set). */
-static int
-managed_save_exists (const struct ovl_config *cfg, const char *name)
+int
+ovl_managed_save_exists (const struct ovl_config *cfg, const char *name)
 {
   CLEANUP_FREE char *p = NULL;
   struct stat st;
@@ -250,7 +248,7 @@ static int
 dom_facts (const struct ovl_config *cfg, const struct ovl_domain *dom,
            const struct ovl_ledger *l, const char *reason, struct ovl_dom_facts *f)
 {
-  int ms = managed_save_exists (cfg, dom->name);
+  int ms = ovl_managed_save_exists (cfg, dom->name);
 
   if (ms == -1)
     return -1;

@@ -106,6 +106,11 @@ struct ovl_outcome {
 };
 void ovl_outcome_clear (struct ovl_outcome *o);
 
+/* libvirt keeps a managed-save image of domain NAME at
+ * managed_save_dir/NAME.save: 1 it does, 0 it does not, -1 it cannot be
+ * told (error set). */
+int ovl_managed_save_exists (const struct ovl_config *cfg, const char *name);
+
 /* Carry out OP for DOM.  REASON is libvirt's shutoff reason (release),
  * or NULL.  Everything ends by DEADLINE.  Returns o->status. */
 int ovl_lifecycle_run (const struct ovl_config *cfg, enum ovl_op op,

@@ -232,8 +232,10 @@ ovl_create_locked (int dirfd, const char *name, int mode)
   return OVL_STEAL_FD (fd);
 }
 
-int
-ovl_unlink_if_unlocked (int dirfd, const char *name)
+/* The work of ovl_unlink_if_unlocked; with DRY_RUN, everything but the
+ * unlink. */
+static int
+unlink_if_unlocked (int dirfd, const char *name, bool dry_run)
 {
   CLEANUP_CLOSE int fd = -1;
   struct stat a, b;
@@ -256,7 +258,19 @@ ovl_unlink_if_unlocked (int dirfd, const char *name)
     return errno == ENOENT ? 0 : -1;
   if (!S_ISREG (a.st_mode) || !same_inode (&a, &b))
     return 0;                   /* the name moved on to another file */
-  if (unlinkat (dirfd, name, 0) == -1)
+  if (!dry_run && unlinkat (dirfd, name, 0) == -1)
     return errno == ENOENT ? 0 : -1;
   return 1;
+}
+
+int
+ovl_unlink_if_unlocked (int dirfd, const char *name)
+{
+  return unlink_if_unlocked (dirfd, name, false);
+}
+
+int
+ovl_is_unlocked (int dirfd, const char *name)
+{
+  return unlink_if_unlocked (dirfd, name, true);
 }

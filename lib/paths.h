@@ -59,5 +59,8 @@ int ovl_create_locked (int dirfd, const char *name, int mode);
 /* Remove NAME in DIRFD if it is a regular file nobody holds locked.
  * 1 removed, 0 in use or gone, -1 error with errno set. */
 int ovl_unlink_if_unlocked (int dirfd, const char *name);
+/* Whether ovl_unlink_if_unlocked would remove it now (the same answers),
+ * removing nothing. */
+int ovl_is_unlocked (int dirfd, const char *name);
 
 #endif

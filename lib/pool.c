@@ -758,3 +758,204 @@ ovl_pool_flush (const struct ovl_config *cfg, long *busy)
     *busy = c.busy;
   return c.ready;
 }
+
+/* ---- gc ---- */
+
+/* The request a pool's KEY was made for (base and options; R->base
+ * points into KEY, which is cut at its lines).  0, or -1 if KEY is not
+ * one of ours. */
+static int
+parse_key (char *key, struct ovl_request *r)
+{
+  char *line, *save = NULL, *v;
+  uint64_t n;
+  int have = 0;
+
+  memset (r, 0, sizeof *r);
+  line = strtok_r (key, "\n", &save);
+  if (!line || strcmp (line, "virt-overlay-pool 1") != 0)
+    return -1;
+  while ((line = strtok_r (NULL, "\n", &save))) {
+    if (!(v = strchr (line, ' ')))
+      return -1;
+    *v++ = '\0';
+    if (strcmp (line, "base") == 0)
+      r->base = v, have |= 1;
+    else if (strcmp (line, "backing-format") == 0) {
+      if (ovl_format_parse (v, &r->base_format) == -1)
+        return -1;
+      have |= 2;
+    }
+    else if (strcmp (line, "base-file") == 0)
+      continue;
+    else {
+      if (ovl_parse_u64 (v, &n) == -1)
+        return -1;
+      if (strcmp (line, "cluster-size") == 0)
+        r->cluster_size = n, have |= 4;
+      else if (strcmp (line, "lazy-refcounts") == 0)
+        r->lazy_refcounts = n != 0, have |= 8;
+      else if (strcmp (line, "extended-l2") == 0)
+        r->extended_l2 = n != 0, have |= 16;
+      else if (strcmp (line, "size") == 0)
+        r->size = n, have |= 32;
+      else
+        return -1;
+    }
+  }
+  return have == 63 ? 0 : -1;
+}
+
+/* Whether pool directory PFD is of no more use: 1 (with *WHY, a static
+ * string or one in BUF), 0 it still serves its key, -1 it cannot be
+ * told now (*WHY says why). */
+static int
+pool_is_useless (const struct ovl_config *cfg, int pfd, char *buf, size_t len,
+                 const char **why)
+{
+  CLEANUP_CLOSE int kfd = openat (pfd, "key", O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  char key[KEY_MAX], copy[KEY_MAX], now[KEY_MAX];
+  struct ovl_request r;
+  struct ovl_result res = { 0 };
+  struct stat st;
+  ssize_t n;
+
+  *why = buf;
+  if (kfd == -1 && errno == ENOENT) {
+    *why = "it has no key: a first fill that did not finish";
+    return 1;
+  }
+  if (kfd == -1 || (n = read (kfd, key, sizeof key - 1)) == -1) {
+    snprintf (buf, len, "its key cannot be read: %s", strerror (errno));
+    return -1;
+  }
+  key[n] = '\0';
+  memcpy (copy, key, (size_t) n + 1);
+  if (parse_key (copy, &r) == -1) {
+    *why = "its key is not one virt-overlay writes";
+    return -1;
+  }
+  if (ovl_request_check_base (cfg, &r, &res, false) == -1) {
+    /* Gone is gone; anything else may pass. */
+    if (lstat (r.base, &st) == -1 && errno == ENOENT)
+      *why = "its base is gone";
+    else
+      snprintf (buf, len, "its base cannot be checked: %s", res.error ? res.error : "?");
+    ovl_result_clear (&res);
+    return *why == buf ? -1 : 1;
+  }
+  n = make_key (&r, &res, now, sizeof now);
+  ovl_result_clear (&res);
+  if (n == -1) {
+    snprintf (buf, len, "%s", ovl_error_msg ());
+    return -1;
+  }
+  if (strcmp (now, key) != 0) {
+    *why = "its base changed";
+    return 1;
+  }
+  return 0;
+}
+
+/* Whether a refiller holds pool PFD's lock, without making the file. */
+static bool
+pool_busy (int pfd)
+{
+  CLEANUP_CLOSE int fd = openat (pfd, "lock", O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+  return fd >= 0 && flock (fd, LOCK_EX | LOCK_NB) == -1 && errno == EWOULDBLOCK;
+}
+
+struct pool_gc {
+  const struct ovl_config *cfg;
+  bool dry_run;
+  ovl_gc_say *say;
+  void *opaque;
+};
+
+/* The temporary files in directory FD (named PATH) that no live caller
+ * holds. */
+void
+ovl_gc_temps (int fd, const char *path, bool dry_run, ovl_gc_say *say, void *opaque)
+{
+  CLEANUP_CLOSEDIR DIR *d = ovl_opendir_at (fd);
+  struct dirent *e;
+  bool failed = false;
+
+  if (!d) {
+    say (opaque, OVL_GC_LEFT, "directory", path, strerror (errno));
+    return;
+  }
+  while ((e = ovl_readdir (d, &failed))) {
+    CLEANUP_FREE char *p = NULL;
+    size_t l = strlen (e->d_name);
+    int r;
+
+    if (strncmp (e->d_name, OVL_TMP_PREFIX, strlen (OVL_TMP_PREFIX)) != 0 ||
+        l < 4 || strcmp (e->d_name + l - 4, ".tmp") != 0)
+      continue;
+    if (asprintf (&p, "%s/%s", path, e->d_name) == -1)
+      p = NULL;
+    r = dry_run ? ovl_is_unlocked (fd, e->d_name) : ovl_unlink_if_unlocked (fd, e->d_name);
+    if (r == 1)
+      say (opaque, dry_run ? OVL_GC_WOULD_REMOVE : OVL_GC_REMOVED, "temporary file",
+           p ? p : e->d_name, "no live caller holds it");
+    else if (r == -1)
+      say (opaque, OVL_GC_LEFT, "temporary file", p ? p : e->d_name, strerror (errno));
+  }
+  if (failed)
+    say (opaque, OVL_GC_LEFT, "directory", path, strerror (errno));
+}
+
+static int
+gc_one (int top, const char *dir, const char *hash, void *opaque)
+{
+  struct pool_gc *g = opaque;
+  CLEANUP_CLOSE int pfd = open_private_dir (top, hash);
+  CLEANUP_FREE char *path = NULL;
+  char buf[700], what[600];
+  const char *why;
+  long ready = 0;
+  int r;
+
+  if (asprintf (&path, "%s/%s/%s", dir, OVL_POOL_DIR, hash) == -1) {
+    ovl_error ("out of memory");
+    return -1;
+  }
+  if (pfd == -1) {
+    g->say (g->opaque, OVL_GC_LEFT, "pool", path, private_dir_error ());
+    return 0;
+  }
+  ovl_gc_temps (pfd, path, g->dry_run, g->say, g->opaque);
+  if (pool_busy (pfd))
+    return 0;                   /* a refill is at work: it knows best */
+  switch (pool_is_useless (g->cfg, pfd, buf, sizeof buf, &why)) {
+  case 0:
+    return 0;
+  case -1:
+    g->say (g->opaque, OVL_GC_LEFT, "pool", path, why);
+    return 0;
+  }
+  if (g->dry_run) {
+    g->say (g->opaque, OVL_GC_WOULD_REMOVE, "pool", path, why);
+    return 0;
+  }
+  /* The reason is kept: removing it may set the error. */
+  snprintf (what, sizeof what, "%s", why);
+  r = remove_pool_dir (top, hash, &ready);
+  if (r == 0) {
+    snprintf (buf, sizeof buf, "%s (%ld ready overlays)", what, ready);
+    g->say (g->opaque, OVL_GC_REMOVED, "pool", path, buf);
+  }
+  else
+    g->say (g->opaque, OVL_GC_LEFT, "pool", path,
+            r == 1 ? "a refill took it meanwhile" : ovl_error_msg ());
+  return 0;
+}
+
+int
+ovl_pool_gc (const struct ovl_config *cfg, bool dry_run, ovl_gc_say *say, void *opaque)
+{
+  struct pool_gc g = { cfg, dry_run, say, opaque };
+
+  return each_pool (cfg, gc_one, &g);
+}

@@ -82,4 +82,22 @@ char *ovl_pool_status (const struct ovl_config *cfg);
  * *BUSY (if not NULL). */
 long ovl_pool_flush (const struct ovl_config *cfg, long *busy);
 
+/* ---- gc: what virt-overlay made and nobody needs any more ---- */
+
+enum ovl_gc_action { OVL_GC_REMOVED, OVL_GC_WOULD_REMOVE, OVL_GC_LEFT };
+/* One thing gc removed (or, with a dry run, would remove) or had to
+ * leave: its kind ("overlay", "pool", ...), its path, and why. */
+typedef void ovl_gc_say (void *opaque, enum ovl_gc_action action, const char *kind,
+                         const char *path, const char *why);
+
+/* The temporary files in directory FD (called PATH) whose maker is
+ * gone: removed (or, with DRY_RUN, only named) through SAY. */
+void ovl_gc_temps (int fd, const char *path, bool dry_run, ovl_gc_say *say, void *opaque);
+
+/* Every pool that serves no key any more (its base changed or went,
+ * or a first fill died before writing the key), and the temporary files
+ * of dead refillers.  A pool a refill is filling is left to it.  0, or
+ * -1 (error set) if the pools could not be listed. */
+int ovl_pool_gc (const struct ovl_config *cfg, bool dry_run, ovl_gc_say *say, void *opaque);
+
 #endif

@@ -13,6 +13,7 @@
 #include <config.h>
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,6 +29,7 @@
 #include "config.h"
 #include "domxml.h"
 #include "error.h"
+#include "gc.h"
 #include "image.h"
 #include "json.h"
 #include "ledger.h"
@@ -515,6 +517,22 @@ assert_next_start_works (void)
 
 static struct ovl_request pool_tmpl;
 
+/* Flush every pool.  The refiller the last prepare started (/bin/true)
+ * may still hold a pool's lock: flush leaves such a pool, so again. */
+static void
+flush_pools (const struct ovl_config *c)
+{
+  long busy = 1;
+  int i;
+
+  for (i = 0; busy > 0 && i < 500; i++) {
+    if (i)
+      usleep (10000);
+    assert_true (ovl_pool_flush (c, &busy) >= 0);
+  }
+  assert_int_equal (busy, 0);
+}
+
 /* With the pool on: make it hold exactly pool_size overlays again, so
  * that the next prepare takes from it. */
 static void
@@ -522,7 +540,7 @@ fill_pool (void)
 {
   if (!life_cfg->pool_size)
     return;
-  assert_true (ovl_pool_flush (life_cfg, NULL) >= 0);
+  flush_pools (life_cfg);
   assert_int_equal (ovl_pool_fill (life_cfg, &pool_tmpl, img, -1, ovl_now_ms () + 20000),
                     (long) life_cfg->pool_size);
 }
@@ -676,6 +694,122 @@ test_pool (enum t_fault kind)
   lifecycle_sweeps (pool_cfg, kind, "prepare from the pool", "release with the pool");
 }
 
+/* ---- gc, as if every domain were gone ---- */
+
+static const struct ovl_config *gc_cfg;
+
+static int
+gc_unknown (void *opaque, const char *uuid)
+{
+  return 0;
+}
+
+/* The first thing left becomes the error: with nothing failed, gc
+ * leaves nothing here. */
+static void
+gc_note (void *opaque, enum ovl_gc_action a, const char *kind, const char *path,
+         const char *why)
+{
+  bool *left = opaque;
+
+  if (a == OVL_GC_LEFT && !*left) {
+    *left = true;
+    ovl_error ("gc left %s %s: %s", kind, path, why);
+  }
+}
+
+static int
+gc_once (void)
+{
+  bool left = false;
+  const struct ovl_gc_ops ops = { gc_unknown, gc_note, &left };
+
+  if (ovl_gc (gc_cfg, &ops, false, ovl_now_ms () + 20000) == -1)
+    return -1;
+  return left ? -1 : 0;
+}
+
+/* Something for each kind of garbage: a domain's ephemeral overlay, a
+ * dead caller's temporary file and, with the pool, a pool whose base
+ * changed.  The domain starts without the pool, so that no refiller
+ * holds it. */
+static void
+gc_garbage (void)
+{
+  CLEANUP_FREE char *tmp = in_img (".virt-overlay-dead-1.tmp");
+  struct ovl_outcome o;
+  static long round;
+  int fd;
+
+  assert_int_equal (ovl_lifecycle_run (cfg, OVL_OP_PREPARE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 0);
+  ovl_outcome_clear (&o);
+  fd = open (tmp, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  assert_true (fd >= 0);
+  close (fd);
+  if (gc_cfg->pool_size) {
+    CLEANUP_FREE char *base = in_img ("base.qcow2");
+    const struct timespec t[2] = { { 1000000000 + ++round, 0 }, { 1000000000 + round, 0 } };
+    assert_int_equal (ovl_pool_fill (gc_cfg, &pool_tmpl, img, -1, ovl_now_ms () + 20000),
+                      (long) gc_cfg->pool_size);
+    assert_int_equal (utimensat (AT_FDCWD, base, t, 0), 0);
+  }
+}
+
+static void
+after_gc (int rc, bool failed)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  CLEANUP_FREE char *vdb = in_img ("vdb.qcow2");
+  CLEANUP_FREE char *tmp = in_img (".virt-overlay-dead-1.tmp");
+  CLEANUP_FREE char *status = NULL;
+
+  /* What a failure left, the next gc removes, all of it. */
+  if (gc_once () == -1)
+    fail_msg ("gc after a failure: %s", ovl_error_msg ());
+  assert_false (exists (vda));
+  assert_false (exists (tmp));
+  assert_true (exists (vdb));
+  status = ovl_pool_status (gc_cfg);
+  assert_non_null (status);
+  if (*status)
+    fail_msg ("pools left after gc: %s", status);
+  assert_clean ();
+  gc_garbage ();
+}
+
+static void
+gc_sweep (const struct ovl_config *c, enum t_fault kind, const char *name)
+{
+  const struct fault_case gc = { name, kind, gc_once, after_gc };
+  CLEANUP_FREE char *vdb = in_img ("vdb.qcow2");
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+
+  CLEANUP_FREE char *base = in_img ("base.qcow2");
+
+  gc_cfg = c;
+  ovl_request_defaults (&pool_tmpl, c);
+  pool_tmpl.base = base;
+  pool_tmpl.base_format = OVL_FMT_QCOW2;
+  dom = domain (cfg);
+  /* The pools earlier cases left serve their key: gc keeps them. */
+  flush_pools (c);
+  gc_garbage ();
+  sweep (&gc);
+  assert_int_equal (gc_once (), 0);
+  assert_false (exists (vda));
+  unlink (vdb);
+  ovl_domain_free (dom);
+  dom = NULL;
+}
+
+static void
+test_gc (enum t_fault kind)
+{
+  gc_sweep (cfg, kind, "gc");
+  gc_sweep (pool_cfg, kind, "gc with the pool");
+}
+
 /* Each of these, once with allocations failing and once with system
  * calls. */
 #define BOTH_KINDS(fn) \
@@ -685,6 +819,7 @@ BOTH_KINDS (test_ledger)
 BOTH_KINDS (test_image)
 BOTH_KINDS (test_lifecycle)
 BOTH_KINDS (test_pool)
+BOTH_KINDS (test_gc)
 
 int
 main (void)
@@ -700,10 +835,12 @@ main (void)
     cmocka_unit_test (test_image_alloc),
     cmocka_unit_test (test_lifecycle_alloc),
     cmocka_unit_test (test_pool_alloc),
+    cmocka_unit_test (test_gc_alloc),
     cmocka_unit_test (test_ledger_syscall),
     cmocka_unit_test (test_image_syscall),
     cmocka_unit_test (test_lifecycle_syscall),
     cmocka_unit_test (test_pool_syscall),
+    cmocka_unit_test (test_gc_syscall),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }

@@ -1,0 +1,293 @@
+/* gc: see gc.h. */
+#include <config.h>
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+#include "error.h"
+#include "gc.h"
+#include "ledger.h"
+#include "lifecycle.h"
+#include "overlay.h"
+#include "paths.h"
+#include "pool.h"
+#include "util.h"
+
+#define UUID_LEN 36
+
+/* NAME is a UUID as ledgers are named (lowercase), alone or followed by
+ * ".lock" or ".tmp". */
+static bool
+ledger_name (const char *name, char uuid[UUID_LEN + 1])
+{
+  size_t i;
+
+  for (i = 0; i < UUID_LEN; i++) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? name[i] != '-' : !(isdigit ((unsigned char) name[i]) ||
+                                  (name[i] >= 'a' && name[i] <= 'f')))
+      return false;
+  }
+  if (name[i] && strcmp (name + i, ".lock") != 0 && strcmp (name + i, ".tmp") != 0)
+    return false;
+  memcpy (uuid, name, UUID_LEN);
+  uuid[UUID_LEN] = '\0';
+  return true;
+}
+
+static int
+cmp_str (const void *a, const void *b)
+{
+  return strcmp (*(char *const *) a, *(char *const *) b);
+}
+
+/* The UUIDs of STATE_DIR/domains, sorted, each once: *OUT (NULL when
+ * there is none).  The count, or -1 (error set). */
+static long
+list_ledgers (const char *dir, char ***out)
+{
+  CLEANUP_CLOSEDIR DIR *d = opendir (dir);
+  struct dirent *e;
+  bool failed = false;
+  char **v = NULL, uuid[UUID_LEN + 1];
+  size_t n = 0, cap = 0, i, j;
+
+  *out = NULL;
+  if (!d && errno == ENOENT)
+    return 0;
+  if (!d) {
+    ovl_error ("%s: %m", dir);
+    return -1;
+  }
+  while ((e = ovl_readdir (d, &failed))) {
+    if (!ledger_name (e->d_name, uuid))
+      continue;
+    if (OVL_RESERVE (v, cap, n + 1, 16) == -1 || !(v[n] = ovl_strdup (uuid)))
+      goto fail;
+    n++;
+  }
+  if (failed) {
+    ovl_error ("%s: %m", dir);
+    goto fail;
+  }
+  if (n)
+    qsort (v, n, sizeof *v, cmp_str);
+  for (i = j = 0; i < n; i++) {
+    if (j && strcmp (v[j - 1], v[i]) == 0)
+      free (v[i]);
+    else
+      v[j++] = v[i];
+  }
+  *out = v;
+  return (long) j;
+
+ fail:
+  for (i = 0; i < n; i++)
+    free (v[i]);
+  free (v);
+  return -1;
+}
+
+/* A domain name fit for one line of a report. */
+static void
+shown_name (const char *name, char *out, size_t len)
+{
+  size_t i;
+
+  if (!name) {
+    snprintf (out, len, "(unnamed)");
+    return;
+  }
+  for (i = 0; name[i] && i + 4 < len; i++)
+    out[i] = (unsigned char) name[i] < 0x20 || name[i] == 0x7f ? '?' : name[i];
+  if (name[i])
+    out[i++] = '.', out[i++] = '.', out[i++] = '.';
+  out[i] = '\0';
+}
+
+struct gc_domain {
+  const struct ovl_config *cfg;
+  const struct ovl_gc_ops *ops;
+  const char *uuid;
+  const char *dir;              /* STATE_DIR/domains */
+  char *file;                   /* the ledger */
+  char why[160];                /* "domain NAME (UUID) is no longer defined" */
+};
+
+/* The dry run of one domain libvirt does not know. */
+static void
+gc_domain_dry (struct gc_domain *g)
+{
+  const struct ovl_gc_ops *ops = g->ops;
+  CLEANUP_LEDGER struct ovl_ledger *l = ovl_ledger_load (g->cfg->state_dir, g->uuid);
+  size_t i;
+
+  if (!l) {
+    ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, ovl_error_msg ());
+    return;
+  }
+  for (i = 0; i < l->n; i++) {
+    const struct ovl_ledger_entry *e = &l->entries[i];
+    switch (ovl_overlay_presence (g->cfg, e->path, &e->id)) {
+    case OVL_PRESENCE_OURS:
+      ops->say (ops->opaque, OVL_GC_WOULD_REMOVE, "overlay", e->path, g->why);
+      break;
+    case OVL_PRESENCE_OTHER:
+      ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path,
+                "no longer the file virt-overlay made");
+      break;
+    case -1:
+      ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, ovl_error_msg ());
+      break;
+    }
+  }
+  ops->say (ops->opaque, OVL_GC_WOULD_REMOVE, "ledger", g->file, g->why);
+}
+
+/* Remove what the ledger of a domain libvirt does not know records,
+ * under its lock.  0, or -1 when libvirt could not tell (error set). */
+static int
+gc_domain (struct gc_domain *g, int64_t deadline)
+{
+  const struct ovl_gc_ops *ops = g->ops;
+  CLEANUP_LEDGER struct ovl_ledger *l = NULL;
+  CLEANUP_FREE char *lock = NULL, *tmp = NULL;
+  char line[200];
+  size_t i;
+  int r;
+
+  if (!(l = ovl_ledger_open (g->cfg->state_dir, g->uuid, deadline))) {
+    ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, ovl_error_msg ());
+    return 0;
+  }
+  /* Defined and started while we waited: its prepare's work is its. */
+  if ((r = ops->domain_known (ops->opaque, g->uuid)) != 0)
+    return r == -1 ? -1 : 0;
+  if (l->domain && (r = ovl_managed_save_exists (g->cfg, l->domain)) != 0) {
+    ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file,
+              r == 1 ? "a managed-save image of its domain exists" : ovl_error_msg ());
+    return 0;
+  }
+  for (i = l->n; i-- > 0; ) {
+    struct ovl_ledger_entry *e = &l->entries[i];
+
+    r = ovl_overlay_remove_owned (g->cfg, e->path, &e->id);
+    if (r == 1) {
+      ops->say (ops->opaque, OVL_GC_REMOVED, "overlay", e->path, g->why);
+      ovl_ledger_remove (l, e);
+      continue;
+    }
+    if (r == 0)
+      r = ovl_overlay_presence (g->cfg, e->path, &e->id);
+    if (r == OVL_PRESENCE_OTHER)
+      ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path,
+                "no longer the file virt-overlay made");
+    if (r == -1)                /* kept, to be tried again */
+      ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, ovl_error_msg ());
+    else
+      ovl_ledger_remove (l, e);
+  }
+  l->restore_pending = false;
+  l->migration_pending = 0;
+  if (ovl_ledger_save (l) == -1) {
+    ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, ovl_error_msg ());
+    return 0;
+  }
+  if (!ovl_ledger_is_empty (l)) {
+    snprintf (line, sizeof line, "it still records %zu overlays that could not be removed", l->n);
+    ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, line);
+    return 0;
+  }
+  /* The lock file goes while we hold it: whoever waits for it takes the
+   * lock again on a new file (see ovl_ledger_open). */
+  if (asprintf (&lock, "%s.lock", g->file) == -1 || asprintf (&tmp, "%s.tmp", g->file) == -1) {
+    ovl_error ("out of memory");
+    return -1;
+  }
+  if ((unlink (tmp) == -1 && errno != ENOENT) || (unlink (lock) == -1 && errno != ENOENT)) {
+    snprintf (line, sizeof line, "%s", strerror (errno));
+    ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, line);
+    return 0;
+  }
+  ops->say (ops->opaque, OVL_GC_REMOVED, "ledger", g->file, g->why);
+  return 0;
+}
+
+static int
+gc_ledgers (const struct ovl_config *cfg, const struct ovl_gc_ops *ops, bool dry_run,
+            int64_t deadline)
+{
+  CLEANUP_FREE char *dir = NULL;
+  char **uuids = NULL;
+  long n, i;
+  int ret = 0;
+
+  if (asprintf (&dir, "%s/domains", cfg->state_dir) == -1) {
+    ovl_error ("out of memory");
+    return -1;
+  }
+  if ((n = list_ledgers (dir, &uuids)) == -1)
+    return -1;
+  for (i = 0; i < n && ret == 0; i++) {
+    struct gc_domain g = { cfg, ops, uuids[i], dir, NULL, "" };
+    CLEANUP_LEDGER struct ovl_ledger *peek = NULL;
+    char name[80];
+    int known = ops->domain_known (ops->opaque, uuids[i]);
+
+    if (known == -1) {
+      ret = -1;
+      break;
+    }
+    if (known == 1)
+      continue;
+    if (asprintf (&g.file, "%s/%s", dir, uuids[i]) == -1) {
+      ovl_error ("out of memory");
+      ret = -1;
+      break;
+    }
+    /* The name, for the report, from a look without the lock. */
+    peek = ovl_ledger_load (cfg->state_dir, uuids[i]);
+    shown_name (peek ? peek->domain : NULL, name, sizeof name);
+    snprintf (g.why, sizeof g.why, "domain %s (%s) is no longer defined", name, uuids[i]);
+    if (dry_run)
+      gc_domain_dry (&g);
+    else
+      ret = gc_domain (&g, deadline);
+    free (g.file);
+  }
+  for (i = 0; i < n; i++)
+    free (uuids[i]);
+  free (uuids);
+  return ret;
+}
+
+int
+ovl_gc (const struct ovl_config *cfg, const struct ovl_gc_ops *ops, bool dry_run,
+        int64_t deadline)
+{
+  size_t i;
+
+  if (gc_ledgers (cfg, ops, dry_run, deadline) == -1)
+    return -1;
+  for (i = 0; i < cfg->overlay_dirs.n; i++) {
+    const char *dir = cfg->overlay_dirs.dir[i];
+    CLEANUP_CLOSE int fd = -1;
+
+    if (access (dir, F_OK) == -1 && errno == ENOENT)
+      continue;
+    if (ovl_path_open_dir (dir, &cfg->overlay_dirs, "overlay", &fd) == -1) {
+      ops->say (ops->opaque, OVL_GC_LEFT, "directory", dir, ovl_error_msg ());
+      continue;
+    }
+    ovl_gc_temps (fd, dir, dry_run, ops->say, ops->opaque);
+  }
+  return ovl_pool_gc (cfg, dry_run, ops->say, ops->opaque);
+}

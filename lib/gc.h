@@ -1,0 +1,41 @@
+/* gc: remove what virt-overlay made that nobody needs any more.
+ *
+ *   - the ledgers of domains libvirt no longer knows (asked through a
+ *     callback: this library never links libvirt), and the ephemeral
+ *     overlays they record, each removed only if it is still the very
+ *     file that was made (identity, as at release) and no QEMU holds it
+ *     open; then the empty ledger and its lock file;
+ *   - temporary files whose maker is gone, at the top of each overlay
+ *     directory and in each pool;
+ *   - pools whose base changed or went.
+ *
+ * A domain is judged under its ledger's lock and asked about again
+ * there, so that one defined and started meanwhile keeps what its
+ * prepare made.  A domain with a managed-save image keeps everything.
+ * Everything removed, and everything left that looked like garbage, is
+ * reported with its reason; nothing is printed here.
+ */
+#ifndef OVL_GC_H
+#define OVL_GC_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "pool.h"
+
+struct ovl_gc_ops {
+  /* Whether libvirt knows domain UUID: 1 it does, 0 it does not, -1 it
+   * cannot tell (error set): then gc stops, removing nothing more. */
+  int (*domain_known) (void *opaque, const char *uuid);
+  ovl_gc_say *say;
+  void *opaque;
+};
+
+/* Everything above; with DRY_RUN, only reported as OVL_GC_WOULD_REMOVE.
+ * Ledger locks are waited for until DEADLINE.  0, or -1 (error set)
+ * when gc had to stop. */
+int ovl_gc (const struct ovl_config *cfg, const struct ovl_gc_ops *ops, bool dry_run,
+            int64_t deadline);
+
+#endif

@@ -1,0 +1,130 @@
+#!/bin/sh
+# virt-overlay gc against the real libvirtd: what domains libvirt no
+# longer knows left (their overlays and ledgers), temporary files of dead
+# callers, pools whose base changed; and what it must leave: a defined
+# domain's overlays, a file that is no longer the one virt-overlay made,
+# an overlay a QEMU holds open, a live caller's temporary file, a pool
+# whose base is unchanged.  --dry-run changes nothing; a connection
+# that is not this host's qemu:///system is refused.  The --json output
+# is golden (tests/data/admin/gc.json).
+. "${srcdir:-.}/tests/functions.sh"
+requires_root
+requires "$QSD"
+requires "$QEMU_IMG"
+requires virsh
+requires libvirtd
+requires qemu-io
+requires flock
+[ -x "$builddir/cli/virt-overlay-admin" ] || {
+  [ "${OVL_REQUIRE_ALL:-0}" = 1 ] && { echo "virt-overlay-admin was not built (libvirt-dev?)" >&2; exit 1; }
+  echo "SKIP: built without libvirt"; exit 77; }
+[ "${OVL_VALGRIND:-0}" = 1 ] && { echo "SKIP: runs in the main pass only"; exit 77; }
+
+HOOKS=${OVL_LIBVIRT_HOOKS_DIR:-/etc/libvirt/hooks}
+sh "$srcdir/contrib/libvirtd-ensure.sh" "$HOOKS"
+VIRSH="virsh -q -c qemu:///system"
+export VIRT_OVERLAY_ADMIN=$builddir/cli/virt-overlay-admin
+mkdir -m 0711 "$T/save"
+write_conf "$T/conf" "pool_size = 2"
+export VIRT_OVERLAY_CONFIG=$T/conf
+at_exit "stop_pidfile $T/run/qsd.sock.pid"
+make_bases
+VO=$builddir/cli/virt-overlay
+HOOK=$builddir/hook/virt-overlay-hook
+ledgers=$T/state/domains
+
+names=""
+at_exit 'for n in $names; do $VIRSH undefine "$n" >/dev/null 2>&1 || true; done'
+# define NAME UUID: a shut-off domain with one ephemeral disk on
+# $img/NAME.qcow2, its overlay made as libvirt's prepare would.
+define () {
+  one_disk_domain "$1" "$2" ephemeral "$img/$1.qcow2" |
+    sed "s|</uuid>|</uuid><memory unit='MiB'>64</memory><os><type arch='x86_64' machine='pc'>hvm</type></os>|" \
+    > "$T/$1.xml"
+  $VIRSH define "$T/$1.xml" > /dev/null
+  names="$names $1"
+  $VIRSH dumpxml "$1" | "$HOOK" "$1" prepare begin -
+}
+KEEP=ovl-gc-keep-$$ GONE=ovl-gc-gone-$$ MOVED=ovl-gc-moved-$$ BUSY=ovl-gc-busy-$$
+define $KEEP 6c1f0a52-0000-4000-8000-000000000001 && pass || fail "define $KEEP"
+define $GONE 6c1f0a52-0000-4000-8000-000000000002 && pass || fail "define $GONE"
+define $MOVED 6c1f0a52-0000-4000-8000-000000000003 && pass || fail "define $MOVED"
+define $BUSY 6c1f0a52-0000-4000-8000-000000000004 && pass || fail "define $BUSY"
+for n in $GONE $MOVED $BUSY; do $VIRSH undefine $n > /dev/null; done
+# MOVED's overlay is someone else's file now; BUSY's is open in a QEMU.
+rm "$img/$MOVED.qcow2"
+"$QEMU_IMG" create -q -f qcow2 "$img/$MOVED.qcow2" 1M
+qemu-io -r -c "sleep 60000" "$img/$BUSY.qcow2" &
+qio=$!
+at_exit "kill $qio 2>/dev/null || true"
+i=0; until qemu-img info "$img/$BUSY.qcow2" 2>&1 | grep -q "lock" || [ $i -ge 100 ]; do sleep 0.05; i=$((i + 1)); done
+
+# Temporary files: a dead caller's, and a live one's (locked).
+: > "$img/.virt-overlay-dead-1.tmp"
+: > "$img/.virt-overlay-live-1.tmp"
+flock "$img/.virt-overlay-live-1.tmp" sleep 60 &
+holder=$!
+at_exit "kill $holder 2>/dev/null || true"
+# Pools: one on a base that is replaced afterwards, one on base.qcow2.
+"$QEMU_IMG" create -q -f qcow2 "$img/old.qcow2" 32M
+chmod 0644 "$img/old.qcow2"
+$VO pool fill "$img/old.qcow2" && $VO pool fill "$img/base.qcow2" && pass || fail "pool fill"
+rm "$img/old.qcow2"
+"$QEMU_IMG" create -q -f qcow2 "$img/old.qcow2" 32M
+for l in "$img"/.virt-overlay-pool/*/lock; do flock "$l" true; done
+
+# ---- a connection to anything but this host's qemu:///system is refused ----
+snap () { snapshot "$img"; snapshot "$T/state"; }
+snap > "$T/before"
+set +e
+$VO gc --connect test:///default > "$T/out" 2> "$T/err"; rc=$?
+set -e
+[ "$rc" = 1 ] && grep -q "gc: test:///default is not a QEMU driver" "$T/err" && pass ||
+  fail "gc through the test driver: $rc $(cat "$T/err")"
+snap | diff "$T/before" - > "$T/d" && pass || fail "a refused gc changed files: $(cat "$T/d")"
+
+# ---- --dry-run names what gc would do, and changes nothing ----
+$VO gc --dry-run > "$T/dry" 2> "$T/err" && pass || fail "gc --dry-run: $(cat "$T/err")"
+snap | diff "$T/before" - > "$T/d" && pass || fail "gc --dry-run changed files: $(cat "$T/d")"
+grep -q "^would remove overlay $img/$GONE.qcow2: domain $GONE (6c1f0a52-0000-4000-8000-000000000002) is no longer defined$" "$T/dry" &&
+  pass || fail "dry run: $(cat "$T/dry")"
+grep -q "^left overlay $img/$MOVED.qcow2: no longer the file virt-overlay made$" "$T/dry" &&
+  pass || fail "dry run, moved: $(cat "$T/dry")"
+grep -q "^would remove temporary file $img/.virt-overlay-dead-1.tmp: " "$T/dry" && pass ||
+  fail "dry run, temp: $(cat "$T/dry")"
+grep -q "^would remove pool .*: its base changed$" "$T/dry" && pass || fail "dry run, pool: $(cat "$T/dry")"
+grep -q "$KEEP\|live-1" "$T/dry" && fail "dry run names what it must not touch: $(cat "$T/dry")" || pass
+
+# ---- gc ----
+$VO gc --json > "$T/out.json" 2> "$T/err" && pass || fail "gc: $(cat "$T/err")"
+sed -e "s|$img|@IMG@|g" -e "s|$T|@T@|g" -e "s/-$$/-@PID@/g" \
+    -e 's|/.virt-overlay-pool/[0-9a-f]*|/.virt-overlay-pool/@HASH@|g' \
+    -e 's/"reason":"QMP[^"]*"/"reason":"@QMP@"/' "$T/out.json" > "$T/got.json"
+diff -u "$srcdir/tests/data/admin/gc.json" "$T/got.json" > "$T/diff" && pass ||
+  fail "gc --json differs from tests/data/admin/gc.json: $(cat "$T/diff")"
+[ ! -e "$img/$GONE.qcow2" ] && pass || fail "gone domain's overlay left"
+[ ! -e "$ledgers/6c1f0a52-0000-4000-8000-000000000002" ] && [ ! -e "$ledgers/6c1f0a52-0000-4000-8000-000000000002.lock" ] &&
+  pass || fail "gone domain's ledger or lock left: $(ls "$ledgers")"
+[ -e "$img/$KEEP.qcow2" ] && [ -e "$ledgers/6c1f0a52-0000-4000-8000-000000000001" ] && pass ||
+  fail "a defined domain's overlay or ledger was removed"
+[ -e "$img/$MOVED.qcow2" ] && pass || fail "removed a file virt-overlay did not make"
+[ ! -e "$ledgers/6c1f0a52-0000-4000-8000-000000000003" ] && pass || fail "the moved overlay's ledger is left"
+[ -e "$img/$BUSY.qcow2" ] && [ -e "$ledgers/6c1f0a52-0000-4000-8000-000000000004" ] && pass ||
+  fail "removed an overlay a QEMU holds open, or forgot it"
+[ ! -e "$img/.virt-overlay-dead-1.tmp" ] && [ -e "$img/.virt-overlay-live-1.tmp" ] && pass ||
+  fail "temporary files: $(ls -a "$img")"
+[ "$($VO pool status | grep -c "ready=2")" = 1 ] && $VO pool status | grep -q "base $img/base.qcow2;" &&
+  pass || fail "pools after gc: $($VO pool status)"
+
+# ---- once QEMU lets go, the next gc removes it; then nothing is left ----
+kill $qio; wait $qio 2>/dev/null || true
+$VO gc > "$T/out" 2> "$T/err" && pass || fail "gc again: $(cat "$T/err")"
+grep -q "^removed overlay $img/$BUSY.qcow2: " "$T/out" && [ ! -e "$img/$BUSY.qcow2" ] && pass ||
+  fail "gc after QEMU let go: $(cat "$T/out")"
+$VO gc > "$T/out" 2> "$T/err" && [ "$(cat "$T/out")" = "gc: 0 removed, 0 left" ] && pass ||
+  fail "a third gc still found: $(cat "$T/out") $(cat "$T/err")"
+
+# ---- the gone domain, defined again, starts afresh ----
+define $GONE 6c1f0a52-0000-4000-8000-000000000002 && [ -e "$img/$GONE.qcow2" ] && pass ||
+  fail "prepare after gc"
+finish
