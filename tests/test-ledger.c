@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -457,6 +458,86 @@ test_not_regular (void **state)
   free (tmp);
 }
 
+/* Whether process PID has FILE open. */
+static bool
+has_open (pid_t pid, const char *file)
+{
+  char dir[64], link[384], target[4096];
+  DIR *d;
+  struct dirent *e;
+  bool found = false;
+  ssize_t n;
+
+  snprintf (dir, sizeof dir, "/proc/%d/fd", (int) pid);
+  if (!(d = opendir (dir)))
+    return false;
+  while (!found && (e = readdir (d))) {
+    snprintf (link, sizeof link, "%s/%s", dir, e->d_name);
+    n = readlink (link, target, sizeof target - 1);
+    if (n > 0) {
+      target[n] = '\0';
+      found = strncmp (target, file, strlen (file)) == 0;
+    }
+  }
+  closedir (d);
+  return found;
+}
+
+/* A caller waiting for the lock while its holder removes the lock file
+ * (as gc does) takes the lock again on the new file: never are there
+ * two holders, one on the old file and one on the new. */
+static void
+test_lock_file_removed (void **state)
+{
+  char *tmp = t_mkdtemp (), *lockfile;
+  struct ovl_ledger *held, *again;
+  int pipefd[2], status, i;
+  pid_t pid;
+  char c;
+
+  assert_true (asprintf (&lockfile, "%s/domains/" UUID ".lock", tmp) > 0);
+  held = ovl_ledger_open (tmp, UUID, ovl_now_ms () + 5000);
+  assert_non_null (held);
+  assert_int_equal (pipe (pipefd), 0);
+  pid = fork ();
+  assert_true (pid >= 0);
+  if (pid == 0) {
+    close (held->lockfd);       /* the parent's, which a fork shares */
+    struct ovl_ledger *l = ovl_ledger_open (tmp, UUID, ovl_now_ms () + 10000);
+    struct stat a, b;
+    bool same = l && fstat (l->lockfd, &a) == 0 && stat (lockfile, &b) == 0 &&
+      a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+    /* Held for a while, on the file that has the name. */
+    if (write (pipefd[1], same ? "y" : "n", 1) != 1)
+      _exit (2);
+    usleep (1000 * 1000);
+    _exit (same ? 0 : 1);
+  }
+  close (pipefd[1]);
+  /* The waiter has the old file open, and waits for its lock. */
+  for (i = 0; i < 500 && !has_open (pid, lockfile); i++)
+    usleep (10000);
+  assert_true (has_open (pid, lockfile));
+  usleep (50000);
+  assert_int_equal (unlink (lockfile), 0);
+  ovl_ledger_free (held);
+  assert_int_equal (read (pipefd[0], &c, 1), 1);
+  assert_int_equal (c, 'y');
+  /* The waiter holds the lock of the name: a third caller waits. */
+  again = ovl_ledger_open (tmp, UUID, ovl_now_ms () + 200);
+  assert_null (again);
+  assert_non_null (strstr (ovl_error_msg (), "lock"));
+  assert_int_equal (waitpid (pid, &status, 0), pid);
+  assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
+  again = ovl_ledger_open (tmp, UUID, ovl_now_ms () + 5000);
+  assert_non_null (again);
+  ovl_ledger_free (again);
+  close (pipefd[0]);
+  free (lockfile);
+  t_rmtree (tmp);
+  free (tmp);
+}
+
 int
 main (void)
 {
@@ -468,6 +549,7 @@ main (void)
     cmocka_unit_test (test_save_refuses_unreadable),
     cmocka_unit_test (test_entry_cap),
     cmocka_unit_test (test_not_regular),
+    cmocka_unit_test (test_lock_file_removed),
   };
   return cmocka_run_group_tests_name ("ledger", tests, NULL, NULL);
 }
