@@ -42,7 +42,7 @@ ovl_ledger_cleanup (struct ovl_ledger **l)
   ovl_ledger_free (*l);
 }
 
-int
+struct ovl_ledger_entry *
 ovl_ledger_add (struct ovl_ledger *l, const char *path, const struct ovl_file_id *id)
 {
   struct ovl_ledger_entry *e = ovl_ledger_find (l, path);
@@ -50,17 +50,19 @@ ovl_ledger_add (struct ovl_ledger *l, const char *path, const struct ovl_file_id
   if (!e) {
     if (l->n == MAX_ENTRIES) {
       ovl_error ("ledger %s is full", l->file);
-      return -1;
+      return NULL;
     }
     if (OVL_RESERVE (l->entries, l->entries_cap, l->n + 1, 8) == -1)
-      return -1;
+      return NULL;
     e = &l->entries[l->n];
     if (!(e->path = ovl_strdup (path)))
-      return -1;
+      return NULL;
     l->n++;
   }
   e->id = *id;
-  return 0;
+  e->persistent = false;
+  e->from_pool = false;
+  return e;
 }
 
 struct ovl_ledger_entry *
@@ -96,16 +98,16 @@ ledger_new (const char *file)
 }
 
 /* Like ovl_ledger_add, but a second entry for one path is corruption. */
-static int
+static struct ovl_ledger_entry *
 add_entry (struct ovl_ledger *l, const char *path, const struct ovl_file_id *id)
 {
   if (path[0] != '/') {
     ovl_error ("ledger %s: corrupt: overlay path '%s' is not absolute", l->file, path);
-    return -1;
+    return NULL;
   }
   if (ovl_ledger_find (l, path)) {
     ovl_error ("ledger %s: corrupt: '%s' is listed twice", l->file, path);
-    return -1;
+    return NULL;
   }
   return ovl_ledger_add (l, path, id);
 }
@@ -154,9 +156,14 @@ bad_field (const struct ovl_ledger *l, const char *key, size_t i)
 static int
 parse_v2_entry (struct ovl_ledger *l, const struct ovl_json *e, size_t i)
 {
-  static const char *const known[] = { "path", "dev", "ino", "btime", "token" };
+  static const char *const known[] = {
+    "path", "dev", "ino", "btime", "token", "mode", "from-pool",
+  };
   const struct ovl_json *bt = ovl_json_get (e, "btime");
   const struct ovl_json *tok = ovl_json_get (e, "token");
+  const struct ovl_json *mode = ovl_json_get (e, "mode");
+  const struct ovl_json *pool = ovl_json_get (e, "from-pool");
+  struct ovl_ledger_entry *entry;
   struct ovl_file_id id = { 0 };
   const char *path;
   long long sec, nsec;
@@ -181,15 +188,26 @@ parse_v2_entry (struct ovl_ledger *l, const struct ovl_json *e, size_t i)
       return bad_field (l, "token", i);
     strcpy (id.token, tok->u.s);
   }
-  return add_entry (l, path, &id);
+  if (mode && (mode->type != OVL_JSON_STRING || (strcmp (mode->u.s, "ephemeral") != 0 &&
+                                                  strcmp (mode->u.s, "persistent") != 0)))
+    return bad_field (l, "mode", i);
+  if (pool && pool->type != OVL_JSON_BOOL)
+    return bad_field (l, "from-pool", i);
+  if (!(entry = add_entry (l, path, &id)))
+    return -1;
+  entry->persistent = mode && strcmp (mode->u.s, "persistent") == 0;
+  entry->from_pool = pool && pool->u.b;
+  return 0;
 }
 
 static int
 parse_v2_object (struct ovl_ledger *l, const struct ovl_json *root)
 {
   static const char *const known[] = {
-    "virt-overlay-ledger", "domain", "restore-pending", "migration-pending", "overlays",
+    "virt-overlay-ledger", "domain", "restore-pending", "migration-pending", "saved",
+    "overlays",
   };
+  const struct ovl_json *sv = ovl_json_get (root, "saved");
   const struct ovl_json *mp = ovl_json_get (root, "migration-pending");
   const struct ovl_json *dom = ovl_json_get (root, "domain");
   const struct ovl_json *rp = ovl_json_get (root, "restore-pending");
@@ -204,9 +222,9 @@ parse_v2_object (struct ovl_ledger *l, const struct ovl_json *root)
     return -1;
   }
   if ((dom && dom->type != OVL_JSON_STRING) || (rp && rp->type != OVL_JSON_BOOL) ||
-      !ov || ov->type != OVL_JSON_ARRAY) {
-    ovl_error ("ledger %s: corrupt: \"domain\", \"restore-pending\" or \"overlays\" "
-               "of the wrong type", l->file);
+      (sv && sv->type != OVL_JSON_BOOL) || !ov || ov->type != OVL_JSON_ARRAY) {
+    ovl_error ("ledger %s: corrupt: \"domain\", \"restore-pending\", \"saved\" or "
+               "\"overlays\" of the wrong type", l->file);
     return -1;
   }
   if (ovl_json_array_len (ov) > MAX_ENTRIES) {
@@ -216,6 +234,7 @@ parse_v2_object (struct ovl_ledger *l, const struct ovl_json *root)
   if (dom && !(l->domain = ovl_strdup (dom->u.s)))
     return -1;
   l->restore_pending = rp && rp->u.b;
+  l->saved = sv && sv->u.b;
   if (mp && (ovl_json_get_int (root, "migration-pending", &l->migration_pending) == -1 ||
              l->migration_pending <= 0)) {
     ovl_error ("ledger %s: corrupt: bad \"migration-pending\"", l->file);
@@ -288,7 +307,7 @@ parse_v1_ephemeral (struct ovl_ledger *l, char *rest)
     goto bad;
   id.btime_sec = neg ? -(int64_t) sec : (int64_t) sec;
   id.btime_nsec = (uint32_t) nsec;
-  return add_entry (l, rest, &id);
+  return add_entry (l, rest, &id) ? 0 : -1;
 
  bad:
   ovl_error ("ledger %s: corrupt: unreadable version 1 \"ephemeral\" line", l->file);
@@ -456,7 +475,7 @@ ovl_ledger_open (const char *state_dir, const char *uuid, int64_t deadline)
 bool
 ovl_ledger_is_empty (const struct ovl_ledger *l)
 {
-  return l->n == 0 && !l->restore_pending && !l->migration_pending;
+  return l->n == 0 && !l->restore_pending && !l->migration_pending && !l->saved;
 }
 
 static int
@@ -486,6 +505,8 @@ format_v2 (const struct ovl_ledger *l, struct ovl_buf *b)
   if (l->migration_pending &&
       ovl_buf_printf (b, ",\"migration-pending\":%lld", (long long) l->migration_pending) == -1)
     return -1;
+  if (l->saved && ovl_buf_printf (b, ",\"saved\":true") == -1)
+    return -1;
   if (ovl_buf_printf (b, ",\"overlays\":[") == -1)
     return -1;
   for (i = 0; i < l->n; i++) {
@@ -498,6 +519,9 @@ format_v2 (const struct ovl_ledger *l, struct ovl_buf *b)
       return -1;
     if (e->id.token[0] && (ovl_buf_printf (b, ",\"token\":") == -1 ||
                            ovl_json_append_string (b, e->id.token) == -1))
+      return -1;
+    if ((e->persistent && ovl_buf_printf (b, ",\"mode\":\"persistent\"") == -1) ||
+        (e->from_pool && ovl_buf_printf (b, ",\"from-pool\":true") == -1))
       return -1;
     if (ovl_buf_printf (b, "}") == -1)
       return -1;

@@ -1,4 +1,4 @@
-/* The ledger: which ephemeral overlays this project created, per domain.
+/* The ledger: which overlays this project created, per domain.
  *
  * One small file per domain UUID under STATE_DIR/domains/, replaced
  * atomically (temporary file, fsync, rename, fsync of the directory).  It
@@ -14,12 +14,15 @@
  * per-entry key can be added later without a format break):
  *
  *   {"virt-overlay-ledger":2,"domain":"NAME","restore-pending":false,
- *    "migration-pending":UNIX-SECONDS,
+ *    "migration-pending":UNIX-SECONDS,"saved":true,
  *    "overlays":[{"path":"/abs","dev":N,"ino":N,"btime":[SEC,NSEC],
- *                 "token":"32 lowercase hex digits"}]}
+ *                 "token":"32 lowercase hex digits",
+ *                 "mode":"persistent","from-pool":true}]}
  *
- * "domain", "migration-pending" and each "token" are left out when
- * unknown or unset.  Version 1 ledgers
+ * "domain", "migration-pending", "saved" and each "token" are left out
+ * when unknown or unset; "mode" is left out for an ephemeral overlay and
+ * "from-pool" when false (ledgers of releases that knew neither read
+ * the same).  Version 1 ledgers
  * of older releases ("# virt-overlay ledger 1", then "domain NAME",
  * "restore-pending" and "ephemeral DEV INO BIRTH-SEC BIRTH-NSEC PATH"
  * lines) are still read; the next save writes version 2.  Anything
@@ -39,6 +42,8 @@
 struct ovl_ledger_entry {
   char *path;
   struct ovl_file_id id;
+  bool persistent;              /* a persistent overlay (else ephemeral) */
+  bool from_pool;               /* handed out by the warm pool */
 };
 
 struct ovl_ledger {
@@ -48,6 +53,8 @@ struct ovl_ledger {
   bool restore_pending;         /* restore begin came; the next prepare restores */
   long long migration_pending;  /* when (unix seconds) an incoming migration's
                                  * migrate begin came, or 0 */
+  bool saved;                   /* it stopped to be saved to a file ("virsh
+                                 * save"): its overlays wait for the restore */
   struct ovl_ledger_entry *entries;
   size_t n, entries_cap;
 };
@@ -66,7 +73,8 @@ struct ovl_ledger *ovl_ledger_load (const char *state_dir, const char *uuid);
  * entries.  The lock is held until ovl_ledger_free.  Lock files stay
  * (removing one would let two callers hold "the" lock at once). */
 struct ovl_ledger *ovl_ledger_open (const char *state_dir, const char *uuid, int64_t deadline);
-/* Nothing recorded: no overlay, no pending restore or migration. */
+/* Nothing recorded: no overlay, no pending restore or migration, not
+ * saved. */
 bool ovl_ledger_is_empty (const struct ovl_ledger *l);
 /* The ledger in BUF (LEN bytes, either version), without any I/O; FILE
  * names it in errors and becomes its l->file. */
@@ -78,7 +86,11 @@ void ovl_ledger_free (struct ovl_ledger *l);
 #define CLEANUP_LEDGER __attribute__((cleanup (ovl_ledger_cleanup)))
 void ovl_ledger_cleanup (struct ovl_ledger **l);
 
-int ovl_ledger_add (struct ovl_ledger *l, const char *path, const struct ovl_file_id *id);
+/* Record PATH as the file ID (an ephemeral overlay not from the pool,
+ * until the caller says otherwise), replacing an entry for PATH: the
+ * entry, or NULL (error set). */
+struct ovl_ledger_entry *ovl_ledger_add (struct ovl_ledger *l, const char *path,
+                                         const struct ovl_file_id *id);
 /* The entry for PATH, or NULL. */
 struct ovl_ledger_entry *ovl_ledger_find (struct ovl_ledger *l, const char *path);
 void ovl_ledger_remove (struct ovl_ledger *l, struct ovl_ledger_entry *e);

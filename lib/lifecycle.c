@@ -40,10 +40,11 @@ decide_prepare (const struct ovl_dom_facts *dom, const struct ovl_disk_facts *k)
   bool exists = k->presence != OVL_ABSENT;
 
   if (k->mode == OVL_MODE_PERSISTENT) {
-    /* Whatever it holds, it is the disk; an entry left from when it was
-     * ephemeral must not get it removed at the next stop. */
+    /* Whatever it holds, it is the disk; the entry of a file that was
+     * replaced goes (the caller drops one left from when the disk was
+     * ephemeral, which must not get it removed at the next stop). */
     if (exists)
-      return act (OVL_ACT_USE, k->in_ledger);
+      return act (OVL_ACT_USE, k->in_ledger && k->presence == OVL_FOREIGN);
     if (dom->migration_pending)
       return refuse (OVL_WHY_MIGRATION_MISSING);
     if (restoring)
@@ -291,18 +292,27 @@ struct prepare {
 };
 
 /* Write ahead: every ephemeral overlay of the batch is in the ledger,
- * durably, before the first is published (see ovl_publish_hook). */
+ * durably, before the first is published (see ovl_publish_hook); so is
+ * every persistent one whose identity can be told later (for "virt-overlay
+ * reset"; a filesystem without birth times or trusted attributes just
+ * leaves it unrecorded). */
 static int
 record_batch (void *opaque, const struct ovl_request *reqs, const struct ovl_result *res,
               size_t n)
 {
   struct prepare *p = opaque;
+  struct ovl_ledger_entry *e;
   size_t i;
 
-  for (i = 0; i < n; i++)
-    if (p->which[i]->mode == OVL_MODE_EPHEMERAL &&
-        ovl_ledger_add (p->ledger, reqs[i].overlay, &res[i].made) == -1)
+  for (i = 0; i < n; i++) {
+    bool persistent = p->which[i]->mode == OVL_MODE_PERSISTENT;
+    if (persistent && !ovl_file_id_is_strong (&res[i].made))
+      continue;
+    if (!(e = ovl_ledger_add (p->ledger, reqs[i].overlay, &res[i].made)))
       return -1;
+    e->persistent = persistent;
+    e->from_pool = res[i].taken;
+  }
   if (ovl_ledger_save (p->ledger) == -1)
     return -1;
   p->saved = true;
@@ -321,8 +331,7 @@ unrecord_batch (struct prepare *p)
   if (!p->ledger)
     return;
   for (i = 0; i < p->n; i++)
-    if (p->which[i]->mode == OVL_MODE_EPHEMERAL &&
-        (e = ovl_ledger_find (p->ledger, p->reqs[i].overlay)) &&
+    if ((e = ovl_ledger_find (p->ledger, p->reqs[i].overlay)) &&
         ovl_file_id_equal (&e->id, &p->res[i].made) &&
         ovl_overlay_presence (p->cfg, e->path, &e->id) != OVL_PRESENCE_OURS)
       ovl_ledger_remove (p->ledger, e);
@@ -354,6 +363,15 @@ prepare_disk (struct prepare *p, const struct ovl_dom_facts *df, const struct ov
   struct ovl_decision d;
   int r;
 
+  /* An entry of the other mode is not this disk's: one left from when
+   * the disk was ephemeral goes (its file is the disk now); one of a
+   * persistent overlay stays, and that file is not an ephemeral
+   * overlay of ours. */
+  if (e && e->persistent != (k->mode == OVL_MODE_PERSISTENT)) {
+    if (k->mode == OVL_MODE_PERSISTENT)
+      ovl_ledger_remove (p->ledger, e);
+    e = NULL;
+  }
   if (disk_facts (p->cfg, k->mode, k->overlay, e, &f) == -1) {
     say (p->o, "disk %s: %s", k->target, ovl_error_msg ());
     return -1;
@@ -426,6 +444,7 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
     /* This prepare is what the marks were for, whatever comes of it. */
     p->ledger->restore_pending = false;
     p->ledger->migration_pending = 0;
+    p->ledger->saved = false;
   }
   if (bad && p->n)
     report_other_problems (p);
@@ -481,6 +500,8 @@ run_release (const struct ovl_config *cfg, struct ovl_ledger *l,
     struct ovl_decision d;
     int r;
 
+    if (e->persistent)
+      continue;                 /* the disk, kept; see "virt-overlay reset" */
     /* Kept, with a true line, whenever what is there cannot be told. */
     if (disk_facts (cfg, OVL_MODE_EPHEMERAL, e->path, e, &f) == -1) {
       say (o, "release: %s; its ledger entry is kept", ovl_error_msg ());
@@ -541,6 +562,9 @@ ovl_lifecycle_run (const struct ovl_config *cfg, enum ovl_op op,
     if (!ledger)
       return 0;
     run_release (cfg, ledger, &df, o);
+    /* What a restore from a file needs stays: gc must tell it from a
+     * leftover. */
+    ledger->saved = reason && strcmp (reason, "saved") == 0 && ledger->n > 0;
     if (ovl_ledger_save (ledger) == -1)
       say (o, "release: %s", ovl_error_msg ());
     return 0;                   /* libvirt ignores it, the domain is gone */

@@ -61,6 +61,11 @@ hook prepare begin - < "$T/p.xml"; expect_rc 0 "prepare persistent again"
 [ "$(sha256sum "$img/p.qcow2")" = "$sum" ] && pass || fail "persistent overlay touched"
 hook release end - < "$T/p.xml"; expect_rc 0 "release persistent"
 [ -e "$img/p.qcow2" ] && [ -e "$img/pr.qcow2" ] && pass || fail "release removed a persistent overlay"
+# Recorded as persistent (for "virt-overlay reset"), and kept by release.
+for f in p pr; do
+  grep -o '{"path[^}]*}' "$T/state/domains/$UUID" | grep -F "\"path\":\"$img/$f.qcow2\"" |
+    grep -q '"mode":"persistent"' && pass || fail "$f.qcow2 not recorded as persistent"
+done
 rm -f "$img/p.qcow2" "$img/pr.qcow2"
 
 # ---- ephemeral: fresh at every cold boot, gone at release ----
@@ -73,7 +78,9 @@ hook prepare begin - < "$T/e.xml"; expect_rc 0 "prepare ephemeral again"
 marked "$img/e.qcow2" && fail "ephemeral overlay not recreated at a cold boot" || pass
 hook release end - < "$T/e.xml"; expect_rc 0 "release ephemeral"
 [ -e "$img/e.qcow2" ] && fail "ephemeral overlay not removed" || pass
-[ -e "$T/state/domains/$UUID" ] && fail "ledger left behind" || pass
+# (the ledger keeps the persistent overlays made earlier for this UUID)
+grep -qF "\"path\":\"$img/e.qcow2\"" "$T/state/domains/$UUID" 2>/dev/null &&
+  fail "ledger entry left behind" || pass
 hook release end - < "$T/e.xml"; expect_rc 0 "release twice"
 
 # Not ours: refused, untouched.
@@ -161,7 +168,10 @@ hook prepare begin - < "$T/p.xml"; expect_rc 0 "cold start after an old migratio
 [ -f "$img/p.qcow2" ] && pass || fail "an expired migration mark blocked a cold start"
 rm -f "$img/p.qcow2"
 hook release end - < "$T/p.xml"
-[ -e "$ledger" ] && fail "ledger left after release: $(cat "$ledger")" || pass
+# Nothing but persistent overlays is recorded after a release.
+[ -z "$(grep -o '{"path[^}]*}' "$ledger" 2>/dev/null | grep -v '"mode":"persistent"')" ] && pass ||
+  fail "ledger entries left after release: $(cat "$ledger")"
+grep -q '"migration-pending"' "$ledger" && fail "migration mark left after release" || pass
 
 # ---- two callers for one domain at once lose nothing ----
 # libvirt serialises jobs per domain; scripts and the CLI do not.  Every
