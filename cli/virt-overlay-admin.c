@@ -6,6 +6,7 @@
  *
  *   virt-overlay status [--json] [--connect URI] [DOMAIN...]
  *   virt-overlay gc [--dry-run] [--json] [--connect URI]
+ *   virt-overlay reset [--disk TARGET] [--json] [--connect URI] DOMAIN
  *
  * status: for each domain whose disks virt-overlay handles (or each
  * DOMAIN named), its state and, per disk, the mode, the overlay, whether
@@ -17,12 +18,17 @@
  * gc: what lib/gc.h removes, with libvirt telling which domains it
  * knows.  A connection that is not this host's system QEMU driver would
  * make every domain look undefined, so it is refused.
+ *
+ * reset: for a shut-off domain, remove the persistent overlays that
+ * virt-overlay made (the ledger says so, and the file is still that
+ * one), so that the next start makes fresh ones from the base.
  */
 #include <config.h>
 
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,7 +59,9 @@ static void
 usage (FILE *f)
 {
   fprintf (f, "Usage: %s status [--json] [--connect URI] [DOMAIN...]\n"
-           "       %s gc [--dry-run] [--json] [--connect URI]\n", prog, prog);
+           "       %s gc [--dry-run] [--json] [--connect URI]\n"
+           "       %s reset [--disk TARGET] [--json] [--connect URI] DOMAIN\n",
+           prog, prog, prog);
 }
 
 /* libvirt's last error, as one line. */
@@ -91,6 +99,7 @@ struct disk_status {
   bool have_size;
   uint64_t virtual_size;
   bool ours;                    /* in the ledger, and provably that file */
+  bool from_pool;               /* ... handed out by the warm pool */
 };
 
 /* Read-only, never following a symlink, never blocking on a FIFO. */
@@ -120,8 +129,10 @@ look_at (const struct ovl_config *cfg, struct ovl_ledger *l, const char *path,
     }
     close (fd);
   }
-  if (l && (e = ovl_ledger_find (l, path)))
+  if (l && (e = ovl_ledger_find (l, path))) {
     s->ours = ovl_overlay_presence (cfg, path, &e->id) == OVL_PRESENCE_OURS;
+    s->from_pool = s->ours && e->from_pool;
+  }
 }
 
 /* "12.5 MiB" */
@@ -204,7 +215,8 @@ show_domain (struct out *out, const struct ovl_config *cfg, virDomainPtr dom,
                                           (unsigned long long) s.virtual_size) == -1) ||
           json_str (b, "base", k->base, true) == -1 ||
           json_str (b, "base-format", ovl_format_name (k->base_format), true) == -1 ||
-          ovl_buf_printf (b, ",\"made-by-virt-overlay\":%s}", s.ours ? "true" : "false") == -1)
+          ovl_buf_printf (b, ",\"made-by-virt-overlay\":%s,\"from-pool\":%s}",
+                          s.ours ? "true" : "false", s.from_pool ? "true" : "false") == -1)
         return -1;
     }
     else {
@@ -219,7 +231,8 @@ show_domain (struct out *out, const struct ovl_config *cfg, virDomainPtr dom,
       else
         printf ("         missing (made at the next start)\n");
       printf ("         base %s (%s)%s\n", k->base, ovl_format_name (k->base_format),
-              s.ours ? ", made by virt-overlay" : "");
+              s.from_pool ? ", made by virt-overlay (from the pool)"
+              : s.ours ? ", made by virt-overlay" : "");
     }
   }
   if (out->json && ovl_buf_printf (b, "]}") == -1)
@@ -421,11 +434,93 @@ cmd_status (int argc, char **argv)
 /* ---- gc ---- */
 
 struct gc_out {
+  const struct ovl_config *cfg;
   virConnectPtr conn;
   bool json, dry_run, oom;
   struct ovl_buf b;
   size_t removed, left;
+  /* The disks of the domains libvirt knows, as last listed; listed
+   * again after each question about a domain. */
+  struct ovl_domain **doms;
+  size_t ndoms;
+  bool stale;
 };
+
+static void
+gc_forget_disks (struct gc_out *g)
+{
+  size_t i;
+
+  for (i = 0; i < g->ndoms; i++)
+    ovl_domain_free (g->doms[i]);
+  free (g->doms);
+  g->doms = NULL;
+  g->ndoms = 0;
+}
+
+/* The XML of DOM (FLAGS) parsed into G->doms.  0, or -1 (error set). */
+static int
+gc_add_domain (struct gc_out *g, virDomainPtr dom, unsigned flags)
+{
+  char *xml = virDomainGetXMLDesc (dom, flags);
+  struct ovl_domain *d;
+
+  if (!xml) {
+    ovl_error ("domain %s: its XML: %s", virDomainGetName (dom), virt_error ());
+    return -1;
+  }
+  d = ovl_domxml_parse (xml, strlen (xml), g->cfg);
+  free (xml);
+  if (!d) {
+    ovl_error_prefix ("domain %s: ", virDomainGetName (dom));
+    return -1;
+  }
+  g->doms[g->ndoms++] = d;
+  return 0;
+}
+
+/* List every domain's disks, live and inactive definitions alike. */
+static int
+gc_list_disks (struct gc_out *g)
+{
+  virDomainPtr *doms = NULL;
+  int n, i, ret = 0;
+
+  gc_forget_disks (g);
+  if ((n = virConnectListAllDomains (g->conn, &doms, 0)) == -1) {
+    ovl_error ("listing the domains: %s", virt_error ());
+    return -1;
+  }
+  if (!(g->doms = ovl_calloc ((size_t) n * 2 + 1, sizeof *g->doms)))
+    ret = -1;
+  for (i = 0; i < n; i++) {
+    if (ret == 0 && (gc_add_domain (g, doms[i], 0) == -1 ||
+                     (virDomainIsPersistent (doms[i]) == 1 && virDomainIsActive (doms[i]) == 1 &&
+                      gc_add_domain (g, doms[i], VIR_DOMAIN_XML_INACTIVE) == -1)))
+      ret = -1;
+    virDomainFree (doms[i]);
+  }
+  free (doms);
+  g->stale = ret == -1;
+  return ret;
+}
+
+static int
+gc_path_used (void *opaque, const char *path, const char **who)
+{
+  struct gc_out *g = opaque;
+  size_t i, j;
+
+  if (g->stale && gc_list_disks (g) == -1)
+    return -1;
+  for (i = 0; i < g->ndoms; i++)
+    for (j = 0; j < g->doms[i]->nfiles; j++)
+      if (strcmp (g->doms[i]->files[j], path) == 0) {
+        *who = g->doms[i]->name;
+        return 1;
+      }
+  return 0;
+}
 
 /* 1 libvirt knows UUID, 0 it does not, -1 it cannot tell. */
 static int
@@ -435,6 +530,7 @@ gc_domain_known (void *opaque, const char *uuid)
   virDomainPtr dom = virDomainLookupByUUIDString (g->conn, uuid);
   virErrorPtr e;
 
+  g->stale = true;              /* libvirt may know more domains now */
   if (dom) {
     virDomainFree (dom);
     return 1;
@@ -469,46 +565,25 @@ gc_say (void *opaque, enum ovl_gc_action action, const char *kind, const char *p
     g->oom = true;
 }
 
-/* The path of URI ("/system" in "qemu:///system?socket=..."), in BUF. */
-static const char *
-uri_path (const char *uri, char *buf, size_t len)
-{
-  const char *p = strstr (uri, "://"), *end;
-
-  if (!p)
-    return "";
-  p = strchr (p + 3, '/');
-  if (!p)
-    return "";
-  end = p + strcspn (p, "?#");
-  snprintf (buf, len, "%.*s", (int) (end - p), p);
-  return buf;
-}
-
-/* Only this host's system QEMU driver knows the domains this host's
- * hook works for. */
+/* Only this host's system QEMU driver, through its own socket, knows
+ * the domains this host's hook works for: the URI must be exactly
+ * qemu:///system, no transport, host, socket or anything else given. */
 static int
-gc_check_connection (virConnectPtr conn, const char *uri)
+check_system_connection (virConnectPtr conn, const char *what, const char *uri)
 {
   const char *type = virConnectGetType (conn);
-  char *real = virConnectGetURI (conn), *host = virConnectGetHostname (conn);
-  char here[256] = "", path[64];
+  char *real = virConnectGetURI (conn);
   int ok = -1;
 
   if (!type || strcmp (type, "QEMU") != 0)
-    fprintf (stderr, "%s: gc: %s is not a QEMU driver (%s): refused, every domain would "
-             "look undefined\n", prog, uri, type ? type : "?");
-  else if (!real || strcmp (uri_path (real, path, sizeof path), "/system") != 0)
-    fprintf (stderr, "%s: gc: %s is not qemu:///system: refused, every domain would look "
-             "undefined\n", prog, real ? real : uri);
-  else if (!strstr (real, ":///") || !host || gethostname (here, sizeof here - 1) == -1 ||
-           strcmp (host, here) != 0)
-    fprintf (stderr, "%s: gc: %s is not this host's libvirt (%s): refused\n", prog, uri,
-             host ? host : "?");
+    fprintf (stderr, "%s: %s: %s is not a QEMU driver (%s): refused, every domain would "
+             "look undefined\n", prog, what, uri, type ? type : "?");
+  else if (strcmp (uri, "qemu:///system") != 0 || !real || strcmp (real, "qemu:///system") != 0)
+    fprintf (stderr, "%s: %s: %s is not qemu:///system: refused, another daemon's domains "
+             "are not the ones this host's hook worked for\n", prog, what, uri);
   else
     ok = 0;
   free (real);
-  free (host);
   return ok;
 }
 
@@ -523,8 +598,8 @@ cmd_gc (int argc, char **argv)
     { NULL, 0, NULL, 0 },
   };
   CLEANUP_CONFIG struct ovl_config *cfg = NULL;
-  struct gc_out g = { .b = OVL_BUF_INIT };
-  const struct ovl_gc_ops ops = { gc_domain_known, gc_say, &g };
+  struct gc_out g = { .b = OVL_BUF_INIT, .stale = true };
+  const struct ovl_gc_ops ops = { gc_domain_known, gc_path_used, gc_say, &g };
   const char *uri = "qemu:///system";
   int c, status = 0;
 
@@ -545,12 +620,13 @@ cmd_gc (int argc, char **argv)
     fprintf (stderr, "%s: %s\n", prog, ovl_error_msg ());
     return 1;
   }
+  g.cfg = cfg;
   virSetErrorFunc (NULL, silence_libvirt);
   if (!(g.conn = virConnectOpenReadOnly (uri))) {
     fprintf (stderr, "%s: %s: %s\n", prog, uri, virt_error ());
     return 1;
   }
-  if (gc_check_connection (g.conn, uri) == -1) {
+  if (check_system_connection (g.conn, "gc", uri) == -1) {
     virConnectClose (g.conn);
     return 1;
   }
@@ -569,7 +645,216 @@ cmd_gc (int argc, char **argv)
   else
     printf ("gc: %zu %s, %zu left\n", g.removed, g.dry_run ? "to remove" : "removed", g.left);
   ovl_buf_reset (&g.b);
+  gc_forget_disks (&g);
   virConnectClose (g.conn);
+  return status;
+}
+
+/* ---- reset ---- */
+
+struct reset {
+  const struct ovl_config *cfg;
+  bool json;
+  struct ovl_buf b;             /* the JSON disks */
+  size_t ndone;
+  bool oom;
+};
+
+/* One disk's outcome: removed (a line on stdout), or refused (on
+ * stderr); both in the JSON document. */
+static void __attribute__((format (printf, 4, 5)))
+reset_say (struct reset *r, const struct ovl_disk *k, bool removed, const char *fmt, ...)
+{
+  char line[4200];
+  va_list ap;
+
+  va_start (ap, fmt);
+  vsnprintf (line, sizeof line, fmt, ap);
+  va_end (ap);
+  if (!removed)
+    fprintf (stderr, "%s: disk %s: %s\n", prog, k->target, line);
+  else if (!r->json)
+    printf ("disk %s: %s\n", k->target, line);
+  if (r->json &&
+      ((r->ndone && ovl_buf_printf (&r->b, ",\n") == -1) || ovl_buf_printf (&r->b, "{") == -1 ||
+       json_str (&r->b, "target", k->target, false) == -1 ||
+       json_str (&r->b, "overlay", k->overlay, true) == -1 ||
+       json_str (&r->b, "result", removed ? "removed" : "refused", true) == -1 ||
+       json_str (&r->b, "reason", line, true) == -1 || ovl_buf_printf (&r->b, "}") == -1))
+    r->oom = true;
+  r->ndone++;
+}
+
+/* Reset disk K of the domain whose ledger is L: 0, or -1 refused. */
+static int
+reset_disk (struct reset *r, struct ovl_ledger *l, const struct ovl_disk *k)
+{
+  struct ovl_ledger_entry *e = ovl_ledger_find (l, k->overlay);
+  int got;
+
+  if (!e || !e->persistent) {
+    reset_say (r, k, false, "overlay '%s' was not made by virt-overlay as a persistent "
+               "overlay (its ledger does not have it); left alone", k->overlay);
+    return -1;
+  }
+  got = ovl_overlay_remove_owned (r->cfg, k->overlay, &e->id);
+  if (got == 1) {
+    ovl_ledger_remove (l, e);
+    reset_say (r, k, true, "persistent overlay '%s' removed: the next start makes a fresh "
+               "one on '%s'", k->overlay, k->base);
+    return 0;
+  }
+  if (got == 0)
+    got = ovl_overlay_presence (r->cfg, k->overlay, &e->id);
+  if (got == OVL_PRESENCE_ABSENT) {
+    ovl_ledger_remove (l, e);
+    reset_say (r, k, true, "no overlay at '%s': the next start makes a fresh one on '%s'",
+               k->overlay, k->base);
+    return 0;
+  }
+  if (got == OVL_PRESENCE_OTHER)
+    reset_say (r, k, false, "'%s' is no longer the overlay virt-overlay made; left alone",
+               k->overlay);
+  else
+    reset_say (r, k, false, "%s", ovl_error_msg ());
+  return -1;
+}
+
+static int
+cmd_reset (int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "disk", required_argument, NULL, 'd' },
+    { "json", no_argument, NULL, 'j' },
+    { "connect", required_argument, NULL, 'c' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  CLEANUP_CONFIG struct ovl_config *cfg = NULL;
+  CLEANUP_DOMAIN struct ovl_domain *d = NULL;
+  CLEANUP_LEDGER struct ovl_ledger *l = NULL;
+  struct reset r = { .b = OVL_BUF_INIT };
+  const char *uri = "qemu:///system", *disk = NULL, *name;
+  virConnectPtr conn = NULL;
+  virDomainPtr dom = NULL;
+  char *xml = NULL;
+  int c, status = 1;
+  size_t i, matched = 0;
+
+  while ((c = getopt_long (argc, argv, "+", opts, NULL)) != -1) {
+    switch (c) {
+    case 'd': disk = optarg; break;
+    case 'j': r.json = true; break;
+    case 'c': uri = optarg; break;
+    case 'h': usage (stdout); return 0;
+    default: usage (stderr); return 2;
+    }
+  }
+  if (argc - optind != 1) {
+    usage (stderr);
+    return 2;
+  }
+  name = argv[optind];
+  if (!(cfg = ovl_config_load ())) {
+    fprintf (stderr, "%s: %s\n", prog, ovl_error_msg ());
+    return 1;
+  }
+  r.cfg = cfg;
+  virSetErrorFunc (NULL, silence_libvirt);
+  if (!(conn = virConnectOpenReadOnly (uri))) {
+    fprintf (stderr, "%s: %s: %s\n", prog, uri, virt_error ());
+    return 1;
+  }
+  if (check_system_connection (conn, "reset", uri) == -1)
+    goto out;
+  if (!(dom = virDomainLookupByName (conn, name))) {
+    fprintf (stderr, "%s: domain %s: %s\n", prog, name, virt_error ());
+    goto out;
+  }
+  if (!(xml = virDomainGetXMLDesc (dom, VIR_DOMAIN_XML_INACTIVE)) ||
+      !(d = ovl_domxml_parse (xml, strlen (xml), cfg))) {
+    fprintf (stderr, "%s: domain %s: %s\n", prog, name, xml ? ovl_error_msg () : virt_error ());
+    goto out;
+  }
+  if (disk) {
+    for (i = 0; i < d->ndisks && strcmp (d->disks[i].target, disk) != 0; i++)
+      ;
+    if (i == d->ndisks) {
+      fprintf (stderr, "%s: disk %s: not a disk of domain %s that virt-overlay handles\n",
+               prog, disk, name);
+      goto out;
+    }
+    if (d->disks[i].mode == OVL_MODE_EPHEMERAL) {
+      fprintf (stderr, "%s: disk %s: ephemeral: every start makes it fresh already\n",
+               prog, disk);
+      goto out;
+    }
+  }
+  if (!d->uuid) {
+    fprintf (stderr, "%s: domain %s has no disk virt-overlay handles\n", prog, name);
+    goto out;
+  }
+  /* Under the ledger's lock, a start of the domain waits for us; one
+   * that got there first shows as active. */
+  if (!(l = ovl_ledger_open (cfg->state_dir, d->uuid, ovl_now_ms () + cfg->timeout_ms))) {
+    fprintf (stderr, "%s: domain %s: %s\n", prog, name, ovl_error_msg ());
+    goto out;
+  }
+  if (virDomainIsActive (dom) != 0) {
+    fprintf (stderr, "%s: domain %s is running (or its state cannot be told): reset works "
+             "on a shut-off domain\n", prog, name);
+    goto out;
+  }
+  if (virDomainHasManagedSaveImage (dom, 0) != 0) {
+    fprintf (stderr, "%s: domain %s has a managed-save image (or it cannot be told), whose "
+             "state runs on these overlays: remove it first (virsh managedsave-remove)\n",
+             prog, name);
+    goto out;
+  }
+  if (l->saved || l->restore_pending) {
+    fprintf (stderr, "%s: domain %s was saved to a file, whose state runs on these overlays: "
+             "restore it, or start it afresh, first\n", prog, name);
+    goto out;
+  }
+  status = 0;
+  for (i = 0; i < d->ndisks; i++) {
+    const struct ovl_disk *k = &d->disks[i];
+    if (disk ? strcmp (k->target, disk) != 0 : k->mode != OVL_MODE_PERSISTENT)
+      continue;
+    matched++;
+    if (reset_disk (&r, l, k) == -1)
+      status = 1;
+  }
+  if (ovl_ledger_save (l) == -1) {
+    fprintf (stderr, "%s: domain %s: %s\n", prog, name, ovl_error_msg ());
+    status = 1;
+  }
+  if (!matched) {
+    fprintf (stderr, "%s: domain %s has no persistent overlay to reset\n", prog, name);
+    status = 1;
+  }
+  if (r.json) {
+    if (r.oom) {
+      fprintf (stderr, "%s: out of memory\n", prog);
+      status = 1;
+    }
+    printf ("{\"domain\":");
+    {
+      struct ovl_buf head = OVL_BUF_INIT;
+      if (ovl_json_append_string (&head, name) == 0)
+        fwrite (head.data, 1, head.len, stdout);
+      ovl_buf_reset (&head);
+    }
+    printf (",\"disks\":[%s%.*s%s]}\n", r.b.len ? "\n" : "", (int) r.b.len,
+            r.b.data ? r.b.data : "", r.b.len ? "\n" : "");
+  }
+
+ out:
+  ovl_buf_reset (&r.b);
+  free (xml);
+  if (dom)
+    virDomainFree (dom);
+  virConnectClose (conn);
   return status;
 }
 
@@ -584,6 +869,8 @@ main (int argc, char **argv)
     return cmd_status (argc - 1, argv + 1);
   if (strcmp (argv[1], "gc") == 0)
     return cmd_gc (argc - 1, argv + 1);
+  if (strcmp (argv[1], "reset") == 0)
+    return cmd_reset (argc - 1, argv + 1);
   fprintf (stderr, "%s: unknown command '%s'\n", prog, argv[1]);
   return 2;
 }

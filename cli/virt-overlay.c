@@ -34,6 +34,7 @@ usage (FILE *f)
            "       %s pool status | pool flush\n"
            "       %s status [--json] [--connect URI] [DOMAIN...]\n"
            "       %s gc [--dry-run] [--json] [--connect URI]\n"
+           "       %s reset [--disk TARGET] [--json] [--connect URI] DOMAIN\n"
            "       %s --help | --version\n"
            "\n"
            "create makes qcow2 overlays on BASE through qemu-storage-daemon, all or\n"
@@ -44,8 +45,10 @@ usage (FILE *f)
            "daemons (through libvirt, read-only).\n"
            "gc removes what virt-overlay made for domains libvirt no longer knows,\n"
            "temporary files of dead callers and pools whose base changed.\n"
+           "reset removes a shut-off domain's persistent overlays that virt-overlay\n"
+           "made, so that its next start makes fresh ones from the base.\n"
            "Configuration: $VIRT_OVERLAY_CONFIG or %s\n",
-           prog, prog, prog, prog, prog, prog, OVL_CONFIG_DEFAULT_PATH);
+           prog, prog, prog, prog, prog, prog, prog, OVL_CONFIG_DEFAULT_PATH);
 }
 
 static int
@@ -240,6 +243,8 @@ main (int argc, char **argv)
   if (strcmp (argv[1], "status") == 0)
     return run_admin (argv);
   if (strcmp (argv[1], "gc") == 0)
+    return run_admin (argv);
+  if (strcmp (argv[1], "reset") == 0)
     return run_admin (argv);
   fprintf (stderr, "%s: unknown command '%s'\n", prog, argv[1]);
   return 2;

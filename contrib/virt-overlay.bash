@@ -17,7 +17,7 @@ _virt_overlay ()
         words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
     fi
 
-    local commands="create pool status gc --help --version"
+    local commands="create pool status gc reset --help --version"
     local create_opts="--backing-format --cluster-size --lazy-refcounts --extended-l2 --size"
 
     if [[ $cword -eq 1 ]]; then
@@ -29,7 +29,7 @@ _virt_overlay ()
         --backing-format) COMPREPLY=($(compgen -W "qcow2 raw" -- "$cur")); return ;;
         --lazy-refcounts|--extended-l2) COMPREPLY=($(compgen -W "on off" -- "$cur")); return ;;
         --cluster-size) COMPREPLY=($(compgen -W "65536 131072 262144 524288 1048576 2097152" -- "$cur")); return ;;
-        --size) return ;;
+        --size|--disk) return ;;
         --connect) COMPREPLY=($(compgen -W "qemu:///system" -- "$cur")); return ;;
     esac
 
@@ -64,6 +64,12 @@ _virt_overlay ()
             fi ;;
         gc)
             COMPREPLY=($(compgen -W "--dry-run --json --connect" -- "$cur")) ;;
+        reset)
+            if [[ $cur == -* ]]; then
+                COMPREPLY=($(compgen -W "--disk --json --connect" -- "$cur"))
+            elif [[ $prev != --disk ]]; then
+                COMPREPLY=($(compgen -W "$(_virt_overlay_domains "$uri")" -- "$cur"))
+            fi ;;
     esac
 }
 complete -F _virt_overlay virt-overlay

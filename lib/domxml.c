@@ -31,6 +31,9 @@ ovl_domain_free (struct ovl_domain *d)
     free (d->disks[i].base);
   }
   free (d->disks);
+  for (i = 0; i < d->nfiles; i++)
+    free (d->files[i]);
+  free (d->files);
   free (d->name);
   free (d->uuid);
   free (d);
@@ -478,6 +481,34 @@ parse_policies (xmlNodePtr root, struct ovl_domain *d)
   return 0;
 }
 
+/* Every <source file='...'> in DISK's subtree (its backing chain
+ * included) into D->files. */
+static int
+collect_files (xmlNodePtr disk, struct ovl_domain *d)
+{
+  xmlNodePtr n = disk->children;
+
+  while (n && n != disk) {
+    if (is_elem (n, "source") && has_attr (n, "file")) {
+      char *f = NULL;
+      if (OVL_RESERVE (d->files, d->files_cap, d->nfiles + 1, 8) == -1 ||
+          attr (n, "file", &f) == -1)
+        return -1;
+      d->files[d->nfiles++] = f;
+    }
+    /* Depth first, back up to DISK. */
+    if (n->type == XML_ELEMENT_NODE && n->children)
+      n = n->children;
+    else {
+      while (n != disk && !n->next)
+        n = n->parent;
+      if (n != disk)
+        n = n->next;
+    }
+  }
+  return 0;
+}
+
 struct ovl_domain *
 ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
 {
@@ -540,6 +571,8 @@ ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
     size_t i;
     if (!is_elem (n, "disk"))
       continue;
+    if (collect_files (n, d) == -1)
+      return NULL;
     if (d->ndisks == OVL_MAX_BATCH) {
       ovl_error ("domain XML: more than %d disks", OVL_MAX_BATCH);
       return NULL;

@@ -69,6 +69,8 @@ struct ovl_domain {
   char *uuid;                   /* validated: 36 chars of hex and '-' */
   struct ovl_disk *disks;
   size_t ndisks, disks_cap;
+  char **files;                 /* every disk's every <source file>, backing */
+  size_t nfiles, files_cap;     /* chains included, handled or not */
 };
 
 /* Parse LEN bytes of domain XML; options default to CFG's. */

@@ -22,6 +22,8 @@
 #include "util.h"
 
 #define UUID_LEN 36
+#define PERSISTENT_LEFT "a persistent overlay: gc never removes one (remove it by hand " \
+  "if its domain is gone for good); forgotten"
 
 /* NAME is a UUID as ledgers are named (lowercase), alone or followed by
  * ".lock" or ".tmp". */
@@ -122,23 +124,69 @@ struct gc_domain {
   char why[160];                /* "domain NAME (UUID) is no longer defined" */
 };
 
+/* Why L's overlays wait for a saved state of its domain, or NULL. */
+static const char *
+keeps_state (const struct gc_domain *g, const struct ovl_ledger *l)
+{
+  int r;
+
+  if (l->saved)
+    return "its domain stopped to be saved to a file (virsh save): the restore needs its "
+      "overlays";
+  if (l->restore_pending)
+    return "a restore of its domain is under way";
+  if (l->domain && (r = ovl_managed_save_exists (g->cfg, l->domain)) != 0)
+    return r == 1 ? "a managed-save image of its domain exists" : ovl_error_msg ();
+  return NULL;
+}
+
+/* Whether a domain libvirt knows uses E's file: then it is reported as
+ * left.  -1 when that cannot be told (error set). */
+static int
+used_elsewhere (struct gc_domain *g, const struct ovl_ledger_entry *e)
+{
+  const char *who = NULL;
+  char name[80], line[200];
+  int r = g->ops->path_used (g->ops->opaque, e->path, &who);
+
+  if (r == 1) {
+    shown_name (who, name, sizeof name);
+    snprintf (line, sizeof line, "domain %s uses it as a disk now; forgotten", name);
+    g->ops->say (g->ops->opaque, OVL_GC_LEFT, "overlay", e->path, line);
+  }
+  return r;
+}
+
 /* The dry run of one domain libvirt does not know. */
-static void
+static int
 gc_domain_dry (struct gc_domain *g)
 {
   const struct ovl_gc_ops *ops = g->ops;
   CLEANUP_LEDGER struct ovl_ledger *l = ovl_ledger_load (g->cfg->state_dir, g->uuid);
+  const char *why;
   size_t i;
+  int r;
 
   if (!l) {
     ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, ovl_error_msg ());
-    return;
+    return 0;
+  }
+  if ((why = keeps_state (g, l))) {
+    ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, why);
+    return 0;
   }
   for (i = 0; i < l->n; i++) {
     const struct ovl_ledger_entry *e = &l->entries[i];
+    if (e->persistent) {
+      ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, PERSISTENT_LEFT);
+      continue;
+    }
     switch (ovl_overlay_presence (g->cfg, e->path, &e->id)) {
     case OVL_PRESENCE_OURS:
-      ops->say (ops->opaque, OVL_GC_WOULD_REMOVE, "overlay", e->path, g->why);
+      if ((r = used_elsewhere (g, e)) == -1)
+        return -1;
+      if (r == 0)
+        ops->say (ops->opaque, OVL_GC_WOULD_REMOVE, "overlay", e->path, g->why);
       break;
     case OVL_PRESENCE_OTHER:
       ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path,
@@ -150,6 +198,7 @@ gc_domain_dry (struct gc_domain *g)
     }
   }
   ops->say (ops->opaque, OVL_GC_WOULD_REMOVE, "ledger", g->file, g->why);
+  return 0;
 }
 
 /* Remove what the ledger of a domain libvirt does not know records,
@@ -160,6 +209,7 @@ gc_domain (struct gc_domain *g, int64_t deadline)
   const struct ovl_gc_ops *ops = g->ops;
   CLEANUP_LEDGER struct ovl_ledger *l = NULL;
   CLEANUP_FREE char *lock = NULL, *tmp = NULL;
+  const char *why;
   char line[200];
   size_t i;
   int r;
@@ -171,14 +221,26 @@ gc_domain (struct gc_domain *g, int64_t deadline)
   /* Defined and started while we waited: its prepare's work is its. */
   if ((r = ops->domain_known (ops->opaque, g->uuid)) != 0)
     return r == -1 ? -1 : 0;
-  if (l->domain && (r = ovl_managed_save_exists (g->cfg, l->domain)) != 0) {
-    ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file,
-              r == 1 ? "a managed-save image of its domain exists" : ovl_error_msg ());
+  if ((why = keeps_state (g, l))) {
+    ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, why);
     return 0;
   }
   for (i = l->n; i-- > 0; ) {
     struct ovl_ledger_entry *e = &l->entries[i];
 
+    /* A domain's persistent disk outlives it, as libvirt's do. */
+    if (e->persistent) {
+      if (ovl_overlay_presence (g->cfg, e->path, &e->id) == OVL_PRESENCE_OURS)
+        ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, PERSISTENT_LEFT);
+      ovl_ledger_remove (l, e);
+      continue;
+    }
+    if ((r = used_elsewhere (g, e)) == -1)
+      return -1;
+    if (r == 1) {
+      ovl_ledger_remove (l, e);
+      continue;
+    }
     r = ovl_overlay_remove_owned (g->cfg, e->path, &e->id);
     if (r == 1) {
       ops->say (ops->opaque, OVL_GC_REMOVED, "overlay", e->path, g->why);
@@ -258,7 +320,7 @@ gc_ledgers (const struct ovl_config *cfg, const struct ovl_gc_ops *ops, bool dry
     shown_name (peek ? peek->domain : NULL, name, sizeof name);
     snprintf (g.why, sizeof g.why, "domain %s (%s) is no longer defined", name, uuids[i]);
     if (dry_run)
-      gc_domain_dry (&g);
+      ret = gc_domain_dry (&g);
     else
       ret = gc_domain (&g, deadline);
     free (g.file);
@@ -283,10 +345,9 @@ ovl_gc (const struct ovl_config *cfg, const struct ovl_gc_ops *ops, bool dry_run
 
     if (access (dir, F_OK) == -1 && errno == ENOENT)
       continue;
-    if (ovl_path_open_dir (dir, &cfg->overlay_dirs, "overlay", &fd) == -1) {
-      ops->say (ops->opaque, OVL_GC_LEFT, "directory", dir, ovl_error_msg ());
+    /* (the pools' pass says why it is left) */
+    if (ovl_path_open_dir (dir, &cfg->overlay_dirs, "overlay", &fd) == -1)
       continue;
-    }
     ovl_gc_temps (fd, dir, dry_run, ops->say, ops->opaque);
   }
   return ovl_pool_gc (cfg, dry_run, ops->say, ops->opaque);

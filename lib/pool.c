@@ -637,40 +637,55 @@ ovl_pool_refill_detached (const struct ovl_config *cfg, const struct ovl_request
   return ret;
 }
 
-/* Call FN for every pool directory of every overlay directory; an
- * overlay directory without pools has none.  0, or -1 at the first
- * failure (error set). */
+/* Call FN for every pool directory of overlay directory DIR (reached
+ * as the engine reaches it: no symlink, no directory others can write);
+ * a directory without pools has none.  0, or -1 at the first failure
+ * (error set). */
+static int
+pools_of (const struct ovl_config *cfg, const char *dir,
+          int (*fn) (int top, const char *dir, const char *hash, void *), void *opaque)
+{
+  CLEANUP_CLOSE int dfd = -1, top = -1;
+  CLEANUP_CLOSEDIR DIR *d = NULL;
+  struct dirent *e;
+  bool failed = false;
+
+  if (access (dir, F_OK) == -1 && errno == ENOENT)
+    return 0;
+  if (ovl_path_open_dir (dir, &cfg->overlay_dirs, "overlay", &dfd) == -1)
+    return -1;
+  if ((top = open_private_dir (dfd, OVL_POOL_DIR)) == -1 && errno == ENOENT)
+    return 0;
+  if (top == -1 || !(d = ovl_opendir_at (top))) {
+    ovl_error ("%s/%s: %s", dir, OVL_POOL_DIR, private_dir_error ());
+    return -1;
+  }
+  while ((e = ovl_readdir (d, &failed)))
+    if (e->d_name[0] != '.' && fn (top, dir, e->d_name, opaque) == -1)
+      return -1;
+  if (failed) {
+    ovl_error ("%s/%s: %m", dir, OVL_POOL_DIR);
+    return -1;
+  }
+  return 0;
+}
+
+/* pools_of for every overlay directory.  0, or -1 at the first failure
+ * (error set); with SAY, a directory that fails is reported as left
+ * and the others go on. */
 static int
 each_pool (const struct ovl_config *cfg,
-           int (*fn) (int top, const char *dir, const char *hash, void *), void *opaque)
+           int (*fn) (int top, const char *dir, const char *hash, void *), void *opaque,
+           ovl_gc_say *say, void *say_opaque)
 {
   size_t i;
 
-  for (i = 0; i < cfg->overlay_dirs.n; i++) {
-    const char *dir = cfg->overlay_dirs.dir[i];
-    CLEANUP_CLOSE int dfd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    CLEANUP_CLOSE int top = -1;
-    CLEANUP_CLOSEDIR DIR *d = NULL;
-    struct dirent *e;
-    bool failed = false;
-
-    if (dfd == -1 && errno == ENOENT)
-      continue;
-    if (dfd >= 0 && (top = open_private_dir (dfd, OVL_POOL_DIR)) == -1 && errno == ENOENT)
-      continue;
-    if (dfd == -1 || top == -1 || !(d = ovl_opendir_at (top))) {
-      ovl_error ("%s/%s: %s", dir, OVL_POOL_DIR,
-                 private_dir_error ());
-      return -1;
-    }
-    while ((e = ovl_readdir (d, &failed)))
-      if (e->d_name[0] != '.' && fn (top, dir, e->d_name, opaque) == -1)
+  for (i = 0; i < cfg->overlay_dirs.n; i++)
+    if (pools_of (cfg, cfg->overlay_dirs.dir[i], fn, opaque) == -1) {
+      if (!say)
         return -1;
-    if (failed) {
-      ovl_error ("%s/%s: %m", dir, OVL_POOL_DIR);
-      return -1;
+      say (say_opaque, OVL_GC_LEFT, "directory", cfg->overlay_dirs.dir[i], ovl_error_msg ());
     }
-  }
   return 0;
 }
 
@@ -720,7 +735,7 @@ ovl_pool_status (const struct ovl_config *cfg)
 {
   struct ovl_buf b = OVL_BUF_INIT;
 
-  if (each_pool (cfg, status_one, &b) == -1 || ovl_buf_append (&b, "", 0) == -1) {
+  if (each_pool (cfg, status_one, &b, NULL, NULL) == -1 || ovl_buf_append (&b, "", 0) == -1) {
     ovl_buf_reset (&b);
     return NULL;
   }
@@ -752,7 +767,7 @@ ovl_pool_flush (const struct ovl_config *cfg, long *busy)
 {
   struct flush_count c = { 0, 0 };
 
-  if (each_pool (cfg, flush_one, &c) == -1)
+  if (each_pool (cfg, flush_one, &c, NULL, NULL) == -1)
     return -1;
   if (busy)
     *busy = c.busy;
@@ -957,5 +972,5 @@ ovl_pool_gc (const struct ovl_config *cfg, bool dry_run, ovl_gc_say *say, void *
 {
   struct pool_gc g = { cfg, dry_run, say, opaque };
 
-  return each_pool (cfg, gc_one, &g);
+  return each_pool (cfg, gc_one, &g, say, opaque);
 }

@@ -113,6 +113,47 @@ use_hook_wrapper () { # HOOKS
   sh "$srcdir/contrib/libvirtd-ensure.sh" "$1"
 }
 
+# libvirt passes no environment: a wrapper in HOOKS/qemu.d gives the
+# hook our configuration ($T/conf).  Any installed virt-overlay hook is
+# set aside meanwhile (both would claim the same disks) and put back at
+# exit.
+install_hook_wrapper () { # HOOKS
+  wrapper=$1/qemu.d/virt-overlay-test-$$
+  mkdir -p "$1/qemu.d"
+  cat > "$wrapper" <<EOW
+#!/bin/sh
+VIRT_OVERLAY_CONFIG='$T/conf' VIRT_OVERLAY_REFILL='$REFILL' exec '$(cd "$builddir" && pwd)/hook/virt-overlay-hook' "\$@"
+EOW
+  chmod 0755 "$wrapper"
+  at_exit "rm -f '$wrapper'"
+  use_hook_wrapper "$1"
+}
+
+# Define domain ovl-e2e-$$-SUFFIX (its name in $name, added to $names),
+# one that boots under TCG, with DISKs "target mode overlay base format".
+e2e_define () { # SUFFIX DISK...
+  name=ovl-e2e-$$-$1; shift
+  names="$names $name"
+  {
+    echo "<domain type='qemu'><name>$name</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+    echo "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
+    echo "<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>"
+    # shellcheck disable=SC2086
+    for d in "$@"; do (set -- $d; echo "<ovl:disk target='$1' mode='$2'/>"); done
+    echo "</ovl:overlays></metadata>"
+    echo "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>"
+    for d in "$@"; do
+      # shellcheck disable=SC2086
+      (set -- $d
+       echo "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$3'/>"
+       echo "<backingStore type='file'><format type='$5'/><source file='$4'/><backingStore/></backingStore>"
+       echo "<target dev='$1' bus='virtio'/></disk>")
+    done
+    echo "<video><model type='none'/></video><memballoon model='none'/></devices></domain>"
+  } > "$T/$name.xml"
+  $VIRSH define "$T/$name.xml" >/dev/null
+}
+
 # The XML of domain NAME ($UUID) with DISKs "target mode overlay base format".
 domain () {
   name=$1; shift

@@ -89,6 +89,22 @@ grep -q "^         base $img/base.qcow2 (qcow2), made by virt-overlay$" "$T/tabl
 grep -q "^         missing (made at the next start)$" "$T/table" && pass || fail "table vdc: $(cat "$T/table")"
 grep -q "^  $T/run/qsd.sock: answering, 0 jobs$" "$T/table" && pass || fail "table qsd: $(cat "$T/table")"
 
+# ---- an overlay handed out by the warm pool says so ----
+write_conf "$T/conf" "pool_size = 1"
+pooled=ovl-admin-pool-$$
+names="$names $pooled"
+one_disk_domain "$pooled" 5b2e1c4d-7a8f-4e3b-9d2c-0123456789ac ephemeral "$img/p-vda.qcow2" |
+  sed "s|</uuid>|</uuid><memory unit='MiB'>64</memory><os><type arch='x86_64' machine='pc'>hvm</type></os>|" \
+  > "$T/pooled.xml"
+$VIRSH define "$T/pooled.xml" > /dev/null && $VO pool fill "$img/base.qcow2" &&
+  $VIRSH dumpxml "$pooled" | VIRT_OVERLAY_REFILL=/bin/true "$builddir/hook/virt-overlay-hook" "$pooled" prepare begin - &&
+  pass || fail "prepare from the pool"
+$VO status --json "$pooled" | grep -q '"made-by-virt-overlay":true,"from-pool":true' && pass ||
+  fail "status does not say the overlay came from the pool: $($VO status --json "$pooled")"
+$VO status "$pooled" | grep -q "made by virt-overlay (from the pool)$" && pass ||
+  fail "table: $($VO status "$pooled")"
+$VO pool flush > /dev/null
+
 # ---- errors ----
 set +e
 $VO status no-such-domain-$$ > /dev/null 2> "$T/err"; rc=$?

@@ -341,8 +341,8 @@ run_ledger (void)
   if (!l)
     return -1;
   l->domain = l->domain ? l->domain : ovl_strdup ("oom-domain");
-  if (!l->domain || ovl_ledger_add (l, "/img/a.qcow2", &id) == -1 ||
-      ovl_ledger_add (l, "/img/b.qcow2", &id) == -1 || ovl_ledger_save (l) == -1)
+  if (!l->domain || !ovl_ledger_add (l, "/img/a.qcow2", &id) ||
+      !ovl_ledger_add (l, "/img/b.qcow2", &id) || ovl_ledger_save (l) == -1)
     goto out;
   ovl_ledger_free (l);
   if (!(l = ovl_ledger_load (state, UUID)))
@@ -704,14 +704,23 @@ gc_unknown (void *opaque, const char *uuid)
   return 0;
 }
 
+static int
+gc_unused (void *opaque, const char *path, const char **who)
+{
+  return 0;
+}
+
 /* The first thing left becomes the error: with nothing failed, gc
- * leaves nothing here. */
+ * leaves nothing here but the persistent overlay. */
 static void
 gc_note (void *opaque, enum ovl_gc_action a, const char *kind, const char *path,
          const char *why)
 {
   bool *left = opaque;
 
+  /* vdb, the persistent disk: named and left, as it should be */
+  if (strncmp (why, "a persistent overlay", 20) == 0)
+    return;
   if (a == OVL_GC_LEFT && !*left) {
     *left = true;
     ovl_error ("gc left %s %s: %s", kind, path, why);
@@ -722,7 +731,7 @@ static int
 gc_once (void)
 {
   bool left = false;
-  const struct ovl_gc_ops ops = { gc_unknown, gc_note, &left };
+  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note, &left };
 
   if (ovl_gc (gc_cfg, &ops, false, ovl_now_ms () + 20000) == -1)
     return -1;

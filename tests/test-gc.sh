@@ -46,11 +46,27 @@ define () {
   $VIRSH dumpxml "$1" | "$HOOK" "$1" prepare begin -
 }
 KEEP=ovl-gc-keep-$$ GONE=ovl-gc-gone-$$ MOVED=ovl-gc-moved-$$ BUSY=ovl-gc-busy-$$
+SAVED=ovl-gc-saved-$$ TAKEN=ovl-gc-taken-$$ TAKER=ovl-gc-taker-$$ PERS=ovl-gc-pers-$$
 define $KEEP 6c1f0a52-0000-4000-8000-000000000001 && pass || fail "define $KEEP"
 define $GONE 6c1f0a52-0000-4000-8000-000000000002 && pass || fail "define $GONE"
 define $MOVED 6c1f0a52-0000-4000-8000-000000000003 && pass || fail "define $MOVED"
 define $BUSY 6c1f0a52-0000-4000-8000-000000000004 && pass || fail "define $BUSY"
-for n in $GONE $MOVED $BUSY; do $VIRSH undefine $n > /dev/null; done
+define $SAVED 6c1f0a52-0000-4000-8000-000000000005 && pass || fail "define $SAVED"
+define $TAKEN 6c1f0a52-0000-4000-8000-000000000006 && pass || fail "define $TAKEN"
+# PERS: a persistent overlay, which outlives its domain.
+sed "s/ephemeral/persistent/" "$T/$GONE.xml" | sed "s/$GONE/$PERS/g; s/-000000000002/-000000000008/" > "$T/$PERS.xml"
+$VIRSH define "$T/$PERS.xml" > /dev/null && names="$names $PERS" &&
+  $VIRSH dumpxml $PERS | "$HOOK" $PERS prepare begin - && pass || fail "define $PERS"
+# SAVED stopped to be saved to a file (libvirt >= 10.5 says "saved").
+$VIRSH dumpxml $SAVED | "$HOOK" $SAVED release end - saved && pass || fail "release, saved"
+for n in $GONE $MOVED $BUSY $SAVED $TAKEN $PERS; do $VIRSH undefine $n > /dev/null; done
+# TAKER, defined now, runs on TAKEN's leftover as its persistent disk.
+sed "s/ephemeral/persistent/; s/$GONE/$TAKER/g; s|$img/$TAKER.qcow2|$img/$TAKEN.qcow2|; s/-000000000002/-000000000007/" \
+  "$T/$GONE.xml" > "$T/$TAKER.xml"
+$VIRSH define "$T/$TAKER.xml" > /dev/null && names="$names $TAKER" &&
+  $VIRSH dumpxml $TAKER | "$HOOK" $TAKER prepare begin - && pass || fail "define $TAKER"
+grep -q "$img/$TAKEN.qcow2" "$T/$TAKER.xml" && pass || fail "$TAKER is not on $TAKEN's overlay"
+
 # MOVED's overlay is someone else's file now; BUSY's is open in a QEMU.
 rm "$img/$MOVED.qcow2"
 "$QEMU_IMG" create -q -f qcow2 "$img/$MOVED.qcow2" 1M
@@ -81,6 +97,14 @@ $VO gc --connect test:///default > "$T/out" 2> "$T/err"; rc=$?
 set -e
 [ "$rc" = 1 ] && grep -q "gc: test:///default is not a QEMU driver" "$T/err" && pass ||
   fail "gc through the test driver: $rc $(cat "$T/err")"
+# Another daemon's socket (a libvirtd with other, or no, domains) is not this host's.
+for uri in "qemu:///system?socket=/run/libvirt/libvirt-sock" "qemu+unix:///system" "qemu:///system#x"; do
+  set +e
+  $VO gc --connect "$uri" > "$T/out" 2> "$T/err"; rc=$?
+  set -e
+  [ "$rc" = 1 ] && grep -q "is not qemu:///system: refused" "$T/err" && pass ||
+    fail "gc through $uri: $rc $(cat "$T/err")"
+done
 snap | diff "$T/before" - > "$T/d" && pass || fail "a refused gc changed files: $(cat "$T/d")"
 
 # ---- --dry-run names what gc would do, and changes nothing ----
@@ -111,6 +135,11 @@ diff -u "$srcdir/tests/data/admin/gc.json" "$T/got.json" > "$T/diff" && pass ||
 [ ! -e "$ledgers/6c1f0a52-0000-4000-8000-000000000003" ] && pass || fail "the moved overlay's ledger is left"
 [ -e "$img/$BUSY.qcow2" ] && [ -e "$ledgers/6c1f0a52-0000-4000-8000-000000000004" ] && pass ||
   fail "removed an overlay a QEMU holds open, or forgot it"
+[ -e "$img/$SAVED.qcow2" ] && [ -e "$ledgers/6c1f0a52-0000-4000-8000-000000000005" ] && pass ||
+  fail "removed what a restore from a file needs"
+[ -e "$img/$TAKEN.qcow2" ] && pass || fail "removed the disk a defined domain runs on"
+[ -e "$img/$PERS.qcow2" ] && [ ! -e "$ledgers/6c1f0a52-0000-4000-8000-000000000008" ] && pass ||
+  fail "a persistent overlay of a domain that is gone: removed, or its ledger left"
 [ ! -e "$img/.virt-overlay-dead-1.tmp" ] && [ -e "$img/.virt-overlay-live-1.tmp" ] && pass ||
   fail "temporary files: $(ls -a "$img")"
 [ "$($VO pool status | grep -c "ready=2")" = 1 ] && $VO pool status | grep -q "base $img/base.qcow2;" &&
@@ -121,8 +150,10 @@ kill $qio; wait $qio 2>/dev/null || true
 $VO gc > "$T/out" 2> "$T/err" && pass || fail "gc again: $(cat "$T/err")"
 grep -q "^removed overlay $img/$BUSY.qcow2: " "$T/out" && [ ! -e "$img/$BUSY.qcow2" ] && pass ||
   fail "gc after QEMU let go: $(cat "$T/out")"
-$VO gc > "$T/out" 2> "$T/err" && [ "$(cat "$T/out")" = "gc: 0 removed, 0 left" ] && pass ||
-  fail "a third gc still found: $(cat "$T/out") $(cat "$T/err")"
+$VO gc > "$T/out" 2> "$T/err" && [ "$(cat "$T/out")" = "$(printf '%s\n' \
+  "left ledger $ledgers/6c1f0a52-0000-4000-8000-000000000005: its domain stopped to be saved to a file (virsh save): the restore needs its overlays" \
+  "gc: 0 removed, 1 left")" ] && pass ||
+  fail "a third gc found: $(cat "$T/out") $(cat "$T/err")"
 
 # ---- the gone domain, defined again, starts afresh ----
 define $GONE 6c1f0a52-0000-4000-8000-000000000002 && [ -e "$img/$GONE.qcow2" ] && pass ||

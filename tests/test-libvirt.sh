@@ -20,17 +20,7 @@ mkdir -p "$HOOKS/qemu.d"
 write_conf "$T/conf" "managed_save_dir = /var/lib/libvirt/qemu/save"
 at_exit "stop_pidfile $T/run/qsd.sock.pid"
 
-# libvirt passes no environment: a wrapper gives the hook our config.
-# Any installed virt-overlay hook is set aside meanwhile (both would
-# claim the same disks) and put back at exit.
-wrapper=$HOOKS/qemu.d/virt-overlay-test-$$
-cat > "$wrapper" <<EOW
-#!/bin/sh
-VIRT_OVERLAY_CONFIG='$T/conf' VIRT_OVERLAY_REFILL='$REFILL' exec '$(cd "$builddir" && pwd)/hook/virt-overlay-hook' "\$@"
-EOW
-chmod 0755 "$wrapper"
-at_exit "rm -f '$wrapper'"
-use_hook_wrapper "$HOOKS"
+install_hook_wrapper "$HOOKS"
 
 make_bases
 printf 'QFI\373' > "$img/liar.raw"; truncate -s 1M "$img/liar.raw"
@@ -46,27 +36,7 @@ cleanup_domains () {
 }
 at_exit cleanup_domains
 
-# define NAME "target mode overlay base format" ...
-define () {
-  name=ovl-e2e-$$-$1; shift
-  names="$names $name"
-  {
-    echo "<domain type='qemu'><name>$name</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
-    echo "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
-    echo "<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>"
-    for d in "$@"; do (set -- $d; echo "<ovl:disk target='$1' mode='$2'/>"); done
-    echo "</ovl:overlays></metadata>"
-    echo "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>"
-    for d in "$@"; do
-      (set -- $d
-       echo "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$3'/>"
-       echo "<backingStore type='file'><format type='$5'/><source file='$4'/><backingStore/></backingStore>"
-       echo "<target dev='$1' bus='virtio'/></disk>")
-    done
-    echo "<video><model type='none'/></video><memballoon model='none'/></devices></domain>"
-  } > "$T/$name.xml"
-  $VIRSH define "$T/$name.xml" >/dev/null
-}
+define () { e2e_define "$@"; }
 state () { $VIRSH domstate "$1" 2>/dev/null | head -n 1; }
 backing_of () { "$QEMU_IMG" info -U --output=json "$1" 2>/dev/null | sed -n 's/.*"backing-filename": "\(.*\)",*/\1/p'; }
 btime () { stat -c %W "$1" 2>/dev/null || echo none; }
