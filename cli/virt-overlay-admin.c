@@ -7,6 +7,7 @@
  *   virt-overlay status [--json] [--connect URI] [DOMAIN...]
  *   virt-overlay gc [--dry-run] [--json] [--connect URI]
  *   virt-overlay reset [--disk TARGET] [--json] [--connect URI] DOMAIN
+ *   virt-overlay clone [--mode persistent|ephemeral] [--json] [--connect URI] SOURCE NEW
  *
  * status: for each domain whose disks virt-overlay handles (or each
  * DOMAIN named), its state and, per disk, the mode, the overlay, whether
@@ -22,6 +23,11 @@
  * reset: for a shut-off domain, remove the persistent overlays that
  * virt-overlay made (the ledger says so, and the file is still that
  * one), so that the next start makes fresh ones from the base.
+ *
+ * clone: define NEW from SOURCE's XML as a linked clone (see
+ * ovl_domxml_clone): its handled disks on new overlays beside SOURCE's,
+ * on the same bases.  Nothing is made until NEW starts: the hook does
+ * it.
  */
 #include <config.h>
 
@@ -60,8 +66,9 @@ usage (FILE *f)
 {
   fprintf (f, "Usage: %s status [--json] [--connect URI] [DOMAIN...]\n"
            "       %s gc [--dry-run] [--json] [--connect URI]\n"
-           "       %s reset [--disk TARGET] [--json] [--connect URI] DOMAIN\n",
-           prog, prog, prog);
+           "       %s reset [--disk TARGET] [--json] [--connect URI] DOMAIN\n"
+           "       %s clone [--mode persistent|ephemeral] [--json] [--connect URI] SOURCE NEW\n",
+           prog, prog, prog, prog);
 }
 
 /* libvirt's last error, as one line. */
@@ -858,6 +865,139 @@ cmd_reset (int argc, char **argv)
   return status;
 }
 
+/* ---- clone ---- */
+
+static int
+cmd_clone (int argc, char **argv)
+{
+  static const struct option opts[] = {
+    { "mode", required_argument, NULL, 'm' },
+    { "json", no_argument, NULL, 'j' },
+    { "connect", required_argument, NULL, 'c' },
+    { "help", no_argument, NULL, 'h' },
+    { NULL, 0, NULL, 0 },
+  };
+  CLEANUP_CONFIG struct ovl_config *cfg = NULL;
+  CLEANUP_DOMAIN struct ovl_domain *made = NULL;
+  CLEANUP_FREE char *xml = NULL, *clone = NULL, *newxml = NULL;
+  const char *uri = "qemu:///system", *src, *name;
+  virConnectPtr conn = NULL;
+  virDomainPtr dom = NULL, nd = NULL;
+  struct ovl_buf b = OVL_BUF_INIT;
+  bool json = false;
+  int c, mode = -1, status = 1;
+  size_t i;
+
+  while ((c = getopt_long (argc, argv, "+", opts, NULL)) != -1) {
+    switch (c) {
+    case 'm':
+      if (strcmp (optarg, "persistent") == 0)
+        mode = OVL_MODE_PERSISTENT;
+      else if (strcmp (optarg, "ephemeral") == 0)
+        mode = OVL_MODE_EPHEMERAL;
+      else {
+        fprintf (stderr, "%s: --mode: '%s' is not persistent or ephemeral\n", prog, optarg);
+        return 2;
+      }
+      break;
+    case 'j': json = true; break;
+    case 'c': uri = optarg; break;
+    case 'h': usage (stdout); return 0;
+    default: usage (stderr); return 2;
+    }
+  }
+  if (argc - optind != 2) {
+    usage (stderr);
+    return 2;
+  }
+  src = argv[optind];
+  name = argv[optind + 1];
+  if (!(cfg = ovl_config_load ())) {
+    fprintf (stderr, "%s: %s\n", prog, ovl_error_msg ());
+    return 1;
+  }
+  virSetErrorFunc (NULL, silence_libvirt);
+  if (!(conn = virConnectOpen (uri))) {
+    fprintf (stderr, "%s: %s: %s\n", prog, uri, virt_error ());
+    return 1;
+  }
+  if (!(dom = virDomainLookupByName (conn, src))) {
+    fprintf (stderr, "%s: domain %s: %s\n", prog, src, virt_error ());
+    goto out;
+  }
+  /* The inactive definition, secrets (a VNC password) included. */
+  if (!(xml = virDomainGetXMLDesc (dom, VIR_DOMAIN_XML_INACTIVE | VIR_DOMAIN_XML_SECURE))) {
+    fprintf (stderr, "%s: domain %s: %s\n", prog, src, virt_error ());
+    goto out;
+  }
+  if (!(clone = ovl_domxml_clone (xml, strlen (xml), cfg, name, mode))) {
+    fprintf (stderr, "%s: clone of %s: %s\n", prog, src, ovl_error_msg ());
+    goto out;
+  }
+  if (!(nd = virDomainDefineXML (conn, clone))) {
+    fprintf (stderr, "%s: defining %s: %s\n", prog, name, virt_error ());
+    goto out;
+  }
+  /* What libvirt made of it, with its UUID: what the hook will see. */
+  if (!(newxml = virDomainGetXMLDesc (nd, VIR_DOMAIN_XML_INACTIVE)) ||
+      !(made = ovl_domxml_parse (newxml, strlen (newxml), cfg))) {
+    fprintf (stderr, "%s: %s: %s\n", prog, name, newxml ? ovl_error_msg () : virt_error ());
+    goto out;
+  }
+  /* A file at a new overlay's path would be used, or refused, at the
+   * first start: it is someone else's, so the clone goes again. */
+  for (i = 0; i < made->ndisks; i++) {
+    struct stat st;
+    if (lstat (made->disks[i].overlay, &st) == 0 || errno != ENOENT) {
+      fprintf (stderr, "%s: disk %s: '%s' exists already (or cannot be looked at): a clone "
+               "named %s cannot have its own overlay there; not defined\n", prog,
+               made->disks[i].target, made->disks[i].overlay, name);
+      if (virDomainUndefineFlags (nd, VIR_DOMAIN_UNDEFINE_KEEP_NVRAM) == -1)
+        fprintf (stderr, "%s: undefining %s again: %s\n", prog, name, virt_error ());
+      goto out;
+    }
+  }
+  status = 0;
+  if (json && (ovl_buf_printf (&b, "{") == -1 || json_str (&b, "domain", name, false) == -1 ||
+               json_str (&b, "source", src, true) == -1 ||
+               ovl_buf_printf (&b, ",\"disks\":[") == -1))
+    status = 1;
+  if (!json)
+    printf ("domain %s defined as a linked clone of %s\n", name, src);
+  for (i = 0; i < made->ndisks; i++) {
+    const struct ovl_disk *k = &made->disks[i];
+    const char *m = k->mode == OVL_MODE_EPHEMERAL ? "ephemeral" : "persistent";
+
+    if (json) {
+      if ((i && ovl_buf_printf (&b, ",") == -1) || ovl_buf_printf (&b, "\n{") == -1 ||
+          json_str (&b, "target", k->target, false) == -1 ||
+          json_str (&b, "mode", m, true) == -1 || json_str (&b, "overlay", k->overlay, true) == -1 ||
+          json_str (&b, "base", k->base, true) == -1 || ovl_buf_printf (&b, "}") == -1)
+        status = 1;
+    }
+    else
+      printf ("disk %s: %s overlay '%s' on '%s', made at its first start\n", k->target, m,
+              k->overlay, k->base);
+  }
+  if (json) {
+    if (ovl_buf_printf (&b, "]}\n") == -1)
+      status = 1;
+    else
+      fwrite (b.data, 1, b.len, stdout);
+  }
+  if (status)
+    fprintf (stderr, "%s: out of memory\n", prog);
+
+ out:
+  ovl_buf_reset (&b);
+  if (nd)
+    virDomainFree (nd);
+  if (dom)
+    virDomainFree (dom);
+  virConnectClose (conn);
+  return status;
+}
+
 int
 main (int argc, char **argv)
 {
@@ -871,6 +1011,8 @@ main (int argc, char **argv)
     return cmd_gc (argc - 1, argv + 1);
   if (strcmp (argv[1], "reset") == 0)
     return cmd_reset (argc - 1, argv + 1);
+  if (strcmp (argv[1], "clone") == 0)
+    return cmd_clone (argc - 1, argv + 1);
   fprintf (stderr, "%s: unknown command '%s'\n", prog, argv[1]);
   return 2;
 }

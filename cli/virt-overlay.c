@@ -35,6 +35,7 @@ usage (FILE *f)
            "       %s status [--json] [--connect URI] [DOMAIN...]\n"
            "       %s gc [--dry-run] [--json] [--connect URI]\n"
            "       %s reset [--disk TARGET] [--json] [--connect URI] DOMAIN\n"
+           "       %s clone [--mode persistent|ephemeral] [--json] [--connect URI] SOURCE NEW\n"
            "       %s --help | --version\n"
            "\n"
            "create makes qcow2 overlays on BASE through qemu-storage-daemon, all or\n"
@@ -47,8 +48,10 @@ usage (FILE *f)
            "temporary files of dead callers and pools whose base changed.\n"
            "reset removes a shut-off domain's persistent overlays that virt-overlay\n"
            "made, so that its next start makes fresh ones from the base.\n"
+           "clone defines NEW as a linked clone of SOURCE: new overlays on the same\n"
+           "bases, made when NEW first starts.\n"
            "Configuration: $VIRT_OVERLAY_CONFIG or %s\n",
-           prog, prog, prog, prog, prog, prog, prog, OVL_CONFIG_DEFAULT_PATH);
+           prog, prog, prog, prog, prog, prog, prog, prog, OVL_CONFIG_DEFAULT_PATH);
 }
 
 static int
@@ -245,6 +248,8 @@ main (int argc, char **argv)
   if (strcmp (argv[1], "gc") == 0)
     return run_admin (argv);
   if (strcmp (argv[1], "reset") == 0)
+    return run_admin (argv);
+  if (strcmp (argv[1], "clone") == 0)
     return run_admin (argv);
   fprintf (stderr, "%s: unknown command '%s'\n", prog, argv[1]);
   return 2;

@@ -17,7 +17,7 @@ _virt_overlay ()
         words=("${COMP_WORDS[@]}") cword=$COMP_CWORD
     fi
 
-    local commands="create pool status gc reset --help --version"
+    local commands="create pool status gc reset clone --help --version"
     local create_opts="--backing-format --cluster-size --lazy-refcounts --extended-l2 --size"
 
     if [[ $cword -eq 1 ]]; then
@@ -30,6 +30,7 @@ _virt_overlay ()
         --lazy-refcounts|--extended-l2) COMPREPLY=($(compgen -W "on off" -- "$cur")); return ;;
         --cluster-size) COMPREPLY=($(compgen -W "65536 131072 262144 524288 1048576 2097152" -- "$cur")); return ;;
         --size|--disk) return ;;
+        --mode) COMPREPLY=($(compgen -W "persistent ephemeral" -- "$cur")); return ;;
         --connect) COMPREPLY=($(compgen -W "qemu:///system" -- "$cur")); return ;;
     esac
 
@@ -69,6 +70,21 @@ _virt_overlay ()
                 COMPREPLY=($(compgen -W "--disk --json --connect" -- "$cur"))
             elif [[ $prev != --disk ]]; then
                 COMPREPLY=($(compgen -W "$(_virt_overlay_domains "$uri")" -- "$cur"))
+            fi ;;
+        clone)
+            if [[ $cur == -* ]]; then
+                COMPREPLY=($(compgen -W "--mode --json --connect" -- "$cur"))
+            else
+                # SOURCE is a domain; NEW is a name of the user's.
+                local n=0
+                for ((i = 2; i < cword; i++)); do
+                    case ${words[i]} in
+                        --mode|--connect) ((i++)) ;;
+                        -*) ;;
+                        *) ((n++)) ;;
+                    esac
+                done
+                [[ $n -eq 0 ]] && COMPREPLY=($(compgen -W "$(_virt_overlay_domains "$uri")" -- "$cur"))
             fi ;;
     esac
 }

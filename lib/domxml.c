@@ -509,13 +509,13 @@ collect_files (xmlNodePtr disk, struct ovl_domain *d)
   return 0;
 }
 
-struct ovl_domain *
-ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
+/* LEN bytes of domain XML, bounded and checked, as a document whose
+ * root is <domain>; NULL with the error set. */
+static xmlDocPtr
+read_doc (const char *xml, size_t len)
 {
   CLEANUP_XMLFREEDOC xmlDocPtr doc = NULL;
-  CLEANUP_DOMAIN struct ovl_domain *d = NULL;
-  xmlNodePtr root, devices, n;
-  CLEANUP_FREE char *uuid = NULL;
+  xmlNodePtr root;
 
   if (len > OVL_XML_MAX) {
     ovl_error ("domain XML is larger than %d bytes", OVL_XML_MAX);
@@ -546,6 +546,20 @@ ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
     ovl_error ("domain XML: the root element is not <domain>");
     return NULL;
   }
+  return OVL_STEAL (doc);
+}
+
+struct ovl_domain *
+ovl_domxml_parse (const char *xml, size_t len, const struct ovl_config *cfg)
+{
+  CLEANUP_XMLFREEDOC xmlDocPtr doc = read_doc (xml, len);
+  CLEANUP_DOMAIN struct ovl_domain *d = NULL;
+  xmlNodePtr root, devices, n;
+  CLEANUP_FREE char *uuid = NULL;
+
+  if (!doc)
+    return NULL;
+  root = xmlDocGetRootElement (doc);
   if (!(d = ovl_calloc (1, sizeof *d)))
     return NULL;
   if (text_of (child (root, "name"), &d->name) == -1 ||
@@ -632,5 +646,189 @@ ovl_domain_plan (const struct ovl_domain *d)
   return ovl_buf_steal (&b);
  fail:
   ovl_buf_reset (&b);
+  return NULL;
+}
+
+/* ---- linked clones ---- */
+
+/* OVERLAY's path for a clone named NEW of domain SRC: beside it, SRC's
+ * name in the file name replaced by NEW's, or NEW's put in front. */
+static char *
+clone_path (const char *overlay, const char *src, const char *new_name)
+{
+  const char *slash = strrchr (overlay, '/');
+  const char *base = slash ? slash + 1 : overlay;
+  const char *at = *src ? strstr (base, src) : NULL;
+  int dirlen = (int) (base - overlay);
+  char *p;
+  int r;
+
+  if (at)
+    r = asprintf (&p, "%.*s%.*s%s%s", dirlen, overlay, (int) (at - base), base, new_name,
+                  at + strlen (src));
+  else
+    r = asprintf (&p, "%.*s%s-%s", dirlen, overlay, new_name, base);
+  if (r == -1) {
+    ovl_error ("out of memory");
+    return NULL;
+  }
+  return p;
+}
+
+/* Replace N's content with the text T. */
+static int
+set_text (xmlNodePtr n, const char *t)
+{
+  xmlNodePtr text;
+
+  while (n->children) {
+    xmlNodePtr c = n->children;
+    xmlUnlinkNode (c);
+    xmlFreeNode (c);
+  }
+  if (t && !(text = xmlNewText (BAD_CAST t))) {
+    ovl_error ("out of memory");
+    return -1;
+  }
+  if (t)
+    xmlAddChild (n, text);
+  return 0;
+}
+
+static void
+drop (xmlNodePtr n)
+{
+  if (n) {
+    xmlUnlinkNode (n);
+    xmlFreeNode (n);
+  }
+}
+
+/* A <disk> virt-overlay does not handle, which a linked clone would
+ * share: one the guest can write. */
+static bool
+shared_writable (xmlNodePtr n)
+{
+  CLEANUP_FREE char *device = NULL;
+
+  if (attr (n, "device", &device) == -1)
+    return true;                /* out of memory: not shared, surely */
+  if (device && strcmp (device, "cdrom") != 0 && strcmp (device, "floppy") != 0 &&
+      strcmp (device, "disk") != 0 && strcmp (device, "lun") != 0)
+    return false;
+  if (device && (strcmp (device, "cdrom") == 0 || strcmp (device, "floppy") == 0) &&
+      !child (n, "source"))
+    return false;               /* an empty drive */
+  return !child (n, "readonly") && !child (n, "shareable") && !child (n, "transient");
+}
+
+char *
+ovl_domxml_clone (const char *xml, size_t len, const struct ovl_config *cfg,
+                  const char *new_name, int mode)
+{
+  CLEANUP_DOMAIN struct ovl_domain *d = ovl_domxml_parse (xml, len, cfg);
+  CLEANUP_XMLFREEDOC xmlDocPtr doc = NULL;
+  xmlNodePtr root, n, md, o;
+  xmlChar *out = NULL;
+  int outlen = 0;
+  char *ret;
+  size_t i, j;
+
+  if (!d)
+    return NULL;
+  if (!*new_name || strchr (new_name, '/') || ovl_has_control (new_name) ||
+      strcmp (new_name, d->name) == 0) {
+    ovl_error ("'%s' cannot be the new domain's name", new_name);
+    return NULL;
+  }
+  if (!(doc = read_doc (xml, len)))
+    return NULL;
+  root = xmlDocGetRootElement (doc);
+  /* A new name, and no UUID: libvirt makes one. */
+  if (set_text (child (root, "name"), new_name) == -1)
+    return NULL;
+  drop (child (root, "uuid"));
+  /* A fresh NVRAM from its template, not the source's variables. */
+  if ((n = child (child (root, "os"), "nvram")) && set_text (n, NULL) == -1)
+    return NULL;
+
+  for (n = child (root, "devices") ? child (root, "devices")->children : NULL; n; n = n->next) {
+    CLEANUP_FREE char *dev = NULL;
+
+    if (is_elem (n, "interface")) {
+      drop (child (n, "mac"));  /* libvirt makes new addresses */
+      continue;
+    }
+    if (!is_elem (n, "disk"))
+      continue;
+    if (attr (child (n, "target"), "dev", &dev) == -1)
+      return NULL;
+    for (i = 0; dev && i < d->ndisks && strcmp (d->disks[i].target, dev) != 0; i++)
+      ;
+    if (!dev || i == d->ndisks) {
+      if (shared_writable (n)) {
+        ovl_error ("disk %s: virt-overlay does not handle it, and the clone would write to "
+                   "it too; make it <readonly/> or <shareable/>, or copy it (virt-clone)",
+                   dev ? dev : "?");
+        return NULL;
+      }
+      continue;
+    }
+    {
+      CLEANUP_FREE char *p = clone_path (d->disks[i].overlay, d->name, new_name);
+      if (!p)
+        return NULL;
+      for (j = 0; j < d->ndisks; j++)
+        if (strcmp (d->disks[j].overlay, p) == 0) {
+          ovl_error ("disk %s: the clone's overlay '%s' is another disk's", dev, p);
+          return NULL;
+        }
+      if (!xmlSetProp (child (n, "source"), BAD_CAST "file", BAD_CAST p)) {
+        ovl_error ("out of memory");
+        return NULL;
+      }
+    }
+  }
+
+  /* --mode: every handled disk's, in our metadata (made if need be). */
+  if (mode >= 0) {
+    const char *m = mode == OVL_MODE_EPHEMERAL ? "ephemeral" : "persistent";
+    xmlNsPtr ns = NULL;
+
+    md = child (root, "metadata");
+    if (!md && !(md = xmlNewChild (root, NULL, BAD_CAST "metadata", NULL)))
+      goto oom;
+    for (o = md->children; o; o = o->next)
+      if (o->type == XML_ELEMENT_NODE && o->ns &&
+          xmlStrcmp (o->ns->href, BAD_CAST OVL_XML_NS) == 0)
+        break;
+    if (!o) {
+      if (!(o = xmlNewChild (md, NULL, BAD_CAST "overlays", NULL)) ||
+          !(ns = xmlNewNs (o, BAD_CAST OVL_XML_NS, BAD_CAST "ovl")))
+        goto oom;
+      xmlSetNs (o, ns);
+    }
+    ns = o->ns;
+    for (i = 0; i < d->ndisks; i++) {
+      for (n = o->children; n; n = n->next)
+        if (n->type == XML_ELEMENT_NODE && attr_is (n, "target", d->disks[i].target))
+          break;
+      if (!n && (!(n = xmlNewChild (o, ns, BAD_CAST "disk", NULL)) ||
+                 !xmlSetProp (n, BAD_CAST "target", BAD_CAST d->disks[i].target)))
+        goto oom;
+      if (!xmlSetProp (n, BAD_CAST "mode", BAD_CAST m))
+        goto oom;
+    }
+  }
+
+  xmlDocDumpMemory (doc, &out, &outlen);
+  if (!out)
+    goto oom;
+  ret = ovl_strdup ((const char *) out);
+  xmlFree (out);
+  return ret;
+
+ oom:
+  ovl_error ("out of memory");
   return NULL;
 }

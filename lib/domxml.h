@@ -76,6 +76,18 @@ struct ovl_domain {
 /* Parse LEN bytes of domain XML; options default to CFG's. */
 struct ovl_domain *ovl_domxml_parse (const char *xml, size_t len,
                                      const struct ovl_config *cfg);
+/* The XML of a linked clone of the domain in XML, named NEW_NAME: no
+ * UUID and no MAC addresses (libvirt makes new ones), an empty <nvram>
+ * (made afresh from its template), and each disk virt-overlay handles
+ * on a new overlay beside the source's (its name with the source
+ * domain's name replaced by NEW_NAME, or NEW_NAME- in front) over the
+ * same base, with mode MODE (an enum ovl_mode) or, if MODE < 0, the
+ * source's.  Refused (NULL, error set) when the source has a disk that
+ * virt-overlay does not handle and that the guest can write: both
+ * domains would write to it.  A new string. */
+char *ovl_domxml_clone (const char *xml, size_t len, const struct ovl_config *cfg,
+                        const char *new_name, int mode);
+
 void ovl_domain_free (struct ovl_domain *d);
 #define CLEANUP_DOMAIN __attribute__((cleanup (ovl_domain_cleanup)))
 void ovl_domain_cleanup (struct ovl_domain **d);

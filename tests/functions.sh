@@ -113,6 +113,13 @@ use_hook_wrapper () { # HOOKS
   sh "$srcdir/contrib/libvirtd-ensure.sh" "$1"
 }
 
+# The entries of ledger FILE that are not persistent overlays (those
+# stay recorded across stops), one per line; nothing if it is absent.
+ephemeral_entries () { # FILE
+  [ -e "$1" ] || return 0
+  grep -o '{"path[^}]*}' "$1" | grep -v '"mode":"persistent"' || true
+}
+
 # libvirt passes no environment: a wrapper in HOOKS/qemu.d gives the
 # hook our configuration ($T/conf).  Any installed virt-overlay hook is
 # set aside meanwhile (both would claim the same disks) and put back at

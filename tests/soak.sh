@@ -237,7 +237,7 @@ tmps=$(find "$img" -name '.virt-overlay-*.tmp' 2>/dev/null)
 [ -z "$tmps" ] && pass || fail "temporary files left: $tmps"
 for l in "$T"/state/domains/*; do
   [ -f "$l" ] || continue
-  grep -q '"path"' "$l" && fail "ledger entries left in $l: $(cat "$l")" || pass
+  [ -n "$(ephemeral_entries "$l")" ] && fail "ledger entries left in $l: $(cat "$l")" || pass
 done
 [ "$(qsd_pid)" = "$qsd" ] && pass || fail "qsd restarted during the soak (pid $qsd, now $(qsd_pid))"
 jobs=$("$QMP" "$SOCK" query-jobs 2>&1) || true

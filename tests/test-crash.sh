@@ -63,7 +63,7 @@ settle () {
 leftovers () {
   ls -A "$img" | grep -E '^\.virt-overlay-.*\.tmp$' || true
   for t in $disks; do [ -e "$img/$t.qcow2" ] && echo "overlay $t.qcow2"; done
-  [ -e "$T/state/domains/$UUID" ] && echo "ledger: $(cat "$T/state/domains/$UUID")"
+  [ -n "$(ephemeral_entries "$T/state/domains/$UUID")" ] && echo "ledger: $(cat "$T/state/domains/$UUID")"
   [ "$("$QMP" "$T/run/qsd.sock" query-jobs)" = "[]" ] || echo "qsd jobs: $("$QMP" "$T/run/qsd.sock" query-jobs)"
   [ "$("$QMP" "$T/run/qsd.sock" query-named-block-nodes)" = "[]" ] || echo "qsd block nodes left"
 }

@@ -130,6 +130,83 @@ test_samples (void **state)
   assert_true (bad >= 28);
 }
 
+/* Linked clones, table-driven: tests/data/clone/NAME.xml, cloned as
+ * "clone1" (with --mode ephemeral or persistent when NAME ends so),
+ * gives NAME.out (OVL_REGENERATE=1 rewrites them), or the error that
+ * clone/expected-errors.tsv gives. */
+static void
+test_clone (void **state)
+{
+  char *dir = t_data_path ("clone");
+  char *tsv_path = t_data_path ("clone/expected-errors.tsv");
+  char *tsv = t_read_file (tsv_path, NULL);
+  DIR *d = opendir (dir);
+  struct dirent *e;
+  int good = 0, bad = 0;
+
+  assert_non_null (d);
+  assert_non_null (tsv);
+  while ((e = readdir (d))) {
+    size_t len, elen = strlen (e->d_name);
+    char *path, *xml, *out, *out_path, *want = NULL, *expected;
+    const char *line;
+    int mode = -1;
+
+    if (elen < 5 || strcmp (e->d_name + elen - 4, ".xml") != 0)
+      continue;
+    if (elen > 14 && strcmp (e->d_name + elen - 14, "-ephemeral.xml") == 0)
+      mode = OVL_MODE_EPHEMERAL;
+    if (elen > 15 && strcmp (e->d_name + elen - 15, "-persistent.xml") == 0)
+      mode = OVL_MODE_PERSISTENT;
+    for (line = tsv; line && *line; line = strchr (line, '\n') ? strchr (line, '\n') + 1 : NULL)
+      if (strncmp (line, e->d_name, elen) == 0 && line[elen] == '\t')
+        want = strndup (line + elen + 1, strcspn (line + elen + 1, "\n"));
+    assert_true (asprintf (&path, "%s/%s", dir, e->d_name) > 0);
+    xml = t_read_file (path, &len);
+    assert_non_null (xml);
+    ovl_error_clear ();
+    out = ovl_domxml_clone (xml, len, cfg, "clone1", mode);
+    if (want) {
+      if (out)
+        fail_msg ("%s cloned, want error '%s'", e->d_name, want);
+      if (!strstr (ovl_error_msg (), want) || !one_line (ovl_error_msg ()))
+        fail_msg ("%s: got '%s', want '%s'", e->d_name, ovl_error_msg (), want);
+      bad++;
+    }
+    else {
+      if (!out)
+        fail_msg ("%s: %s", e->d_name, ovl_error_msg ());
+      assert_true (asprintf (&out_path, "%s/%.*s.out", dir, (int) (elen - 4), e->d_name) > 0);
+      if (getenv ("OVL_REGENERATE")) {
+        FILE *f = fopen (out_path, "w");
+        fputs (out, f);
+        fclose (f);
+      }
+      expected = t_read_file (out_path, NULL);
+      if (!expected)
+        fail_msg ("%s missing (OVL_REGENERATE=1 makes it)", out_path);
+      assert_string_equal (out, expected);
+      free (expected); free (out_path);
+      good++;
+    }
+    free (out); free (want); free (xml); free (path);
+  }
+  closedir (d);
+  free (dir); free (tsv); free (tsv_path);
+  assert_true (good >= 3);
+  assert_true (bad >= 1);
+  /* A name that is the source's, or no name at all. */
+  {
+    char *p = t_data_path ("clone/basic.xml"), *xml;
+    size_t len;
+    xml = t_read_file (p, &len);
+    assert_null (ovl_domxml_clone (xml, len, cfg, "src", -1));
+    assert_null (ovl_domxml_clone (xml, len, cfg, "", -1));
+    assert_null (ovl_domxml_clone (xml, len, cfg, "a/b", -1));
+    free (xml); free (p);
+  }
+}
+
 static void
 test_oversize (void **state)
 {
@@ -457,6 +534,7 @@ main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_samples),
+    cmocka_unit_test (test_clone),
     cmocka_unit_test (test_oversize),
     cmocka_unit_test (test_schema),
     cmocka_unit_test (test_error_escape),
