@@ -2,8 +2,8 @@
 # The test command of the README: install dependencies (as root), build
 # with warnings as errors, run the whole suite and the soak (make soak,
 # 20 rounds), then the suite again under valgrind, with the sanitizers,
-# and under gcov (the coverage figures), and the fuzz targets for a
-# minute each.
+# and under gcov (the coverage figures), the fuzz targets for a minute
+# each, and the Debian package (make deb), installed and tested.
 # A suite that needs a tool we installed must not skip here.
 set -eu
 cd "$(dirname "$0")/.."
@@ -62,6 +62,14 @@ fi
 # a private clang build (fuzz-build/).
 if [ "$status" = 0 ]; then
   make fuzz FUZZ_SECONDS=60 || { status=1; fail=$((fail + 1)); }
+fi
+# The Debian package: built from the release tarball (lintian must
+# report no error), installed with apt-get, and the end-to-end test run
+# against what it installed; removed again afterwards.
+if [ "$status" = 0 ] && [ "$(id -u)" = 0 ]; then
+  { make deb && apt-get install -y -q ./virt-overlay_*_*.deb && make check-installed; } ||
+    { status=1; fail=$((fail + 1)); }
+  apt-get purge -y -q virt-overlay >/dev/null 2>&1 || true
 fi
 echo "suites: $pass passed, $fail failed, $skip skipped"
 exit "$status"

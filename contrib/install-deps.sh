@@ -10,4 +10,5 @@ apt-get install -y -q --no-install-recommends \
   qemu-utils qemu-system-common qemu-system-x86 \
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients \
   valgrind procps e2fsprogs bindfs fuse3 strace attr perl \
+  dpkg-dev debhelper fakeroot lintian \
   clang libclang-rt-14-dev

@@ -113,6 +113,32 @@ use_hook_wrapper () { # HOOKS
   sh "$srcdir/contrib/libvirtd-ensure.sh" "$1"
 }
 
+# The suites of the admin program (status, gc, reset, clone): root,
+# the real libvirtd and qsd, the program built (with libvirt); not under
+# valgrind (libvirt's client library is not ours to check).  Sets
+# HOOKS, VIRSH, VIRT_OVERLAY_ADMIN; a configuration in $T/conf (CONF
+# lines added), the bases made, the test's daemon stopped at exit.
+admin_suite () { # CONF-LINE...
+  requires_root
+  requires "$QSD"
+  requires "$QEMU_IMG"
+  requires virsh
+  requires libvirtd
+  [ -x "$builddir/cli/virt-overlay-admin" ] || {
+    [ "${OVL_REQUIRE_ALL:-0}" = 1 ] && { echo "virt-overlay-admin was not built (libvirt-dev?)" >&2; exit 1; }
+    echo "SKIP: built without libvirt"; exit 77; }
+  [ "${OVL_VALGRIND:-0}" = 1 ] && { echo "SKIP: runs in the main pass only"; exit 77; }
+  HOOKS=${OVL_LIBVIRT_HOOKS_DIR:-/etc/libvirt/hooks}
+  VIRSH="virsh -q -c qemu:///system"
+  VIRT_OVERLAY_ADMIN=$builddir/cli/virt-overlay-admin
+  export VIRT_OVERLAY_ADMIN
+  write_conf "$T/conf" "$@"
+  VIRT_OVERLAY_CONFIG=$T/conf
+  export VIRT_OVERLAY_CONFIG
+  at_exit "stop_pidfile $T/run/qsd.sock.pid"
+  make_bases
+}
+
 # The entries of ledger FILE that are not persistent overlays (those
 # stay recorded across stops), one per line; nothing if it is absent.
 ephemeral_entries () { # FILE

@@ -7,25 +7,9 @@
 # writable disk virt-overlay does not handle, a file at a new overlay's
 # path, a NEW that exists.
 . "${srcdir:-.}/tests/functions.sh"
-requires_root
-requires "$QSD"
-requires "$QEMU_IMG"
-requires virsh
-requires libvirtd
 requires qemu-system-x86_64
-[ -x "$builddir/cli/virt-overlay-admin" ] || {
-  [ "${OVL_REQUIRE_ALL:-0}" = 1 ] && { echo "virt-overlay-admin was not built (libvirt-dev?)" >&2; exit 1; }
-  echo "SKIP: built without libvirt"; exit 77; }
-[ "${OVL_VALGRIND:-0}" = 1 ] && { echo "SKIP: runs in the main pass only"; exit 77; }
-
-HOOKS=${OVL_LIBVIRT_HOOKS_DIR:-/etc/libvirt/hooks}
-VIRSH="virsh -q -c qemu:///system"
-export VIRT_OVERLAY_ADMIN=$builddir/cli/virt-overlay-admin
-write_conf "$T/conf" "managed_save_dir = /var/lib/libvirt/qemu/save"
-export VIRT_OVERLAY_CONFIG=$T/conf
-at_exit "stop_pidfile $T/run/qsd.sock.pid"
+admin_suite "managed_save_dir = /var/lib/libvirt/qemu/save"
 install_hook_wrapper "$HOOKS"
-make_bases
 VO=$builddir/cli/virt-overlay
 
 names=""

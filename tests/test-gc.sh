@@ -8,27 +8,11 @@
 # that is not this host's qemu:///system is refused.  The --json output
 # is golden (tests/data/admin/gc.json).
 . "${srcdir:-.}/tests/functions.sh"
-requires_root
-requires "$QSD"
-requires "$QEMU_IMG"
-requires virsh
-requires libvirtd
 requires qemu-io
 requires flock
-[ -x "$builddir/cli/virt-overlay-admin" ] || {
-  [ "${OVL_REQUIRE_ALL:-0}" = 1 ] && { echo "virt-overlay-admin was not built (libvirt-dev?)" >&2; exit 1; }
-  echo "SKIP: built without libvirt"; exit 77; }
-[ "${OVL_VALGRIND:-0}" = 1 ] && { echo "SKIP: runs in the main pass only"; exit 77; }
-
-HOOKS=${OVL_LIBVIRT_HOOKS_DIR:-/etc/libvirt/hooks}
+admin_suite "pool_size = 2"
 sh "$srcdir/contrib/libvirtd-ensure.sh" "$HOOKS"
-VIRSH="virsh -q -c qemu:///system"
-export VIRT_OVERLAY_ADMIN=$builddir/cli/virt-overlay-admin
 mkdir -m 0711 "$T/save"
-write_conf "$T/conf" "pool_size = 2"
-export VIRT_OVERLAY_CONFIG=$T/conf
-at_exit "stop_pidfile $T/run/qsd.sock.pid"
-make_bases
 VO=$builddir/cli/virt-overlay
 HOOK=$builddir/hook/virt-overlay-hook
 ledgers=$T/state/domains
