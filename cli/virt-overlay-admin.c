@@ -53,6 +53,7 @@
 #include "image.h"
 #include "json.h"
 #include "ledger.h"
+#include "lifecycle.h"
 #include "overlay.h"
 #include "pool.h"
 #include "qmp.h"
@@ -440,34 +441,32 @@ cmd_status (int argc, char **argv)
 
 /* ---- gc ---- */
 
-struct gc_out {
+/* The disks of the domains libvirt knows (live and inactive
+ * definitions, backing chains included), as last listed. */
+struct known_disks {
   const struct ovl_config *cfg;
   virConnectPtr conn;
-  bool json, dry_run, oom;
-  struct ovl_buf b;
-  size_t removed, left;
-  /* The disks of the domains libvirt knows, as last listed; listed
-   * again after each question about a domain. */
   struct ovl_domain **doms;
   size_t ndoms;
-  bool stale;
+  bool stale;                   /* list them again before the next question */
 };
 
 static void
-gc_forget_disks (struct gc_out *g)
+known_disks_free (struct known_disks *k)
 {
   size_t i;
 
-  for (i = 0; i < g->ndoms; i++)
-    ovl_domain_free (g->doms[i]);
-  free (g->doms);
-  g->doms = NULL;
-  g->ndoms = 0;
+  for (i = 0; i < k->ndoms; i++)
+    ovl_domain_free (k->doms[i]);
+  free (k->doms);
+  k->doms = NULL;
+  k->ndoms = 0;
+  k->stale = true;
 }
 
-/* The XML of DOM (FLAGS) parsed into G->doms.  0, or -1 (error set). */
+/* The XML of DOM (FLAGS) parsed into K->doms.  0, or -1 (error set). */
 static int
-gc_add_domain (struct gc_out *g, virDomainPtr dom, unsigned flags)
+known_disks_add (struct known_disks *k, virDomainPtr dom, unsigned flags)
 {
   char *xml = virDomainGetXMLDesc (dom, flags);
   struct ovl_domain *d;
@@ -476,57 +475,76 @@ gc_add_domain (struct gc_out *g, virDomainPtr dom, unsigned flags)
     ovl_error ("domain %s: its XML: %s", virDomainGetName (dom), virt_error ());
     return -1;
   }
-  d = ovl_domxml_parse (xml, strlen (xml), g->cfg);
+  d = ovl_domxml_parse (xml, strlen (xml), k->cfg);
   free (xml);
   if (!d) {
     ovl_error_prefix ("domain %s: ", virDomainGetName (dom));
     return -1;
   }
-  g->doms[g->ndoms++] = d;
+  k->doms[k->ndoms++] = d;
   return 0;
 }
 
-/* List every domain's disks, live and inactive definitions alike. */
 static int
-gc_list_disks (struct gc_out *g)
+known_disks_list (struct known_disks *k)
 {
   virDomainPtr *doms = NULL;
   int n, i, ret = 0;
 
-  gc_forget_disks (g);
-  if ((n = virConnectListAllDomains (g->conn, &doms, 0)) == -1) {
+  known_disks_free (k);
+  if ((n = virConnectListAllDomains (k->conn, &doms, 0)) == -1) {
     ovl_error ("listing the domains: %s", virt_error ());
     return -1;
   }
-  if (!(g->doms = ovl_calloc ((size_t) n * 2 + 1, sizeof *g->doms)))
+  if (!(k->doms = ovl_calloc ((size_t) n * 2 + 1, sizeof *k->doms)))
     ret = -1;
   for (i = 0; i < n; i++) {
-    if (ret == 0 && (gc_add_domain (g, doms[i], 0) == -1 ||
+    if (ret == 0 && (known_disks_add (k, doms[i], 0) == -1 ||
                      (virDomainIsPersistent (doms[i]) == 1 && virDomainIsActive (doms[i]) == 1 &&
-                      gc_add_domain (g, doms[i], VIR_DOMAIN_XML_INACTIVE) == -1)))
+                      known_disks_add (k, doms[i], VIR_DOMAIN_XML_INACTIVE) == -1)))
       ret = -1;
     virDomainFree (doms[i]);
   }
   free (doms);
-  g->stale = ret == -1;
+  k->stale = ret == -1;
   return ret;
 }
+
+/* Whether a domain libvirt knows, other than the one of UUID EXCEPT (if
+ * not NULL), uses PATH as a disk or backing file: 1 (*WHO its name), 0,
+ * or -1 (error set). */
+static int
+known_disks_user (struct known_disks *k, const char *path, const char *except,
+                  const char **who)
+{
+  size_t i, j;
+
+  if (k->stale && known_disks_list (k) == -1)
+    return -1;
+  for (i = 0; i < k->ndoms; i++) {
+    if (except && k->doms[i]->uuid && strcmp (k->doms[i]->uuid, except) == 0)
+      continue;
+    for (j = 0; j < k->doms[i]->nfiles; j++)
+      if (strcmp (k->doms[i]->files[j], path) == 0) {
+        *who = k->doms[i]->name;
+        return 1;
+      }
+  }
+  return 0;
+}
+
+struct gc_out {
+  struct known_disks disks;
+  bool json, dry_run, oom;
+  struct ovl_buf b;
+  size_t removed, left;
+};
 
 static int
 gc_path_used (void *opaque, const char *path, const char **who)
 {
   struct gc_out *g = opaque;
-  size_t i, j;
-
-  if (g->stale && gc_list_disks (g) == -1)
-    return -1;
-  for (i = 0; i < g->ndoms; i++)
-    for (j = 0; j < g->doms[i]->nfiles; j++)
-      if (strcmp (g->doms[i]->files[j], path) == 0) {
-        *who = g->doms[i]->name;
-        return 1;
-      }
-  return 0;
+  return known_disks_user (&g->disks, path, NULL, who);
 }
 
 /* 1 libvirt knows UUID, 0 it does not, -1 it cannot tell. */
@@ -534,10 +552,10 @@ static int
 gc_domain_known (void *opaque, const char *uuid)
 {
   struct gc_out *g = opaque;
-  virDomainPtr dom = virDomainLookupByUUIDString (g->conn, uuid);
+  virDomainPtr dom = virDomainLookupByUUIDString (g->disks.conn, uuid);
   virErrorPtr e;
 
-  g->stale = true;              /* libvirt may know more domains now */
+  g->disks.stale = true;        /* libvirt may know more domains now */
   if (dom) {
     virDomainFree (dom);
     return 1;
@@ -605,7 +623,7 @@ cmd_gc (int argc, char **argv)
     { NULL, 0, NULL, 0 },
   };
   CLEANUP_CONFIG struct ovl_config *cfg = NULL;
-  struct gc_out g = { .b = OVL_BUF_INIT, .stale = true };
+  struct gc_out g = { .b = OVL_BUF_INIT, .disks = { .stale = true } };
   const struct ovl_gc_ops ops = { gc_domain_known, gc_path_used, gc_say, &g };
   const char *uri = "qemu:///system";
   int c, status = 0;
@@ -627,14 +645,14 @@ cmd_gc (int argc, char **argv)
     fprintf (stderr, "%s: %s\n", prog, ovl_error_msg ());
     return 1;
   }
-  g.cfg = cfg;
+  g.disks.cfg = cfg;
   virSetErrorFunc (NULL, silence_libvirt);
-  if (!(g.conn = virConnectOpenReadOnly (uri))) {
+  if (!(g.disks.conn = virConnectOpenReadOnly (uri))) {
     fprintf (stderr, "%s: %s: %s\n", prog, uri, virt_error ());
     return 1;
   }
-  if (check_system_connection (g.conn, "gc", uri) == -1) {
-    virConnectClose (g.conn);
+  if (check_system_connection (g.disks.conn, "gc", uri) == -1) {
+    virConnectClose (g.disks.conn);
     return 1;
   }
   if (ovl_gc (cfg, &ops, g.dry_run, ovl_now_ms () + cfg->timeout_ms) == -1) {
@@ -652,8 +670,8 @@ cmd_gc (int argc, char **argv)
   else
     printf ("gc: %zu %s, %zu left\n", g.removed, g.dry_run ? "to remove" : "removed", g.left);
   ovl_buf_reset (&g.b);
-  gc_forget_disks (&g);
-  virConnectClose (g.conn);
+  known_disks_free (&g.disks);
+  virConnectClose (g.disks.conn);
   return status;
 }
 
@@ -690,6 +708,16 @@ reset_say (struct reset *r, const struct ovl_disk *k, bool removed, const char *
        json_str (&r->b, "reason", line, true) == -1 || ovl_buf_printf (&r->b, "}") == -1))
     r->oom = true;
   r->ndone++;
+}
+
+/* Whether reset without --disk takes disk K: a persistent disk, or one
+ * whose overlay the ledger (PEEK) records as a persistent one made
+ * before the disk became ephemeral. */
+static bool
+reset_wanted (const struct ovl_disk *k, struct ovl_ledger *peek)
+{
+  const struct ovl_ledger_entry *e = ovl_ledger_find (peek, k->overlay);
+  return k->mode == OVL_MODE_PERSISTENT || (e && e->persistent);
 }
 
 /* Reset disk K of the domain whose ledger is L: 0, or -1 refused. */
@@ -739,7 +767,8 @@ cmd_reset (int argc, char **argv)
   };
   CLEANUP_CONFIG struct ovl_config *cfg = NULL;
   CLEANUP_DOMAIN struct ovl_domain *d = NULL;
-  CLEANUP_LEDGER struct ovl_ledger *l = NULL;
+  CLEANUP_LEDGER struct ovl_ledger *l = NULL, *peek = NULL;
+  struct known_disks kd = { .stale = true };
   struct reset r = { .b = OVL_BUF_INIT };
   const char *uri = "qemu:///system", *disk = NULL, *name;
   virConnectPtr conn = NULL;
@@ -774,6 +803,8 @@ cmd_reset (int argc, char **argv)
   }
   if (check_system_connection (conn, "reset", uri) == -1)
     goto out;
+  kd.cfg = cfg;
+  kd.conn = conn;
   if (!(dom = virDomainLookupByName (conn, name))) {
     fprintf (stderr, "%s: domain %s: %s\n", prog, name, virt_error ());
     goto out;
@@ -781,6 +812,15 @@ cmd_reset (int argc, char **argv)
   if (!(xml = virDomainGetXMLDesc (dom, VIR_DOMAIN_XML_INACTIVE)) ||
       !(d = ovl_domxml_parse (xml, strlen (xml), cfg))) {
     fprintf (stderr, "%s: domain %s: %s\n", prog, name, xml ? ovl_error_msg () : virt_error ());
+    goto out;
+  }
+  if (d->ndisks == 0) {
+    fprintf (stderr, "%s: domain %s has no disk virt-overlay handles\n", prog, name);
+    goto out;
+  }
+  /* What the ledger says, without its lock: what libvirt is asked about. */
+  if (!(peek = ovl_ledger_load (cfg->state_dir, d->uuid))) {
+    fprintf (stderr, "%s: domain %s: %s\n", prog, name, ovl_error_msg ());
     goto out;
   }
   if (disk) {
@@ -791,22 +831,15 @@ cmd_reset (int argc, char **argv)
                prog, disk, name);
       goto out;
     }
-    if (d->disks[i].mode == OVL_MODE_EPHEMERAL) {
-      fprintf (stderr, "%s: disk %s: ephemeral: every start makes it fresh already\n",
-               prog, disk);
+    if (!reset_wanted (&d->disks[i], peek)) {
+      fprintf (stderr, "%s: disk %s: ephemeral, and its overlay was not made as a persistent "
+               "one: every start makes it fresh already\n", prog, disk);
       goto out;
     }
   }
-  if (!d->uuid) {
-    fprintf (stderr, "%s: domain %s has no disk virt-overlay handles\n", prog, name);
-    goto out;
-  }
-  /* Under the ledger's lock, a start of the domain waits for us; one
-   * that got there first shows as active. */
-  if (!(l = ovl_ledger_open (cfg->state_dir, d->uuid, ovl_now_ms () + cfg->timeout_ms))) {
-    fprintf (stderr, "%s: domain %s: %s\n", prog, name, ovl_error_msg ());
-    goto out;
-  }
+  /* libvirt first: under the ledger's lock it is not asked, for
+   * libvirtd holds a domain's lock while its hook runs, and the hook of
+   * a start may be waiting for ours. */
   if (virDomainIsActive (dom) != 0) {
     fprintf (stderr, "%s: domain %s is running (or its state cannot be told): reset works "
              "on a shut-off domain\n", prog, name);
@@ -818,15 +851,51 @@ cmd_reset (int argc, char **argv)
              prog, name);
     goto out;
   }
+  if (virDomainSnapshotNum (dom, 0) != 0) {
+    fprintf (stderr, "%s: domain %s has snapshots (or it cannot be told), which may live in "
+             "these overlays: delete them first (virsh snapshot-delete)\n", prog, name);
+    goto out;
+  }
+  for (i = 0; i < d->ndisks; i++) {
+    const char *who = NULL;
+    int u;
+    if (disk ? strcmp (d->disks[i].target, disk) != 0 : !reset_wanted (&d->disks[i], peek))
+      continue;
+    if ((u = known_disks_user (&kd, d->disks[i].overlay, d->uuid, &who)) != 0) {
+      if (u == 1)
+        fprintf (stderr, "%s: disk %s: domain %s uses '%s' too (as its disk or a backing "
+                 "file); left alone\n", prog, d->disks[i].target, who, d->disks[i].overlay);
+      else
+        fprintf (stderr, "%s: %s\n", prog, ovl_error_msg ());
+      goto out;
+    }
+  }
+  /* A start waits for this lock, and then makes fresh overlays.  One
+   * that ran meanwhile changed the ledger (or holds its overlays open:
+   * then they are left). */
+  if (!(l = ovl_ledger_open (cfg->state_dir, d->uuid, ovl_now_ms () + cfg->timeout_ms))) {
+    fprintf (stderr, "%s: domain %s: %s\n", prog, name, ovl_error_msg ());
+    goto out;
+  }
+  if (!ovl_ledger_same (l, peek)) {
+    fprintf (stderr, "%s: domain %s: its ledger changed meanwhile (a start?); try again\n",
+             prog, name);
+    goto out;
+  }
   if (l->saved || l->restore_pending) {
     fprintf (stderr, "%s: domain %s was saved to a file, whose state runs on these overlays: "
              "restore it, or start it afresh, first\n", prog, name);
     goto out;
   }
+  if (ovl_migration_mark_fresh (l->migration_pending)) {
+    fprintf (stderr, "%s: domain %s is coming in by migration; reset it once it is stopped\n",
+             prog, name);
+    goto out;
+  }
   status = 0;
   for (i = 0; i < d->ndisks; i++) {
     const struct ovl_disk *k = &d->disks[i];
-    if (disk ? strcmp (k->target, disk) != 0 : k->mode != OVL_MODE_PERSISTENT)
+    if (disk ? strcmp (k->target, disk) != 0 : !reset_wanted (k, peek))
       continue;
     matched++;
     if (reset_disk (&r, l, k) == -1)
@@ -858,6 +927,7 @@ cmd_reset (int argc, char **argv)
 
  out:
   ovl_buf_reset (&r.b);
+  known_disks_free (&kd);
   free (xml);
   if (dom)
     virDomainFree (dom);
@@ -879,6 +949,7 @@ cmd_clone (int argc, char **argv)
   };
   CLEANUP_CONFIG struct ovl_config *cfg = NULL;
   CLEANUP_DOMAIN struct ovl_domain *made = NULL;
+  struct known_disks kd = { .stale = true };
   CLEANUP_FREE char *xml = NULL, *clone = NULL, *newxml = NULL;
   const char *uri = "qemu:///system", *src, *name;
   virConnectPtr conn = NULL;
@@ -921,6 +992,10 @@ cmd_clone (int argc, char **argv)
     fprintf (stderr, "%s: %s: %s\n", prog, uri, virt_error ());
     return 1;
   }
+  if (check_system_connection (conn, "clone", uri) == -1)
+    goto out;
+  kd.cfg = cfg;
+  kd.conn = conn;
   if (!(dom = virDomainLookupByName (conn, src))) {
     fprintf (stderr, "%s: domain %s: %s\n", prog, src, virt_error ());
     goto out;
@@ -944,18 +1019,29 @@ cmd_clone (int argc, char **argv)
     fprintf (stderr, "%s: %s: %s\n", prog, name, newxml ? ovl_error_msg () : virt_error ());
     goto out;
   }
-  /* A file at a new overlay's path would be used, or refused, at the
-   * first start: it is someone else's, so the clone goes again. */
+  /* A file at a new overlay's path, or a domain that names it (its
+   * overlay not made yet), would be used or refused at the first start:
+   * it is someone else's, so the clone goes again. */
   for (i = 0; i < made->ndisks; i++) {
+    const char *who = NULL;
     struct stat st;
-    if (lstat (made->disks[i].overlay, &st) == 0 || errno != ENOENT) {
+    int u;
+
+    if (lstat (made->disks[i].overlay, &st) == 0 || errno != ENOENT)
       fprintf (stderr, "%s: disk %s: '%s' exists already (or cannot be looked at): a clone "
                "named %s cannot have its own overlay there; not defined\n", prog,
                made->disks[i].target, made->disks[i].overlay, name);
-      if (virDomainUndefineFlags (nd, VIR_DOMAIN_UNDEFINE_KEEP_NVRAM) == -1)
-        fprintf (stderr, "%s: undefining %s again: %s\n", prog, name, virt_error ());
-      goto out;
-    }
+    else if ((u = known_disks_user (&kd, made->disks[i].overlay, made->uuid, &who)) == 1)
+      fprintf (stderr, "%s: disk %s: domain %s names '%s' as its disk; a clone named %s "
+               "cannot have its own overlay there; not defined\n", prog,
+               made->disks[i].target, who, made->disks[i].overlay, name);
+    else if (u == -1)
+      fprintf (stderr, "%s: %s; %s not defined\n", prog, ovl_error_msg (), name);
+    else
+      continue;
+    if (virDomainUndefineFlags (nd, VIR_DOMAIN_UNDEFINE_KEEP_NVRAM) == -1)
+      fprintf (stderr, "%s: undefining %s again: %s\n", prog, name, virt_error ());
+    goto out;
   }
   status = 0;
   if (json && (ovl_buf_printf (&b, "{") == -1 || json_str (&b, "domain", name, false) == -1 ||
@@ -986,10 +1072,11 @@ cmd_clone (int argc, char **argv)
       fwrite (b.data, 1, b.len, stdout);
   }
   if (status)
-    fprintf (stderr, "%s: out of memory\n", prog);
+    fprintf (stderr, "%s: out of memory (%s is defined)\n", prog, name);
 
  out:
   ovl_buf_reset (&b);
+  known_disks_free (&kd);
   if (nd)
     virDomainFree (nd);
   if (dom)

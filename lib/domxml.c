@@ -651,21 +651,21 @@ ovl_domain_plan (const struct ovl_domain *d)
 
 /* ---- linked clones ---- */
 
-/* OVERLAY's path for a clone named NEW of domain SRC: beside it, SRC's
- * name in the file name replaced by NEW's, or NEW's put in front. */
+/* OVERLAY's path for a clone named NEW of domain SRC: beside it, the
+ * file name's leading SRC (followed by '-', '_' or '.') replaced by NEW,
+ * or "NEW-" put in front. */
 static char *
 clone_path (const char *overlay, const char *src, const char *new_name)
 {
   const char *slash = strrchr (overlay, '/');
   const char *base = slash ? slash + 1 : overlay;
-  const char *at = *src ? strstr (base, src) : NULL;
+  size_t n = strlen (src);
   int dirlen = (int) (base - overlay);
   char *p;
   int r;
 
-  if (at)
-    r = asprintf (&p, "%.*s%.*s%s%s", dirlen, overlay, (int) (at - base), base, new_name,
-                  at + strlen (src));
+  if (n && strncmp (base, src, n) == 0 && base[n] && strchr ("-_.", base[n]))
+    r = asprintf (&p, "%.*s%s%s", dirlen, overlay, new_name, base + n);
   else
     r = asprintf (&p, "%.*s%s-%s", dirlen, overlay, new_name, base);
   if (r == -1) {
@@ -722,11 +722,12 @@ shared_writable (xmlNodePtr n)
   return !child (n, "readonly") && !child (n, "shareable") && !child (n, "transient");
 }
 
-char *
-ovl_domxml_clone (const char *xml, size_t len, const struct ovl_config *cfg,
-                  const char *new_name, int mode)
+/* The work of ovl_domxml_clone on D (parsed from XML); MADE collects the
+ * new overlay paths (*NMADE of them, for the caller to free). */
+static char *
+clone_doc (const char *xml, size_t len, const struct ovl_domain *d, const char *new_name,
+           int mode, char **made, size_t *nmade)
 {
-  CLEANUP_DOMAIN struct ovl_domain *d = ovl_domxml_parse (xml, len, cfg);
   CLEANUP_XMLFREEDOC xmlDocPtr doc = NULL;
   xmlNodePtr root, n, md, o;
   xmlChar *out = NULL;
@@ -734,9 +735,9 @@ ovl_domxml_clone (const char *xml, size_t len, const struct ovl_config *cfg,
   char *ret;
   size_t i, j;
 
-  if (!d)
-    return NULL;
-  if (!*new_name || strchr (new_name, '/') || ovl_has_control (new_name) ||
+  /* It becomes part of file names: no '/', no leading '.' (a hidden or
+   * reserved name). */
+  if (!*new_name || new_name[0] == '.' || strchr (new_name, '/') || ovl_has_control (new_name) ||
       strcmp (new_name, d->name) == 0) {
     ovl_error ("'%s' cannot be the new domain's name", new_name);
     return NULL;
@@ -748,8 +749,31 @@ ovl_domxml_clone (const char *xml, size_t len, const struct ovl_config *cfg,
   if (set_text (child (root, "name"), new_name) == -1)
     return NULL;
   drop (child (root, "uuid"));
-  /* A fresh NVRAM from its template, not the source's variables. */
-  if ((n = child (child (root, "os"), "nvram")) && set_text (n, NULL) == -1)
+  /* A fresh NVRAM from its template, not the source's variables: only
+   * the template stays. */
+  if ((n = child (child (root, "os"), "nvram"))) {
+    xmlAttrPtr a = n->properties, next;
+    if (set_text (n, NULL) == -1)
+      return NULL;
+    for (; a; a = next) {
+      next = a->next;
+      if (xmlStrcmp (a->name, BAD_CAST "template") != 0 &&
+          xmlStrcmp (a->name, BAD_CAST "templateFormat") != 0)
+        xmlRemoveProp (a);
+    }
+  }
+  /* Nor the source's identity in SMBIOS, or its VM generation ID. */
+  for (n = child (root, "sysinfo") ? child (root, "sysinfo")->children : NULL; n; n = n->next) {
+    xmlNodePtr e, next;
+    if (!is_elem (n, "system"))
+      continue;
+    for (e = n->children; e; e = next) {
+      next = e->next;
+      if (is_elem (e, "entry") && (attr_is (e, "name", "uuid") || attr_is (e, "name", "serial")))
+        drop (e);
+    }
+  }
+  if ((n = child (root, "genid")) && set_text (n, NULL) == -1)
     return NULL;
 
   for (n = child (root, "devices") ? child (root, "devices")->children : NULL; n; n = n->next) {
@@ -778,15 +802,22 @@ ovl_domxml_clone (const char *xml, size_t len, const struct ovl_config *cfg,
       CLEANUP_FREE char *p = clone_path (d->disks[i].overlay, d->name, new_name);
       if (!p)
         return NULL;
+      /* Not a source disk's, nor one the clone already has. */
       for (j = 0; j < d->ndisks; j++)
         if (strcmp (d->disks[j].overlay, p) == 0) {
           ovl_error ("disk %s: the clone's overlay '%s' is another disk's", dev, p);
+          return NULL;
+        }
+      for (j = 0; j < *nmade; j++)
+        if (strcmp (made[j], p) == 0) {
+          ovl_error ("disk %s: the clone's overlay '%s' would serve two of its disks", dev, p);
           return NULL;
         }
       if (!xmlSetProp (child (n, "source"), BAD_CAST "file", BAD_CAST p)) {
         ovl_error ("out of memory");
         return NULL;
       }
+      made[(*nmade)++] = OVL_STEAL (p);
     }
   }
 
@@ -831,4 +862,23 @@ ovl_domxml_clone (const char *xml, size_t len, const struct ovl_config *cfg,
  oom:
   ovl_error ("out of memory");
   return NULL;
+}
+
+char *
+ovl_domxml_clone (const char *xml, size_t len, const struct ovl_config *cfg,
+                  const char *new_name, int mode)
+{
+  CLEANUP_DOMAIN struct ovl_domain *d = ovl_domxml_parse (xml, len, cfg);
+  char *ret, **made;
+  size_t i, nmade = 0;
+
+  if (!d)
+    return NULL;
+  if (!(made = ovl_calloc (d->ndisks + 1, sizeof *made)))
+    return NULL;
+  ret = clone_doc (xml, len, d, new_name, mode, made, &nmade);
+  for (i = 0; i < nmade; i++)
+    free (made[i]);
+  free (made);
+  return ret;
 }

@@ -122,6 +122,8 @@ struct gc_domain {
   const char *dir;              /* STATE_DIR/domains */
   char *file;                   /* the ledger */
   char why[160];                /* "domain NAME (UUID) is no longer defined" */
+  struct ovl_ledger *peek;      /* the ledger as read without its lock */
+  bool *used;                   /* per entry of peek: a domain uses its file */
 };
 
 /* Why L's overlays wait for a saved state of its domain, or NULL. */
@@ -162,15 +164,11 @@ static int
 gc_domain_dry (struct gc_domain *g)
 {
   const struct ovl_gc_ops *ops = g->ops;
-  CLEANUP_LEDGER struct ovl_ledger *l = ovl_ledger_load (g->cfg->state_dir, g->uuid);
+  const struct ovl_ledger *l = g->peek;
   const char *why;
   size_t i;
   int r;
 
-  if (!l) {
-    ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, ovl_error_msg ());
-    return 0;
-  }
   if ((why = keeps_state (g, l))) {
     ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, why);
     return 0;
@@ -201,8 +199,34 @@ gc_domain_dry (struct gc_domain *g)
   return 0;
 }
 
+/* Ask libvirt, before the lock, which of the peeked ledger's overlays a
+ * domain it knows uses (reported as left).  Under the ledger's lock
+ * nothing asks libvirt: libvirtd holds a domain's lock while its hook
+ * runs, and the hook may be waiting for ours.  0, or -1 (error set). */
+static int
+gc_ask_libvirt (struct gc_domain *g)
+{
+  size_t i;
+  int r;
+
+  if (!(g->used = ovl_calloc (g->peek->n + 1, sizeof *g->used)))
+    return -1;
+  for (i = 0; i < g->peek->n; i++) {
+    const struct ovl_ledger_entry *e = &g->peek->entries[i];
+    if (e->persistent || ovl_overlay_presence (g->cfg, e->path, &e->id) != OVL_PRESENCE_OURS)
+      continue;
+    if ((r = used_elsewhere (g, e)) == -1)
+      return -1;
+    g->used[i] = r == 1;
+  }
+  return 0;
+}
+
 /* Remove what the ledger of a domain libvirt does not know records,
- * under its lock.  0, or -1 when libvirt could not tell (error set). */
+ * under its lock, if it still records what libvirt was asked about: a
+ * domain defined and started meanwhile has changed it (and its prepare,
+ * waiting for the lock, makes fresh overlays after us anyway).  0, or
+ * -1 when libvirt could not tell (error set). */
 static int
 gc_domain (struct gc_domain *g, int64_t deadline)
 {
@@ -214,17 +238,28 @@ gc_domain (struct gc_domain *g, int64_t deadline)
   size_t i;
   int r;
 
+  if ((why = keeps_state (g, g->peek))) {
+    ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, why);
+    return 0;
+  }
+  if (gc_ask_libvirt (g) == -1)
+    return -1;
   if (!(l = ovl_ledger_open (g->cfg->state_dir, g->uuid, deadline))) {
     ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, ovl_error_msg ());
     return 0;
   }
-  /* Defined and started while we waited: its prepare's work is its. */
-  if ((r = ops->domain_known (ops->opaque, g->uuid)) != 0)
-    return r == -1 ? -1 : 0;
+  if (!ovl_ledger_same (l, g->peek)) {
+    ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file,
+              "it changed while gc looked (its domain defined and started again?); "
+              "left to the next gc");
+    return 0;
+  }
   if ((why = keeps_state (g, l))) {
     ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, why);
     return 0;
   }
+  /* From the end: a removal moves the last entry, done already, into
+   * the hole, so g->used[] still names the entries before I. */
   for (i = l->n; i-- > 0; ) {
     struct ovl_ledger_entry *e = &l->entries[i];
 
@@ -235,9 +270,7 @@ gc_domain (struct gc_domain *g, int64_t deadline)
       ovl_ledger_remove (l, e);
       continue;
     }
-    if ((r = used_elsewhere (g, e)) == -1)
-      return -1;
-    if (r == 1) {
+    if (g->used[i]) {
       ovl_ledger_remove (l, e);
       continue;
     }
@@ -299,7 +332,7 @@ gc_ledgers (const struct ovl_config *cfg, const struct ovl_gc_ops *ops, bool dry
   if ((n = list_ledgers (dir, &uuids)) == -1)
     return -1;
   for (i = 0; i < n && ret == 0; i++) {
-    struct gc_domain g = { cfg, ops, uuids[i], dir, NULL, "" };
+    struct gc_domain g = { cfg, ops, uuids[i], dir, NULL, "", NULL, NULL };
     CLEANUP_LEDGER struct ovl_ledger *peek = NULL;
     char name[80];
     int known = ops->domain_known (ops->opaque, uuids[i]);
@@ -315,14 +348,19 @@ gc_ledgers (const struct ovl_config *cfg, const struct ovl_gc_ops *ops, bool dry
       ret = -1;
       break;
     }
-    /* The name, for the report, from a look without the lock. */
+    /* A look without the lock: the name, for the report, and what
+     * libvirt is asked about. */
     peek = ovl_ledger_load (cfg->state_dir, uuids[i]);
     shown_name (peek ? peek->domain : NULL, name, sizeof name);
     snprintf (g.why, sizeof g.why, "domain %s (%s) is no longer defined", name, uuids[i]);
-    if (dry_run)
+    g.peek = peek;
+    if (!peek)
+      ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g.file, ovl_error_msg ());
+    else if (dry_run)
       ret = gc_domain_dry (&g);
     else
       ret = gc_domain (&g, deadline);
+    free (g.used);
     free (g.file);
   }
   for (i = 0; i < n; i++)

@@ -11,9 +11,11 @@
  *     directory and in each pool;
  *   - pools whose base changed or went.
  *
- * A domain is judged under its ledger's lock and asked about again
- * there, so that one defined and started meanwhile keeps what its
- * prepare made.  A domain with a managed-save image, saved to a file
+ * libvirt is asked first; then, under the domain's ledger lock (and
+ * never asking libvirt there: libvirtd holds a domain's lock while its
+ * hook runs, and the hook may be waiting for ours), the ledger must still
+ * be what was asked about: one that a start changed meanwhile is left
+ * to the next gc.  A domain with a managed-save image, saved to a file
  * (libvirt >= 10.5 says so at release) or being restored keeps
  * everything; an overlay that a domain libvirt knows uses as a disk
  * (a leftover taken over) is left to it.

@@ -473,6 +473,24 @@ ovl_ledger_open (const char *state_dir, const char *uuid, int64_t deadline)
 }
 
 bool
+ovl_ledger_same (const struct ovl_ledger *a, const struct ovl_ledger *b)
+{
+  size_t i;
+
+  if (a->n != b->n || a->restore_pending != b->restore_pending ||
+      a->migration_pending != b->migration_pending || a->saved != b->saved ||
+      (!a->domain) != (!b->domain) || (a->domain && strcmp (a->domain, b->domain) != 0))
+    return false;
+  for (i = 0; i < a->n; i++) {
+    const struct ovl_ledger_entry *x = &a->entries[i], *y = &b->entries[i];
+    if (strcmp (x->path, y->path) != 0 || !ovl_file_id_equal (&x->id, &y->id) ||
+        x->persistent != y->persistent || x->from_pool != y->from_pool)
+      return false;
+  }
+  return true;
+}
+
+bool
 ovl_ledger_is_empty (const struct ovl_ledger *l)
 {
   return l->n == 0 && !l->restore_pending && !l->migration_pending && !l->saved;

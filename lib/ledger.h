@@ -73,6 +73,9 @@ struct ovl_ledger *ovl_ledger_load (const char *state_dir, const char *uuid);
  * entries.  The lock is held until ovl_ledger_free.  Lock files stay
  * (removing one would let two callers hold "the" lock at once). */
 struct ovl_ledger *ovl_ledger_open (const char *state_dir, const char *uuid, int64_t deadline);
+/* A and B record the same (what a reader without the lock saw is what
+ * the lock holder sees). */
+bool ovl_ledger_same (const struct ovl_ledger *a, const struct ovl_ledger *b);
 /* Nothing recorded: no overlay, no pending restore or migration, not
  * saved. */
 bool ovl_ledger_is_empty (const struct ovl_ledger *l);

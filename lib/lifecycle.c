@@ -236,8 +236,8 @@ ovl_managed_save_exists (const struct ovl_config *cfg, const char *name)
 
 /* Within the window either way: a wall clock stepped back between
  * migrate begin and its prepare must not make the mark look unset. */
-static bool
-mark_is_fresh (long long when)
+bool
+ovl_migration_mark_fresh (long long when)
 {
   long long now = (long long) time (NULL);
   return when > 0 && now - when <= OVL_MIGRATION_MARK_SECONDS &&
@@ -256,7 +256,7 @@ dom_facts (const struct ovl_config *cfg, const struct ovl_domain *dom,
   memset (f, 0, sizeof *f);
   f->managed_save = ms == 1;
   f->restore_pending = l && l->restore_pending;
-  f->migration_pending = l && mark_is_fresh (l->migration_pending);
+  f->migration_pending = l && ovl_migration_mark_fresh (l->migration_pending);
   f->stopped_to_keep = reason &&
     (strcmp (reason, "saved") == 0 || strcmp (reason, "migrated") == 0);
   return 0;

@@ -41,6 +41,8 @@ enum ovl_op { OVL_OP_PREPARE, OVL_OP_RELEASE, OVL_OP_RESTORE, OVL_OP_MIGRATE };
  * migration within moments; a mark older than this belongs to a
  * migration that failed before its prepare. */
 #define OVL_MIGRATION_MARK_SECONDS 120
+/* A migration mark set at WHEN (unix seconds; 0: none) still holds. */
+bool ovl_migration_mark_fresh (long long when);
 
 struct ovl_dom_facts {
   bool restore_pending;         /* "restore begin" came before this prepare */

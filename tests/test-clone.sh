@@ -78,7 +78,12 @@ taken=ovl-e2e-$$-taken
 refused "disk vda: '$img/$taken-vda.qcow2' exists already" "$src" "$taken"
 $VIRSH dominfo "$taken" > /dev/null 2>&1 && { names="$names $taken"; fail "a refused clone stayed defined"; } || pass
 [ -s "$img/$taken-vda.qcow2" ] && fail "the file at the new path was written" || pass
+# A domain that names the new path (its overlay not made yet) keeps it.
+e2e_define namer "vda persistent $img/ovl-e2e-$$-taken2-vda.qcow2 $img/base.qcow2 qcow2"
+refused "disk vda: domain $name names '$img/ovl-e2e-$$-taken2-vda.qcow2' as its disk" "$src" "ovl-e2e-$$-taken2"
+$VIRSH dominfo "ovl-e2e-$$-taken2" > /dev/null 2>&1 && { names="$names ovl-e2e-$$-taken2"; fail "a refused clone stayed defined"; } || pass
 refused "--mode: 'sometimes' is not persistent or ephemeral" --mode sometimes "$src" x
+refused "is not qemu:///system: refused" --connect "qemu+unix:///system" "$src" ovl-e2e-$$-no
 sed -i "s|</devices>|<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='$img/base.raw'/><target dev='vdc' bus='virtio'/></disk></devices>|" "$T/$src.xml"
 $VIRSH define "$T/$src.xml" > /dev/null
 refused "disk vdc: virt-overlay does not handle it, and the clone would write to it too" "$src" ovl-e2e-$$-no

@@ -502,15 +502,23 @@ test_lock_file_removed (void **state)
   pid = fork ();
   assert_true (pid >= 0);
   if (pid == 0) {
-    close (held->lockfd);       /* the parent's, which a fork shares */
-    struct ovl_ledger *l = ovl_ledger_open (tmp, UUID, ovl_now_ms () + 10000);
+    struct ovl_ledger *l;
     struct stat a, b;
-    bool same = l && fstat (l->lockfd, &a) == 0 && stat (lockfile, &b) == 0 &&
+    bool same;
+
+    close (held->lockfd);       /* the parent's, which a fork shares */
+    held->lockfd = -1;
+    ovl_ledger_free (held);
+    l = ovl_ledger_open (tmp, UUID, ovl_now_ms () + 10000);
+    same = l && fstat (l->lockfd, &a) == 0 && stat (lockfile, &b) == 0 &&
       a.st_ino == b.st_ino && a.st_dev == b.st_dev;
     /* Held for a while, on the file that has the name. */
     if (write (pipefd[1], same ? "y" : "n", 1) != 1)
       _exit (2);
     usleep (1000 * 1000);
+    ovl_ledger_free (l);
+    free (lockfile);
+    free (tmp);
     _exit (same ? 0 : 1);
   }
   close (pipefd[1]);

@@ -34,7 +34,7 @@ $VIRSH destroy "$dom" > /dev/null
 qemu-io -c "write -P 0x5a 0 64k" "$img/r-a.qcow2" > /dev/null
 
 # ---- what is refused, and left alone ----
-refused "disk vdc: ephemeral: every start makes it fresh already" --disk vdc "$dom"
+refused "disk vdc: ephemeral, and its overlay was not made as a persistent one: every start makes it fresh already" --disk vdc "$dom"
 refused "disk vdz: not a disk of domain $dom that virt-overlay handles" --disk vdz "$dom"
 refused "domain no-such-$$: " "no-such-$$"
 refused "is not qemu:///system: refused" --connect "qemu:///system?socket=/run/libvirt/libvirt-sock" "$dom"
@@ -44,6 +44,12 @@ cp "$img/r-b.qcow2" "$T/copy" && rm "$img/r-b.qcow2" && cp "$T/copy" "$img/r-b.q
 id_b=$(stat -c '%i %W %Y' "$img/r-b.qcow2")
 refused "disk vdb: '$img/r-b.qcow2' is no longer the overlay virt-overlay made; left alone" --disk vdb "$dom"
 [ -e "$img/r-b.qcow2" ] && pass || fail "reset removed a file virt-overlay did not make"
+
+# Another domain built on vda's overlay (its backing file) keeps it.
+e2e_define user "vda persistent $img/u-a.qcow2 $img/r-a.qcow2 qcow2"
+refused "disk vda: domain $name uses '$img/r-a.qcow2' too" --disk vda "$dom"
+$VIRSH undefine "$name" > /dev/null
+[ -e "$img/r-a.qcow2" ] && pass || fail "reset removed another domain's backing file"
 
 # ---- reset vda: gone, and the next start makes a fresh one ----
 $VO reset --disk vda "$dom" > "$T/out" 2> "$T/err" && pass || fail "reset --disk vda: $(cat "$T/err")"
@@ -66,4 +72,18 @@ diff -u "$srcdir/tests/data/admin/reset.json" "$T/got.json" > "$T/diff" && pass 
 [ "$(stat -c '%i %W %Y' "$img/r-b.qcow2" 2>&1)" = "$id_b" ] && pass ||
   fail "vdb, not made by virt-overlay, was touched: $(ls -li "$img")"
 [ ! -e "$img/r-a.qcow2" ] && pass || fail "vda not reset again"
+
+# ---- a disk made persistent, then switched to ephemeral, can be reset ----
+$VIRSH start "$dom" > "$T/out" 2>&1 && $VIRSH destroy "$dom" > /dev/null && pass || fail "start: $(cat "$T/out")"
+$VIRSH dumpxml --inactive "$dom" | sed "s|target=.vda. mode=.persistent.|target='vda' mode='ephemeral'|" > "$T/switched.xml"
+grep -q "target='vda' mode='ephemeral'" "$T/switched.xml" && $VIRSH define "$T/switched.xml" > /dev/null &&
+  pass || fail "switching vda to ephemeral"
+$VIRSH start "$dom" > "$T/out" 2>&1 && fail "started an ephemeral disk on a persistent overlay" || pass
+# (vdb, not made by virt-overlay, is refused: the status is 1)
+$VO reset "$dom" > "$T/out" 2> "$T/err" || true
+grep -q "^disk vda: persistent overlay '$img/r-a.qcow2' removed" "$T/out" &&
+  pass || fail "reset after the switch: $(cat "$T/out" "$T/err")"
+$VIRSH start "$dom" > "$T/out" 2>&1 && pass || fail "start after the reset: $(cat "$T/out")"
+$VIRSH destroy "$dom" > /dev/null
+[ ! -e "$img/r-a.qcow2" ] && pass || fail "the ephemeral vda stayed after the stop"
 finish
