@@ -109,12 +109,7 @@ test_samples (void **state)
         fail_msg ("%s: %s", e->d_name, ovl_error_msg ());
       plan = ovl_domain_plan (dom);
       assert_true (asprintf (&plan_path, "%s/%.*s.plan", dir, (int) (elen - 4), e->d_name) > 0);
-      if (getenv ("OVL_REGENERATE")) {
-        FILE *f = fopen (plan_path, "w");
-        fputs (plan, f);
-        fclose (f);
-      }
-      expected = t_read_file (plan_path, NULL);
+      expected = t_golden (plan_path, plan);
       if (!expected)
         fail_msg ("%s missing (OVL_REGENERATE=1 makes it)", plan_path);
       assert_string_equal (plan, expected);
@@ -177,12 +172,7 @@ test_clone (void **state)
       if (!out)
         fail_msg ("%s: %s", e->d_name, ovl_error_msg ());
       assert_true (asprintf (&out_path, "%s/%.*s.out", dir, (int) (elen - 4), e->d_name) > 0);
-      if (getenv ("OVL_REGENERATE")) {
-        FILE *f = fopen (out_path, "w");
-        fputs (out, f);
-        fclose (f);
-      }
-      expected = t_read_file (out_path, NULL);
+      expected = t_golden (out_path, out);
       if (!expected)
         fail_msg ("%s missing (OVL_REGENERATE=1 makes it)", out_path);
       assert_string_equal (out, expected);

@@ -84,12 +84,7 @@ test_samples (void **state)
     got = parse_chunked (data, len, len, 0);
     if (!got)
       fail_msg ("%s: %s", e->d_name, ovl_error_msg ());
-    if (getenv ("OVL_REGENERATE")) {
-      FILE *f = fopen (exp_path, "w");
-      fputs (got, f);
-      fclose (f);
-    }
-    expected = t_read_file (exp_path, NULL);
+    expected = t_golden (exp_path, got);
     if (!expected)
       fail_msg ("%s missing (run with OVL_REGENERATE=1)", exp_path);
     assert_string_equal (got, expected);

@@ -67,6 +67,19 @@ t_read_file (const char *path, size_t *len)
 }
 
 char *
+t_golden (const char *path, const char *got)
+{
+  if (getenv ("OVL_REGENERATE")) {
+    FILE *f = fopen (path, "w");
+    if (f) {
+      fputs (got, f);
+      fclose (f);
+    }
+  }
+  return t_read_file (path, NULL);
+}
+
+char *
 t_data_path (const char *rel)
 {
   const char *srcdir = getenv ("srcdir");

@@ -12,6 +12,10 @@
 void t_require (const char *prog);
 /* Read a whole file; NULL if it does not exist. */
 char *t_read_file (const char *path, size_t *len);
+/* The golden file PATH for output GOT (a new string), or NULL when it
+ * is missing.  With OVL_REGENERATE=1 in the environment, GOT is written
+ * there first. */
+char *t_golden (const char *path, const char *got);
 /* $srcdir/tests/data/REL */
 char *t_data_path (const char *rel);
 /* A fresh 0711 directory under $TMPDIR, removed by t_rmtree. */
