@@ -17,12 +17,15 @@
  *    "migration-pending":UNIX-SECONDS,"saved":true,
  *    "overlays":[{"path":"/abs","dev":N,"ino":N,"btime":[SEC,NSEC],
  *                 "token":"32 lowercase hex digits",
- *                 "mode":"persistent","from-pool":true}]}
+ *                 "mode":"persistent","from-pool":true,
+ *                 "adopted-from":"32 lowercase hex digits"}]}
  *
  * "domain", "migration-pending", "saved" and each "token" are left out
  * when unknown or unset; "mode" is left out for an ephemeral overlay and
- * "from-pool" when false (ledgers of releases that knew neither read
- * the same).  Version 1 ledgers
+ * "from-pool" when false, "adopted-from" (the token an overlay an
+ * incoming migration brought had on the source, before this host took
+ * it) when there is none (ledgers of releases that knew none of them
+ * read the same).  Version 1 ledgers
  * of older releases ("# virt-overlay ledger 1", then "domain NAME",
  * "restore-pending" and "ephemeral DEV INO BIRTH-SEC BIRTH-NSEC PATH"
  * lines) are still read; the next save writes version 2.  Anything
@@ -44,6 +47,8 @@ struct ovl_ledger_entry {
   struct ovl_file_id id;
   bool persistent;              /* a persistent overlay (else ephemeral) */
   bool from_pool;               /* handed out by the warm pool */
+  char adopted_from[OVL_TOKEN_LEN + 1];  /* taken from a migration's source,
+                                 * whose token this was; or "" */
 };
 
 struct ovl_ledger {

@@ -33,6 +33,27 @@ refuse (enum ovl_why why)
   return d;
 }
 
+/* An ephemeral overlay that an incoming migration brings: the source's
+ * QEMU runs on it until the end, so it is used as it is, and recorded
+ * here if it is the one made for this domain. */
+static struct ovl_decision
+incoming_ephemeral (const struct ovl_disk_facts *k)
+{
+  switch (k->presence) {
+  case OVL_OURS:
+    return act (OVL_ACT_USE, false);
+  case OVL_FOREIGN:
+    /* A live migration's source holds it: not a leftover of a stop
+     * (a saved state may need that) under a stale mark. */
+    if (!k->made_for_domain)
+      return refuse (OVL_WHY_NOT_MADE_FOR);
+    return k->in_use ? act (OVL_ACT_ADOPT, k->in_ledger) : refuse (OVL_WHY_NOT_HELD);
+  case OVL_ABSENT:
+  default:
+    return refuse (OVL_WHY_MIGRATION_MISSING);
+  }
+}
+
 static struct ovl_decision
 decide_prepare (const struct ovl_dom_facts *dom, const struct ovl_disk_facts *k)
 {
@@ -52,7 +73,7 @@ decide_prepare (const struct ovl_dom_facts *dom, const struct ovl_disk_facts *k)
     return act (OVL_ACT_CREATE, k->in_ledger);
   }
   if (dom->migration_pending)
-    return refuse (OVL_WHY_EPHEMERAL_MIGRATION);
+    return incoming_ephemeral (k);
   if (restoring)
     return exists ? act (OVL_ACT_USE, false) : refuse (OVL_WHY_RESTORE_MISSING);
   switch (k->presence) {
@@ -72,16 +93,33 @@ decide_release (const struct ovl_dom_facts *dom, const struct ovl_disk_facts *k)
 {
   if (!k->in_ledger)
     return act (OVL_ACT_USE, false);     /* not ours to touch */
-  if (dom->stopped_to_keep || dom->managed_save)
+  if (dom->saved || dom->managed_save)
     return act (OVL_ACT_USE, false);     /* the saved state runs on it later */
   switch (k->presence) {
   case OVL_OURS:
+    if (dom->migrated)                   /* the host it runs on owns it now */
+      return act (OVL_ACT_FORGET, true);
+    if (k->in_use)                       /* removed at a later stop, or, a */
+      return k->adopted ? act (OVL_ACT_HAND_BACK, true)  /* failed migration's, */
+        : act (OVL_ACT_USE, false);      /* the source's again */
     return act (OVL_ACT_REMOVE, true);
   case OVL_FOREIGN:                      /* ours is gone: replaced or moved */
   case OVL_ABSENT:
   default:
     return act (OVL_ACT_FORGET, true);
   }
+}
+
+/* migrate begin (incoming): the overlay must be here already. */
+static struct ovl_decision
+decide_migrate (const struct ovl_disk_facts *k)
+{
+  if (k->mode == OVL_MODE_EPHEMERAL) {
+    struct ovl_decision d = incoming_ephemeral (k);
+    return d.action == OVL_ACT_REFUSE ? d : act (OVL_ACT_USE, false);
+  }
+  return k->presence == OVL_ABSENT ? refuse (OVL_WHY_MIGRATION_MISSING)
+    : act (OVL_ACT_USE, false);
 }
 
 struct ovl_decision
@@ -94,8 +132,7 @@ ovl_lifecycle_decide (enum ovl_op op, const struct ovl_dom_facts *dom,
   case OVL_OP_RELEASE:
     return decide_release (dom, k);
   case OVL_OP_MIGRATE:
-    return k->mode == OVL_MODE_EPHEMERAL ? refuse (OVL_WHY_EPHEMERAL_MIGRATION)
-      : act (OVL_ACT_USE, false);
+    return decide_migrate (k);
   case OVL_OP_RESTORE:
   default:
     return act (OVL_ACT_USE, false);
@@ -106,23 +143,25 @@ const char *
 ovl_op_name (enum ovl_op op)
 {
   static const char *const n[] = { "prepare", "release", "restore", "migrate" };
-  return (unsigned) op < 4 ? n[op] : "?";
+  return (unsigned) op < sizeof n / sizeof n[0] ? n[op] : "?";
 }
 
 const char *
 ovl_action_name (enum ovl_action a)
 {
-  static const char *const n[] = { "use", "create", "recreate", "remove", "forget", "refuse" };
-  return (unsigned) a < 6 ? n[a] : "?";
+  static const char *const n[] = {
+    "use", "create", "recreate", "remove", "forget", "adopt", "hand-back", "refuse",
+  };
+  return (unsigned) a < sizeof n / sizeof n[0] ? n[a] : "?";
 }
 
 const char *
 ovl_why_name (enum ovl_why w)
 {
   static const char *const n[] = {
-    "-", "foreign", "restore-missing", "migration-missing", "ephemeral-migration",
+    "-", "foreign", "restore-missing", "migration-missing", "not-made-for", "not-held",
   };
-  return (unsigned) w < 5 ? n[w] : "?";
+  return (unsigned) w < sizeof n / sizeof n[0] ? n[w] : "?";
 }
 
 /* ---- carrying them out ---- */
@@ -200,12 +239,24 @@ say_refusal (struct ovl_outcome *o, const struct ovl_disk *k, enum ovl_why why)
          k->target, k->mode == OVL_MODE_EPHEMERAL ? "ephemeral" : "persistent", k->overlay);
     break;
   case OVL_WHY_MIGRATION_MISSING:
-    say (o, "disk %s: overlay '%s' is missing on this host; migrating needs shared "
-         "storage or --copy-storage-all", k->target, k->overlay);
+    if (k->mode == OVL_MODE_EPHEMERAL)
+      say (o, "disk %s: ephemeral overlay '%s' is not on this host; an ephemeral overlay "
+           "migrates only on storage both hosts share", k->target, k->overlay);
+    else
+      say (o, "disk %s: overlay '%s' is not on this host; migrating needs storage both "
+           "hosts share, or, for --copy-storage-inc, the overlay made here first over "
+           "the same base ('virt-overlay create --backing-format %s %s %s')",
+           k->target, k->overlay, ovl_format_name (k->base_format), k->base, k->overlay);
     break;
-  case OVL_WHY_EPHEMERAL_MIGRATION:
-    say (o, "disk %s: an ephemeral overlay ('%s') cannot be migrated in; its contents "
-         "stay on the source host", k->target, k->overlay);
+  case OVL_WHY_NOT_HELD:
+    say (o, "disk %s: ephemeral overlay '%s' is not in use by a QEMU on the migration's "
+         "source; refusing to take over what may be a stopped or saved domain's",
+         k->target, k->overlay);
+    break;
+  case OVL_WHY_NOT_MADE_FOR:
+    say (o, "disk %s: ephemeral overlay '%s' here is not one virt-overlay made for this "
+         "domain (or its filesystem keeps no trusted attributes to tell); refusing to "
+         "take it over", k->target, k->overlay);
     break;
   case OVL_WHY_NONE:
   default:
@@ -257,24 +308,47 @@ dom_facts (const struct ovl_config *cfg, const struct ovl_domain *dom,
   f->managed_save = ms == 1;
   f->restore_pending = l && l->restore_pending;
   f->migration_pending = l && ovl_migration_mark_fresh (l->migration_pending);
-  f->stopped_to_keep = reason &&
-    (strcmp (reason, "saved") == 0 || strcmp (reason, "migrated") == 0);
+  f->saved = reason && strcmp (reason, "saved") == 0;
+  f->migrated = reason && strcmp (reason, "migrated") == 0;
   return 0;
 }
 
-/* One disk's facts against ENTRY (or NULL); -1 (error set). */
+/* One disk's facts against ENTRY (or NULL).  With OWNER (the domain's
+ * UUID), whether a file made for it is there (its identity into *FOUND)
+ * and a QEMU holds it; with ASK_IN_USE, whether a QEMU holds ours, and
+ * for one taken from a migration's source, whether that source has let
+ * go of it.  -1 (error set). */
 static int
 disk_facts (const struct ovl_config *cfg, enum ovl_mode mode, const char *path,
-            const struct ovl_ledger_entry *e, struct ovl_disk_facts *f)
+            const struct ovl_ledger_entry *e, const char *owner, bool ask_in_use,
+            struct ovl_disk_facts *f, struct ovl_file_id *found)
 {
   int p = ovl_overlay_presence (cfg, path, e ? &e->id : NULL);
 
   if (p == -1)
     return -1;
+  memset (f, 0, sizeof *f);
   f->mode = mode;
   f->in_ledger = e != NULL;
+  f->adopted = e && e->adopted_from[0];
   f->presence = p == OVL_PRESENCE_ABSENT ? OVL_ABSENT
     : p == OVL_PRESENCE_OURS ? OVL_OURS : OVL_FOREIGN;
+  if (owner && f->presence == OVL_FOREIGN) {
+    if ((p = ovl_overlay_made_for (cfg, path, owner, found)) == -1)
+      return -1;
+    f->made_for_domain = p == 1;
+  }
+  if ((ask_in_use && f->presence == OVL_OURS) || f->made_for_domain) {
+    if ((p = ovl_overlay_in_use (cfg, path)) == -1)
+      return -1;
+    f->in_use = p == 1;
+  }
+  /* Let go of by the source: the migration went through. */
+  if (ask_in_use && f->adopted && f->in_use) {
+    if ((p = ovl_overlay_was_let_go (cfg, path, &e->id, e->adopted_from)) == -1)
+      return -1;
+    f->adopted = p == 0;
+  }
   return 0;
 }
 
@@ -289,6 +363,9 @@ struct prepare {
   const struct ovl_disk **which;
   size_t n;
   bool saved;                   /* the write-ahead save holds it all */
+  const struct ovl_disk **adopt;  /* ephemeral overlays an incoming migration */
+  struct ovl_file_id *adopt_id;   /* brings, as found, to take once every */
+  size_t nadopt;                  /* disk has passed */
 };
 
 /* Write ahead: every ephemeral overlay of the batch is in the ledger,
@@ -350,6 +427,7 @@ queue_request (struct prepare *p, const struct ovl_disk *k)
   r->lazy_refcounts = k->lazy_refcounts;
   r->extended_l2 = k->extended_l2;
   r->need_identity = k->mode == OVL_MODE_EPHEMERAL;
+  r->owner = k->mode == OVL_MODE_EPHEMERAL ? p->dom->uuid : NULL;
   p->which[p->n++] = k;
 }
 
@@ -361,6 +439,8 @@ prepare_disk (struct prepare *p, const struct ovl_dom_facts *df, const struct ov
   struct ovl_ledger_entry *e = p->ledger ? ovl_ledger_find (p->ledger, k->overlay) : NULL;
   struct ovl_disk_facts f;
   struct ovl_decision d;
+  struct ovl_file_id found = { 0 };
+  bool incoming = df->migration_pending && k->mode == OVL_MODE_EPHEMERAL;
   int r;
 
   /* An entry of the other mode is not this disk's: one left from when
@@ -372,7 +452,8 @@ prepare_disk (struct prepare *p, const struct ovl_dom_facts *df, const struct ov
       ovl_ledger_remove (p->ledger, e);
     e = NULL;
   }
-  if (disk_facts (p->cfg, k->mode, k->overlay, e, &f) == -1) {
+  if (disk_facts (p->cfg, k->mode, k->overlay, e, incoming ? p->dom->uuid : NULL, false,
+                  &f, &found) == -1) {
     say (p->o, "disk %s: %s", k->target, ovl_error_msg ());
     return -1;
   }
@@ -398,9 +479,64 @@ prepare_disk (struct prepare *p, const struct ovl_dom_facts *df, const struct ov
   }
   if (d.forget && e)
     ovl_ledger_remove (p->ledger, e);
+  if (d.action == OVL_ACT_ADOPT) {
+    /* Not over a persistent overlay's entry (a disk switched from
+     * persistent): that file is the disk, not an ephemeral overlay. */
+    if (!p->ledger || ovl_ledger_find (p->ledger, k->overlay)) {
+      say_refusal (p->o, k, OVL_WHY_NOT_MADE_FOR);
+      return -1;
+    }
+    p->adopt[p->nadopt] = k;
+    p->adopt_id[p->nadopt++] = found;
+  }
   if (d.action == OVL_ACT_CREATE || d.action == OVL_ACT_RECREATE)
     queue_request (p, k);
   return 0;
+}
+
+/* Take the overlays an incoming migration brings, once every disk has
+ * passed: each gets a new token, recorded durably before it is set (a
+ * crash in between leaves the file with the source's token, which the
+ * source's ledger still knows).  0, or -1 (lines said why). */
+static int
+adopt_all (struct prepare *p)
+{
+  size_t i;
+  int bad = 0;
+
+  for (i = 0; i < p->nadopt; i++) {
+    struct ovl_ledger_entry *e;
+    struct ovl_file_id id = p->adopt_id[i];
+
+    if (ovl_random_hex (id.token, OVL_TOKEN_LEN / 2) == -1 ||
+        !(e = ovl_ledger_add (p->ledger, p->adopt[i]->overlay, &id))) {
+      say (p->o, "disk %s: %s", p->adopt[i]->target, ovl_error_msg ());
+      return -1;
+    }
+    memcpy (e->adopted_from, p->adopt_id[i].token, sizeof e->adopted_from);
+  }
+  if (ovl_ledger_save (p->ledger) == -1) {
+    say (p->o, "%s", ovl_error_msg ());
+    return -1;
+  }
+  for (i = 0; i < p->nadopt; i++) {
+    const struct ovl_disk *k = p->adopt[i];
+    const struct ovl_ledger_entry *e = ovl_ledger_find (p->ledger, k->overlay);
+    int r = ovl_overlay_take (p->cfg, k->overlay, p->dom->uuid, &p->adopt_id[i], e->id.token);
+
+    if (r == 1)
+      say_done (p->o, "disk %s: ephemeral overlay '%s' taken over from the migration's source",
+                k->target, k->overlay);
+    else {
+      if (r == 0)
+        say (p->o, "disk %s: ephemeral overlay '%s' changed while it was being taken over; "
+             "left alone", k->target, k->overlay);
+      else
+        say (p->o, "disk %s: %s", k->target, ovl_error_msg ());
+      bad = -1;
+    }
+  }
+  return bad;
 }
 
 /* A start that fails says everything wrong with it at once: the disks
@@ -440,6 +576,8 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
   for (i = 0; i < p->dom->ndisks; i++)
     if (prepare_disk (p, df, &p->dom->disks[i]) == -1)
       bad = 1;
+  if (!bad && p->nadopt && adopt_all (p) == -1)
+    bad = 1;
   if (p->ledger) {
     /* This prepare is what the marks were for, whatever comes of it. */
     p->ledger->restore_pending = false;
@@ -487,7 +625,7 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
 
 /* Release: each ledger entry, one by one. */
 static void
-run_release (const struct ovl_config *cfg, struct ovl_ledger *l,
+run_release (const struct ovl_config *cfg, struct ovl_ledger *l, const char *uuid,
              const struct ovl_dom_facts *df, struct ovl_outcome *o)
 {
   size_t i;
@@ -498,12 +636,13 @@ run_release (const struct ovl_config *cfg, struct ovl_ledger *l,
     struct ovl_ledger_entry *e = &l->entries[i];
     struct ovl_disk_facts f;
     struct ovl_decision d;
+    struct ovl_file_id found;
     int r;
 
     if (e->persistent)
       continue;                 /* the disk, kept; see "virt-overlay reset" */
     /* Kept, with a true line, whenever what is there cannot be told. */
-    if (disk_facts (cfg, OVL_MODE_EPHEMERAL, e->path, e, &f) == -1) {
+    if (disk_facts (cfg, OVL_MODE_EPHEMERAL, e->path, e, uuid, true, &f, &found) == -1) {
       say (o, "release: %s; its ledger entry is kept", ovl_error_msg ());
       continue;
     }
@@ -519,8 +658,31 @@ run_release (const struct ovl_config *cfg, struct ovl_ledger *l,
         say_done (o, "ephemeral overlay '%s' removed", e->path);
       }
     }
+    else if (d.action == OVL_ACT_HAND_BACK) {
+      r = ovl_overlay_hand_back (cfg, e->path, &e->id, e->adopted_from);
+      if (r == -1) {
+        say (o, "release: %s; its ledger entry is kept", ovl_error_msg ());
+        continue;
+      }
+      if (r == 1)
+        say_done (o, "ephemeral overlay '%s' handed back to the migration's source, "
+                  "whose QEMU holds it", e->path);
+    }
+    else if (d.action == OVL_ACT_USE && f.presence == OVL_OURS && f.in_use)
+      say (o, "release: overlay '%s' is in use (a QEMU holds its image lock); left alone; "
+           "its ledger entry is kept", e->path);
+    else if (d.action == OVL_ACT_FORGET && f.presence == OVL_FOREIGN && f.made_for_domain) {
+      /* Tell the taker: it keeps the overlay, rather than give it back,
+       * should something hold it at its own stop. */
+      if (e->id.token[0] && ovl_overlay_let_go (cfg, e->path, uuid, e->id.token) == -1)
+        say (o, "release: %s", ovl_error_msg ());
+      say_done (o, "ephemeral overlay '%s' taken over by the host the domain runs on now",
+                e->path);
+    }
     else if (d.action == OVL_ACT_FORGET && f.presence == OVL_FOREIGN)
       say (o, "release: '%s' is no longer the overlay virt-overlay made; left alone", e->path);
+    else if (d.action == OVL_ACT_FORGET && f.presence == OVL_OURS)
+      say_done (o, "ephemeral overlay '%s' left to the host the domain migrated to", e->path);
     if (d.forget)
       ovl_ledger_remove (l, e);
   }
@@ -549,9 +711,14 @@ ovl_lifecycle_run (const struct ovl_config *cfg, enum ovl_op op,
     CLEANUP_FREE struct ovl_request *reqs = ovl_calloc (dom->ndisks, sizeof *reqs);
     CLEANUP_FREE struct ovl_result *res = ovl_calloc (dom->ndisks, sizeof *res);
     CLEANUP_FREE const struct ovl_disk **which = ovl_calloc (dom->ndisks, sizeof *which);
-    struct prepare p = { cfg, dom, ledger, o, reqs, res, which, 0, false };
+    CLEANUP_FREE const struct ovl_disk **adopt = ovl_calloc (dom->ndisks, sizeof *adopt);
+    CLEANUP_FREE struct ovl_file_id *adopt_id = ovl_calloc (dom->ndisks, sizeof *adopt_id);
+    struct prepare p = {
+      .cfg = cfg, .dom = dom, .ledger = ledger, .o = o, .reqs = reqs, .res = res,
+      .which = which, .adopt = adopt, .adopt_id = adopt_id,
+    };
 
-    if (!reqs || !res || !which)
+    if (!reqs || !res || !which || !adopt || !adopt_id)
       goto fail;
     o->status = run_prepare (&p, &df, deadline);
     for (i = 0; i < p.n; i++)
@@ -561,7 +728,7 @@ ovl_lifecycle_run (const struct ovl_config *cfg, enum ovl_op op,
   case OVL_OP_RELEASE:
     if (!ledger)
       return 0;
-    run_release (cfg, ledger, &df, o);
+    run_release (cfg, ledger, dom->uuid, &df, o);
     /* What a restore from a file needs stays: gc must tell it from a
      * leftover. */
     ledger->saved = reason && strcmp (reason, "saved") == 0 && ledger->n > 0;
@@ -571,8 +738,23 @@ ovl_lifecycle_run (const struct ovl_config *cfg, enum ovl_op op,
   case OVL_OP_RESTORE:
   case OVL_OP_MIGRATE:
     for (i = 0; i < dom->ndisks; i++) {
-      struct ovl_disk_facts f = { dom->disks[i].mode, OVL_ABSENT, false };
-      struct ovl_decision d = ovl_lifecycle_decide (op, &df, &f);
+      const struct ovl_disk *k = &dom->disks[i];
+      struct ovl_disk_facts f = { .mode = k->mode, .presence = OVL_ABSENT };
+      struct ovl_file_id found = { 0 };
+      struct ovl_decision d;
+      const struct ovl_ledger_entry *e = ledger ? ovl_ledger_find (ledger, k->overlay) : NULL;
+
+      if (e && e->persistent != (k->mode == OVL_MODE_PERSISTENT))
+        e = NULL;
+      if (op == OVL_OP_MIGRATE &&
+          disk_facts (cfg, k->mode, k->overlay, e,
+                      k->mode == OVL_MODE_EPHEMERAL ? dom->uuid : NULL, false, &f,
+                      &found) == -1) {
+        say (o, "disk %s: %s", k->target, ovl_error_msg ());
+        o->status = 1;
+        continue;
+      }
+      d = ovl_lifecycle_decide (op, &df, &f);
       if (d.action == OVL_ACT_REFUSE) {
         say_refusal (o, &dom->disks[i], d.why);
         o->status = 1;

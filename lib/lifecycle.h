@@ -18,12 +18,32 @@
  *             running guest would silently revert its disk to the base).
  *             An ephemeral overlay is made fresh at a cold boot (ours is
  *             removed first; anyone else's is refused), kept as it is for
- *             a restore, refused for an incoming migration.
+ *             a restore, and for an incoming migration taken over into
+ *             this host's ledger if it is the one virt-overlay made for
+ *             this domain (shared storage; its owner mark says so) and
+ *             the source's QEMU holds it: it gets a new token, which the
+ *             source's ledger does not know.
  *   release   our ephemeral overlays are removed, unless the domain was
- *             saved or migrated away; the pending marks are dropped.
+ *             saved, migrated away (libvirt says so from 10.5 on), or a
+ *             QEMU still holds the overlay's image lock: then the entry
+ *             stays (it is removed at a later stop), or, for an overlay
+ *             this host took from a migration's source that has not let
+ *             go of it, the source's token is given back and the entry
+ *             goes (a migration that failed: the source runs on, and
+ *             owns it again).  A source's release that finds its overlay
+ *             taken lets go of it (a mark on the file).  The pending
+ *             marks are dropped.
  *   restore   marks the next prepare as a restore.
- *   migrate   (incoming) refuses ephemeral disks, marks the next prepare
- *             as a migration's for OVL_MIGRATION_MARK_SECONDS at most.
+ *   migrate   (incoming) refuses a disk whose overlay is not on this
+ *             host (no shared storage), and an ephemeral one that is not
+ *             the one made for this domain; marks the next prepare as a
+ *             migration's for OVL_MIGRATION_MARK_SECONDS at most.
+ *
+ * So the ledger that owns an ephemeral overlay is the one whose entry has
+ * the token the file has: the source's until the destination's prepare,
+ * the destination's from then on (the source's release finds another
+ * token and drops its entry), or the source's again if the destination
+ * gives the token back at the release of a failed migration.
  */
 #ifndef OVL_LIFECYCLE_H
 #define OVL_LIFECYCLE_H
@@ -48,7 +68,8 @@ struct ovl_dom_facts {
   bool restore_pending;         /* "restore begin" came before this prepare */
   bool migration_pending;       /* "migrate begin" came, recently */
   bool managed_save;            /* libvirt holds a managed-save image */
-  bool stopped_to_keep;         /* release: the reason was "saved" or "migrated" */
+  bool saved;                   /* release: the reason was "saved" */
+  bool migrated;                /* release: the reason was "migrated" */
 };
 
 /* What is at a disk's overlay path, against the ledger's entry. */
@@ -62,6 +83,11 @@ struct ovl_disk_facts {
   enum ovl_mode mode;
   enum ovl_presence presence;
   bool in_ledger;
+  bool made_for_domain;         /* not ours, but a file virt-overlay made as this
+                                 * domain's ephemeral overlay */
+  bool in_use;                  /* (ours, or made for it) a QEMU holds its image lock */
+  bool adopted;                 /* the entry is of a file taken from a migration's
+                                 * source, which has not let go of it */
 };
 
 enum ovl_action {
@@ -70,6 +96,8 @@ enum ovl_action {
   OVL_ACT_RECREATE,             /* remove our overlay, make a fresh one */
   OVL_ACT_REMOVE,               /* remove our overlay and its entry */
   OVL_ACT_FORGET,               /* drop the entry, touch no file */
+  OVL_ACT_ADOPT,                /* leave what is there, take it (a new token), record it */
+  OVL_ACT_HAND_BACK,            /* give the source's token back, drop the entry */
   OVL_ACT_REFUSE,               /* fail the operation for this disk */
 };
 
@@ -78,7 +106,8 @@ enum ovl_why {
   OVL_WHY_FOREIGN,              /* an ephemeral overlay we did not make is there */
   OVL_WHY_RESTORE_MISSING,      /* a saved state cannot run on a fresh disk */
   OVL_WHY_MIGRATION_MISSING,    /* an incoming guest cannot run on a fresh disk */
-  OVL_WHY_EPHEMERAL_MIGRATION,  /* an ephemeral overlay's data stays on the source */
+  OVL_WHY_NOT_MADE_FOR,         /* an incoming ephemeral overlay is not provably ours */
+  OVL_WHY_NOT_HELD,             /* ... nor held by the source's QEMU */
 };
 
 struct ovl_decision {

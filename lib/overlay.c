@@ -290,6 +290,164 @@ in_use (int dirfd, const char *name)
   return fl.l_type != F_UNLCK;
 }
 
+/* Open PATH, reached as ovl_overlay_presence does, into *FD if it is a
+ * regular file of one link made for OWNER (see ovl_overlay_made_for),
+ * its identity in *ID: 1, 0 not, -1 error. */
+static int
+open_made_for (const struct ovl_config *cfg, const char *path, const char *owner,
+               struct ovl_file_id *id, int *fdp)
+{
+  CLEANUP_CLOSE int dirfd = -1;
+  CLEANUP_CLOSE int fd = -1;
+  const char *name;
+  struct stat st;
+  bool is_reg;
+  int r;
+
+  if (has_reserved_component (path))
+    return 0;                   /* a temporary or pooled file is nobody's disk */
+  r = ovl_path_open_parent_if_exists (path, &cfg->overlay_dirs, "overlay", &dirfd, &name);
+  if (r != 1)
+    return r;
+  fd = openat (dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd == -1) {
+    if (errno == ENOENT || errno == ELOOP)
+      return 0;
+    ovl_error ("overlay '%s': %m", path);
+    return -1;
+  }
+  if (fstat (fd, &st) == -1 || ovl_file_id_at (fd, "", id, &is_reg) == -1 ||
+      (is_reg && (r = ovl_file_owner_is (fd, owner)) == -1)) {
+    ovl_error ("overlay '%s': %m", path);
+    return -1;
+  }
+  /* A second name would be a second way to reach, and remove, it. */
+  if (!is_reg || st.st_nlink != 1 || !id->token[0] || r != 1)
+    return 0;
+  *fdp = OVL_STEAL_FD (fd);
+  return 1;
+}
+
+int
+ovl_overlay_made_for (const struct ovl_config *cfg, const char *path, const char *owner,
+                      struct ovl_file_id *id)
+{
+  CLEANUP_CLOSE int fd = -1;
+
+  return open_made_for (cfg, path, owner, id, &fd);
+}
+
+int
+ovl_overlay_take (const struct ovl_config *cfg, const char *path, const char *owner,
+                  const struct ovl_file_id *seen, const char *token)
+{
+  CLEANUP_CLOSE int fd = -1;
+  struct ovl_file_id now;
+  int r = open_made_for (cfg, path, owner, &now, &fd);
+
+  if (r != 1)
+    return r;
+  if (!ovl_file_id_equal (&now, seen))
+    return 0;
+  if (fsetxattr (fd, OVL_TOKEN_XATTR, token, strlen (token), XATTR_REPLACE) == -1) {
+    ovl_error ("overlay '%s': setting the " OVL_TOKEN_XATTR " attribute: %m", path);
+    return -1;
+  }
+  return 1;
+}
+
+int
+ovl_overlay_let_go (const struct ovl_config *cfg, const char *path, const char *owner,
+                    const char *mine)
+{
+  CLEANUP_CLOSE int fd = -1;
+  struct ovl_file_id now;
+  int r = open_made_for (cfg, path, owner, &now, &fd);
+
+  if (r != 1)
+    return r;
+  if (fsetxattr (fd, OVL_RELEASED_XATTR, mine, strlen (mine), 0) == -1) {
+    ovl_error ("overlay '%s': setting the " OVL_RELEASED_XATTR " attribute: %m", path);
+    return -1;
+  }
+  return 1;
+}
+
+/* Open PATH into *FD if it is still the regular file ID: 1, 0, -1. */
+static int
+open_ours (const struct ovl_config *cfg, const char *path, const struct ovl_file_id *id,
+           int *fdp)
+{
+  CLEANUP_CLOSE int dirfd = -1;
+  CLEANUP_CLOSE int fd = -1;
+  struct ovl_file_id now;
+  const char *name;
+  int r = presence (cfg, path, id, &dirfd, &name);
+
+  if (r != OVL_PRESENCE_OURS)
+    return r == -1 ? -1 : 0;
+  /* The file opened is the one checked: its identity, read again. */
+  fd = openat (dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+  if (fd == -1 || ovl_file_id_at (fd, "", &now, NULL) == -1) {
+    if (errno == ENOENT || errno == ELOOP)
+      return 0;
+    ovl_error ("overlay '%s': %m", path);
+    return -1;
+  }
+  if (!ovl_file_id_equal (&now, id))
+    return 0;
+  *fdp = OVL_STEAL_FD (fd);
+  return 1;
+}
+
+int
+ovl_overlay_was_let_go (const struct ovl_config *cfg, const char *path,
+                        const struct ovl_file_id *id, const char *prev)
+{
+  CLEANUP_CLOSE int fd = -1;
+  int r = open_ours (cfg, path, id, &fd);
+
+  if (r != 1)
+    return r;
+  if ((r = ovl_file_xattr_is (fd, OVL_RELEASED_XATTR, prev)) == -1)
+    ovl_error ("overlay '%s': %m", path);
+  return r;
+}
+
+int
+ovl_overlay_hand_back (const struct ovl_config *cfg, const char *path,
+                       const struct ovl_file_id *id, const char *prev)
+{
+  CLEANUP_CLOSE int fd = -1;
+  int r = open_ours (cfg, path, id, &fd);
+
+  if (r != 1)
+    return r;
+  if (fsetxattr (fd, OVL_TOKEN_XATTR, prev, strlen (prev), XATTR_REPLACE) == -1) {
+    ovl_error ("overlay '%s': setting the " OVL_TOKEN_XATTR " attribute: %m", path);
+    return -1;
+  }
+  return 1;
+}
+
+int
+ovl_overlay_in_use (const struct ovl_config *cfg, const char *path)
+{
+  CLEANUP_CLOSE int dirfd = -1;
+  const char *name;
+  int r = ovl_path_open_parent_if_exists (path, &cfg->overlay_dirs, "overlay", &dirfd, &name);
+
+  if (r != 1)
+    return r;
+  r = in_use (dirfd, name);
+  if (r == -1) {
+    if (errno == ENOENT)
+      return 0;
+    ovl_error ("overlay '%s': cannot tell whether a QEMU has it open: %m", path);
+  }
+  return r;
+}
+
 int
 ovl_overlay_remove_owned (const struct ovl_config *cfg, const char *path,
                           const struct ovl_file_id *id)
@@ -367,6 +525,10 @@ create_temp (struct work *w)
   /* Rename keeps the inode and its attributes: this is the identity of
    * the overlay to be. */
   if (ovl_file_id_mark (w->tmpfd, &w->made) == -1) {
+    res_failf (res, "overlay '%s': %s", r->overlay, ovl_error_msg ());
+    return -1;
+  }
+  if (ovl_file_set_owner (w->tmpfd, r->owner) == -1) {
     res_failf (res, "overlay '%s': %s", r->overlay, ovl_error_msg ());
     return -1;
   }

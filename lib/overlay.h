@@ -55,6 +55,8 @@ struct ovl_request {
   bool extended_l2;
   bool need_identity;           /* to be removed later (ephemeral): refuse a filesystem
                                  * where it could not be told from a replacement */
+  const char *owner;            /* the UUID of the domain it is made for (marked on
+                                 * the file, see OVL_OWNER_XATTR), or NULL */
 };
 
 /* What came of it.  Zeroed by the caller; ovl_result_clear frees it. */
@@ -144,6 +146,46 @@ enum {
  * longer allowed, a symlink on the way, an I/O error). */
 int ovl_overlay_presence (const struct ovl_config *cfg, const char *path,
                           const struct ovl_file_id *id);
+
+/* Whether PATH (reached as for ovl_overlay_presence, with no name
+ * reserved for virt-overlay) is a regular file of one link that
+ * virt-overlay made for domain OWNER as an ephemeral overlay: it carries
+ * a token and OWNER's mark, trusted attributes only root can set.  1
+ * yes, with its identity in *ID; 0 no (absent, anything else); -1 when
+ * it cannot be told (error set). */
+int ovl_overlay_made_for (const struct ovl_config *cfg, const char *path, const char *owner,
+                          struct ovl_file_id *id);
+
+/* Take over PATH, still the file SEEN made for OWNER (as found by
+ * ovl_overlay_made_for), for this host's ledger: give it the token
+ * TOKEN, which the ledger of the host it came from does not know (that
+ * host's release then leaves it).  Record TOKEN durably first.  1 taken,
+ * 0 no longer that file, -1 error set. */
+int ovl_overlay_take (const struct ovl_config *cfg, const char *path, const char *owner,
+                      const struct ovl_file_id *seen, const char *token);
+
+/* The source's answer: PATH, made for OWNER and since taken by another
+ * host, is marked as let go by the holder of token MINE (so that the
+ * taker keeps it, rather than give it back, should something hold it at
+ * its stop).  1 marked, 0 not such a file, -1 error set. */
+int ovl_overlay_let_go (const struct ovl_config *cfg, const char *path, const char *owner,
+                        const char *mine);
+
+/* Whether PATH, if still the regular file ID, was let go of by the
+ * holder of token PREV: 1 yes, 0 no, -1 error set. */
+int ovl_overlay_was_let_go (const struct ovl_config *cfg, const char *path,
+                            const struct ovl_file_id *id, const char *prev);
+
+/* Give PATH, if it is still the regular file ID, the token PREV back
+ * (the host it was taken from owns it again).  1 done, 0 not that file,
+ * -1 error set. */
+int ovl_overlay_hand_back (const struct ovl_config *cfg, const char *path,
+                           const struct ovl_file_id *id, const char *prev);
+
+/* Whether a QEMU holds its image lock on PATH (reached as for
+ * ovl_overlay_presence): 1 yes, 0 no (or nothing there), -1 when it
+ * cannot be told (error set). */
+int ovl_overlay_in_use (const struct ovl_config *cfg, const char *path);
 
 /* Remove PATH (in the overlay directories, reached without symlinks) only
  * if it is still the regular file ID.  1 removed, 0 absent or not that

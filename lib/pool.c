@@ -167,7 +167,7 @@ struct claim {
  * this one, -1 error. */
 static int
 claim_one (int pfd, const char *name, struct claim *c, struct ovl_file_id *id,
-           bool need_token)
+           bool need_token, const char *owner)
 {
   int r;
   CLEANUP_CLOSE int fd = openat (pfd, name, O_RDWR | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -194,6 +194,8 @@ claim_one (int pfd, const char *name, struct claim *c, struct ovl_file_id *id,
   r = ovl_file_id_remark (fd, id);
   if (r == -1 || (r == 1 && need_token))
     return r == 1 ? 0 : -1;
+  if (ovl_file_set_owner (fd, owner) == -1)
+    return -1;
   if (ovl_file_id_at (fd, "", id, &is_reg) == -1)
     return -1;
   if (snprintf (c->name, sizeof c->name, "%s", name) >= (int) sizeof c->name)
@@ -245,7 +247,7 @@ pool_claim (void *opaque, const struct ovl_request *r, struct ovl_result *res,
   while ((e = readdir (d))) {
     if (!is_ready_name (e->d_name))
       continue;
-    got = claim_one (pfd, e->d_name, c, &res->made, r->need_identity);
+    got = claim_one (pfd, e->d_name, c, &res->made, r->need_identity, r->owner);
     if (got == 0)
       continue;
     if (got == -1) {

@@ -336,6 +336,35 @@ mark (int fd, struct ovl_file_id *id, int flags)
 }
 
 int
+ovl_file_set_owner (int fd, const char *owner)
+{
+  if (owner ? fsetxattr (fd, OVL_OWNER_XATTR, owner, strlen (owner), 0) == 0
+      : fremovexattr (fd, OVL_OWNER_XATTR) == 0)
+    return 0;
+  if (errno == ENOTSUP || (!owner && errno == ENODATA))
+    return 0;
+  ovl_error ("setting the " OVL_OWNER_XATTR " attribute: %m");
+  return -1;
+}
+
+int
+ovl_file_xattr_is (int fd, const char *name, const char *value)
+{
+  char buf[256];
+  ssize_t n = fgetxattr (fd, name, buf, sizeof buf);
+
+  if (n == -1)
+    return errno == ENODATA || errno == ENOTSUP || errno == ERANGE ? 0 : -1;
+  return (size_t) n == strlen (value) && memcmp (buf, value, (size_t) n) == 0;
+}
+
+int
+ovl_file_owner_is (int fd, const char *owner)
+{
+  return ovl_file_xattr_is (fd, OVL_OWNER_XATTR, owner);
+}
+
+int
 ovl_read_regular (int fd, const char *what, size_t max, char **buf, size_t *len)
 {
   struct ovl_buf b = OVL_BUF_INIT;

@@ -80,6 +80,25 @@ int ovl_file_id_mark (int fd, struct ovl_file_id *id);
  * the file once another take has it. */
 int ovl_file_id_remark (int fd, struct ovl_file_id *id);
 
+/* The domain (its UUID) a file was made for, in a trusted.* attribute
+ * beside the token: on shared storage another host's virt-overlay can
+ * tell that an overlay a migration brings is one virt-overlay made for
+ * that very domain, which its own ledger cannot. */
+#define OVL_OWNER_XATTR "trusted.virt-overlay.owner"
+/* Mark the file open as FD as made for OWNER, or, OWNER NULL, for no
+ * domain (a mark it had goes).  0 (also where the filesystem keeps no
+ * trusted attributes: nothing is marked), or -1 with the error set. */
+int ovl_file_set_owner (int fd, const char *owner);
+/* Whether the regular file open as FD is marked as made for OWNER: 1
+ * yes, 0 no, -1 with errno set. */
+int ovl_file_owner_is (int fd, const char *owner);
+/* Whether extended attribute NAME of the file open as FD is VALUE: 1
+ * yes, 0 no (or none), -1 with errno set. */
+int ovl_file_xattr_is (int fd, const char *name, const char *value);
+/* Set by the source of a migration on an ephemeral overlay the
+ * destination took: its own token, which it no longer claims. */
+#define OVL_RELEASED_XATTR "trusted.virt-overlay.released"
+
 /* The whole of the file open as FD, at most MAX bytes, into *BUF (NUL-
  * terminated, LEN bytes): anything but a regular file is refused (a FIFO
  * would block for ever, a device never end), and so is a larger file.

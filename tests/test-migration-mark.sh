@@ -4,7 +4,9 @@
 # even by a second) leaves a mark "from the future", and the prepare
 # must still refuse to make a missing persistent overlay empty under the
 # incoming guest.  The step is played by writing the mark as it was
-# before the clock went back.  Needs the real qsd (a wrong create works).
+# before the clock went back (the overlay is there at migrate begin,
+# which refuses a missing one, and gone by the prepare).  Needs the real
+# qsd (a wrong create works).
 . "${srcdir:-.}/tests/functions.sh"
 requires "$QSD"
 requires "$QEMU_IMG"
@@ -20,7 +22,9 @@ one_disk_domain mig "$UUID" persistent "$img/p.qcow2" > "$T/p.xml"
 L=$T/state/domains/$UUID
 
 for step in 1 5 60; do
+  : > "$img/p.qcow2"
   "$HOOK" mig migrate begin - < "$T/p.xml" || fail "migrate begin failed"
+  rm "$img/p.qcow2"
   grep -q '"migration-pending":' "$L" || fail "migrate begin left no mark"
   now=$(date +%s)
   sed -i "s/\"migration-pending\":[0-9]*/\"migration-pending\":$((now + step))/" "$L"
