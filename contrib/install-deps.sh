@@ -9,6 +9,6 @@ apt-get install -y -q --no-install-recommends \
   libxml2-dev libxml2-utils libyajl-dev libcmocka-dev libvirt-dev \
   qemu-utils qemu-system-common qemu-system-x86 \
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system libvirt-clients \
-  valgrind procps e2fsprogs bindfs fuse3 strace attr perl \
+  valgrind procps e2fsprogs bindfs fuse3 strace attr perl python3 \
   dpkg-dev debhelper fakeroot lintian \
   clang libclang-rt-14-dev
