@@ -18,6 +18,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <sys/xattr.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -639,6 +640,115 @@ test_lifecycle (enum t_fault kind)
   lifecycle_sweeps (cfg, kind, "prepare", "release");
 }
 
+/* ---- an incoming migration's adoption ----
+ * Host B (a ledger of its own over the same directory) takes vda over
+ * from host A, whose QEMU holds it, while calls fail.  Whatever B's
+ * prepare did, B's release (A's QEMU still holding it: the migration
+ * failed) leaves the file with A's token, and A's stop removes it. */
+
+static struct ovl_config *host_b;
+static int a_qemu = -1;
+static char a_token[OVL_TOKEN_LEN + 1];
+
+static void
+token_of (const char *path, char token[OVL_TOKEN_LEN + 1])
+{
+  ssize_t n = getxattr (path, OVL_TOKEN_XATTR, token, OVL_TOKEN_LEN);
+  assert_int_equal (n, OVL_TOKEN_LEN);
+  token[OVL_TOKEN_LEN] = '\0';
+}
+
+/* A started, its QEMU holding vda, B's migrate begin done. */
+static void
+migration_under_way (void)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 1 };
+  struct ovl_outcome o;
+
+  if (ovl_lifecycle_run (cfg, OVL_OP_PREPARE, dom, NULL, ovl_now_ms () + 20000, &o) != 0)
+    fail_msg ("prepare on A: %s", o.nlines ? o.lines[0] : "?");
+  ovl_outcome_clear (&o);
+  token_of (vda, a_token);
+  a_qemu = open (vda, O_RDONLY | O_CLOEXEC);
+  assert_true (a_qemu >= 0);
+  assert_int_equal (fcntl (a_qemu, F_OFD_SETLK, &fl), 0);
+  if (ovl_lifecycle_run (host_b, OVL_OP_MIGRATE, dom, NULL, ovl_now_ms () + 20000, &o) != 0)
+    fail_msg ("migrate begin on B: %s", o.nlines ? o.lines[0] : "?");
+  ovl_outcome_clear (&o);
+}
+
+static int
+run_adopt (void)
+{
+  life_cfg = host_b;
+  life_op = OVL_OP_PREPARE;
+  return run_lifecycle ();
+}
+
+static void
+after_adopt (int rc, bool failed)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  char now[OVL_TOKEN_LEN + 1];
+  struct ovl_outcome o;
+
+  assert_int_equal (ovl_lifecycle_run (host_b, OVL_OP_RELEASE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 0);
+  ovl_outcome_clear (&o);
+  token_of (vda, now);
+  if (strcmp (now, a_token) != 0)
+    fail_msg ("after B's %s prepare and release, vda has token %s, not A's %s",
+              rc ? "failed" : "successful", now, a_token);
+  close (a_qemu);
+  a_qemu = -1;
+  assert_int_equal (ovl_lifecycle_run (cfg, OVL_OP_RELEASE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 0);
+  ovl_outcome_clear (&o);
+  assert_false (exists (vda));
+  assert_no_jobs ();
+  migration_under_way ();
+}
+
+static void
+test_adopt (enum t_fault kind)
+{
+  const struct fault_case adopt = { "adopting prepare", kind, run_adopt, after_adopt };
+  CLEANUP_FREE char *vdb = in_img ("vdb.qcow2");
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  char *text, *state_b;
+  struct ovl_outcome o;
+
+  if (asprintf (&state_b, "%s/state-b", dir) == -1)
+    abort ();
+  mkdir (state_b, 0700);
+  if (asprintf (&text, "qsd_socket = %s\nqsd_spawn = off\noverlay_dirs = %s\nbase_dirs = %s\n"
+                "state_dir = %s\nmanaged_save_dir = %s\npool_size = 0\ntimeout_ms = 20000\n",
+                qsd.sock, img, img, state_b, dir) == -1)
+    abort ();
+  host_b = ovl_config_parse ("test-b", text, strlen (text));
+  free (text);
+  free (state_b);
+  assert_non_null (host_b);
+  dom = domain (cfg);
+  migration_under_way ();
+  sweep (&adopt);
+  close (a_qemu);
+  a_qemu = -1;
+  assert_int_equal (ovl_lifecycle_run (host_b, OVL_OP_RELEASE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 0);
+  ovl_outcome_clear (&o);
+  assert_int_equal (ovl_lifecycle_run (cfg, OVL_OP_RELEASE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 0);
+  ovl_outcome_clear (&o);
+  assert_false (exists (vda));
+  unlink (vdb);
+  ovl_domain_free (dom);
+  dom = NULL;
+  ovl_config_free (host_b);
+  host_b = NULL;
+}
+
 /* The same with the pool: prepare takes from it. */
 
 static int
@@ -829,6 +939,7 @@ BOTH_KINDS (test_image)
 BOTH_KINDS (test_lifecycle)
 BOTH_KINDS (test_pool)
 BOTH_KINDS (test_gc)
+BOTH_KINDS (test_adopt)
 
 int
 main (void)
@@ -845,11 +956,13 @@ main (void)
     cmocka_unit_test (test_lifecycle_alloc),
     cmocka_unit_test (test_pool_alloc),
     cmocka_unit_test (test_gc_alloc),
+    cmocka_unit_test (test_adopt_alloc),
     cmocka_unit_test (test_ledger_syscall),
     cmocka_unit_test (test_image_syscall),
     cmocka_unit_test (test_lifecycle_syscall),
     cmocka_unit_test (test_pool_syscall),
     cmocka_unit_test (test_gc_syscall),
+    cmocka_unit_test (test_adopt_syscall),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }
