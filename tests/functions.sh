@@ -162,28 +162,35 @@ EOW
   use_hook_wrapper "$1"
 }
 
-# Define domain ovl-e2e-$$-SUFFIX (its name in $name, added to $names),
-# one that boots under TCG, with DISKs "target mode overlay base format".
-e2e_define () { # SUFFIX DISK...
-  name=ovl-e2e-$$-$1; shift
-  names="$names $name"
+# The XML of a domain NAME that boots under TCG, with DISKs "target mode
+# overlay base format", into $T/NAME.xml (it sets only _-prefixed names).
+e2e_xml () { # NAME DISK...
+  _xml=$T/$1.xml _name=$1; shift
   {
-    echo "<domain type='qemu'><name>$name</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
+    echo "<domain type='qemu'><name>$_name</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
     echo "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
     echo "<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>"
     # shellcheck disable=SC2086
-    for d in "$@"; do (set -- $d; echo "<ovl:disk target='$1' mode='$2'/>"); done
+    for _disk in "$@"; do (set -- $_disk; echo "<ovl:disk target='$1' mode='$2'/>"); done
     echo "</ovl:overlays></metadata>"
     echo "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>"
-    for d in "$@"; do
+    for _disk in "$@"; do
       # shellcheck disable=SC2086
-      (set -- $d
+      (set -- $_disk
        echo "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$3'/>"
        echo "<backingStore type='file'><format type='$5'/><source file='$4'/><backingStore/></backingStore>"
        echo "<target dev='$1' bus='virtio'/></disk>")
     done
     echo "<video><model type='none'/></video><memballoon model='none'/></devices></domain>"
-  } > "$T/$name.xml"
+  } > "$_xml"
+}
+
+# Define domain ovl-e2e-$$-SUFFIX (its name in $name, added to $names)
+# with DISKs as for e2e_xml.
+e2e_define () { # SUFFIX DISK...
+  name=ovl-e2e-$$-$1; shift
+  names="$names $name"
+  e2e_xml "$name" "$@"
   $VIRSH define "$T/$name.xml" >/dev/null
 }
 

@@ -66,21 +66,29 @@ in_img (const char *name)
   return p;
 }
 
+/* A configuration over the test's directory, with its ledgers in
+ * STATE_DIR (another host's, when not the test's own). */
 static struct ovl_config *
-config (unsigned pool_size)
+config_at (const char *state_dir, unsigned pool_size)
 {
   char *text;
   struct ovl_config *c;
 
   if (asprintf (&text, "qsd_socket = %s\nqsd_spawn = off\noverlay_dirs = %s\nbase_dirs = %s\n"
                 "state_dir = %s\nmanaged_save_dir = %s\npool_size = %u\ntimeout_ms = 20000\n",
-                qsd.sock, img, img, state, dir, pool_size) == -1)
+                qsd.sock, img, img, state_dir, dir, pool_size) == -1)
     abort ();
   c = ovl_config_parse ("test", text, strlen (text));
   free (text);
   if (!c)
     fail_msg ("config: %s", ovl_error_msg ());
   return c;
+}
+
+static struct ovl_config *
+config (unsigned pool_size)
+{
+  return config_at (state, pool_size);
 }
 
 static int
@@ -716,20 +724,14 @@ test_adopt (enum t_fault kind)
   const struct fault_case adopt = { "adopting prepare", kind, run_adopt, after_adopt };
   CLEANUP_FREE char *vdb = in_img ("vdb.qcow2");
   CLEANUP_FREE char *vda = in_img ("vda.qcow2");
-  char *text, *state_b;
+  char *state_b;
   struct ovl_outcome o;
 
   if (asprintf (&state_b, "%s/state-b", dir) == -1)
     abort ();
   mkdir (state_b, 0700);
-  if (asprintf (&text, "qsd_socket = %s\nqsd_spawn = off\noverlay_dirs = %s\nbase_dirs = %s\n"
-                "state_dir = %s\nmanaged_save_dir = %s\npool_size = 0\ntimeout_ms = 20000\n",
-                qsd.sock, img, img, state_b, dir) == -1)
-    abort ();
-  host_b = ovl_config_parse ("test-b", text, strlen (text));
-  free (text);
+  host_b = config_at (state_b, 0);
   free (state_b);
-  assert_non_null (host_b);
   dom = domain (cfg);
   migration_under_way ();
   sweep (&adopt);

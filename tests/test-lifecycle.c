@@ -418,15 +418,29 @@ run_on (const struct ovl_config *c, enum ovl_op op, const struct ovl_domain *d,
   return ovl_lifecycle_run (c, op, d, reason, ovl_now_ms () + 20000, o);
 }
 
+/* Run OP for D on host C: it must exit WANT and remove REMOVED overlays
+ * (-1: any number); SAID, if not NULL, must be in one of its lines,
+ * problem or done. */
 static void
-assert_done (const struct ovl_outcome *o, const char *part)
+step (const struct ovl_config *c, enum ovl_op op, const struct ovl_domain *d,
+      const char *reason, int want, int removed, const char *said)
 {
+  struct ovl_outcome o;
   size_t i;
-  for (i = 0; i < o->ndone; i++)
-    if (strstr (o->done[i], part))
-      return;
-  fail_msg ("no done line says '%s' (%zu lines%s%s)", part, o->ndone,
-            o->ndone ? ", first: " : "", o->ndone ? o->done[0] : "");
+  bool found = !said;
+
+  if (run_on (c, op, d, reason, &o) != want)
+    fail_msg ("%s: exit %d, want %d (%s)", ovl_op_name (op), o.status, want,
+              o.nlines ? o.lines[0] : "no line");
+  if (removed >= 0 && o.removed != (size_t) removed)
+    fail_msg ("%s: removed %zu, want %d", ovl_op_name (op), o.removed, removed);
+  for (i = 0; said && i < o.nlines; i++)
+    found = found || strstr (o.lines[i], said);
+  for (i = 0; said && i < o.ndone; i++)
+    found = found || strstr (o.done[i], said);
+  if (!found)
+    fail_msg ("%s: no line says '%s'", ovl_op_name (op), said);
+  ovl_outcome_clear (&o);
 }
 
 /* An image lock on PATH as a QEMU holds one (an OFD read lock on byte
@@ -459,67 +473,43 @@ test_ephemeral_migration (void **state_)
 {
   struct ovl_config *b = config_b ();
   struct ovl_domain *e = domain ("ephemeral");
-  struct ovl_outcome o;
   struct stat st0, st;
   char t1[33], t2[33], now[33];
   int lock;
 
   /* Not on B's storage: refused before anything starts there. */
-  assert_int_equal (run_on (b, OVL_OP_MIGRATE, e, NULL, &o), 1);
-  assert_said (&o, "is not on this host");
-  ovl_outcome_clear (&o);
-
-  assert_int_equal (run (OVL_OP_PREPARE, e, NULL, &o), 0);
-  assert_int_equal (o.created, 1);
-  ovl_outcome_clear (&o);
+  step (b, OVL_OP_MIGRATE, e, NULL, 1, 0, "is not on this host");
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
   assert_int_equal (stat (overlay, &st0), 0);
   token_of (overlay, t1);
-
   /* No QEMU holds it: not a live migration's (a stale mark, a saved
    * domain's overlay): refused. */
-  assert_int_equal (run_on (b, OVL_OP_MIGRATE, e, NULL, &o), 1);
-  assert_said (&o, "is not in use by a QEMU on the migration's source");
-  ovl_outcome_clear (&o);
+  step (b, OVL_OP_MIGRATE, e, NULL, 1, 0, "is not in use by a QEMU on the migration's source");
 
   lock = qemu_lock (overlay);   /* A's QEMU */
-  assert_int_equal (run_on (b, OVL_OP_MIGRATE, e, NULL, &o), 0);
-  ovl_outcome_clear (&o);
-  assert_int_equal (run_on (b, OVL_OP_PREPARE, e, NULL, &o), 0);
-  assert_int_equal (o.created, 0);
-  assert_done (&o, "taken over from the migration's source");
-  ovl_outcome_clear (&o);
+  step (b, OVL_OP_MIGRATE, e, NULL, 0, 0, NULL);
+  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, "taken over from the migration's source");
   token_of (overlay, t2);
   assert_string_not_equal (t1, t2);
   close (lock);
 
-  /* A's QEMU is gone, B's holds the overlay: A lets it go. */
+  /* A's QEMU is gone, B's holds the overlay: A lets it go, for good. */
   lock = qemu_lock (overlay);
-  assert_int_equal (run (OVL_OP_RELEASE, e, NULL, &o), 0);
-  assert_int_equal (o.removed, 0);
-  assert_done (&o, "taken over by the host the domain runs on now");
-  ovl_outcome_clear (&o);
+  step (cfg, OVL_OP_RELEASE, e, NULL, 0, 0, "taken over by the host the domain runs on now");
   assert_int_equal (stat (overlay, &st), 0);
   assert_true (st.st_ino == st0.st_ino);
   close (lock);
-  /* ... for good: A has no entry left. */
-  assert_int_equal (run (OVL_OP_RELEASE, e, NULL, &o), 0);
-  assert_int_equal (o.removed, 0);
-  ovl_outcome_clear (&o);
+  step (cfg, OVL_OP_RELEASE, e, NULL, 0, 0, NULL);
   assert_true (exists (overlay));
 
   /* B stops while something holds it: kept (A let go: no hand-back). */
   lock = qemu_lock (overlay);
-  assert_int_equal (run_on (b, OVL_OP_RELEASE, e, NULL, &o), 0);
-  assert_said (&o, "its ledger entry is kept");
-  ovl_outcome_clear (&o);
+  step (b, OVL_OP_RELEASE, e, NULL, 0, 0, "its ledger entry is kept");
   token_of (overlay, now);
   assert_string_equal (now, t2);
   close (lock);
-  assert_int_equal (run_on (b, OVL_OP_RELEASE, e, NULL, &o), 0);
-  assert_int_equal (o.removed, 1);
-  ovl_outcome_clear (&o);
+  step (b, OVL_OP_RELEASE, e, NULL, 0, 1, NULL);
   assert_false (exists (overlay));
-
   ovl_domain_free (e);
   ovl_config_free (b);
 }
@@ -531,33 +521,20 @@ test_migration_back (void **state_)
 {
   struct ovl_config *b = config_b ();
   struct ovl_domain *e = domain ("ephemeral");
-  struct ovl_outcome o;
   int lock;
 
-  assert_int_equal (run (OVL_OP_PREPARE, e, NULL, &o), 0);
-  ovl_outcome_clear (&o);
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
   lock = qemu_lock (overlay);
-  assert_int_equal (run_on (b, OVL_OP_MIGRATE, e, NULL, &o), 0);
-  ovl_outcome_clear (&o);
-  assert_int_equal (run_on (b, OVL_OP_PREPARE, e, NULL, &o), 0);
-  ovl_outcome_clear (&o);
-  assert_int_equal (run (OVL_OP_RELEASE, e, "migrated", &o), 0);
-  assert_int_equal (o.removed, 0);
-  ovl_outcome_clear (&o);
+  step (b, OVL_OP_MIGRATE, e, NULL, 0, 0, NULL);
+  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
+  step (cfg, OVL_OP_RELEASE, e, "migrated", 0, 0, NULL);
   /* back, B's QEMU holding it */
-  assert_int_equal (run (OVL_OP_MIGRATE, e, NULL, &o), 0);
-  ovl_outcome_clear (&o);
-  assert_int_equal (run (OVL_OP_PREPARE, e, NULL, &o), 0);
-  assert_done (&o, "taken over from the migration's source");
-  ovl_outcome_clear (&o);
-  assert_int_equal (run_on (b, OVL_OP_RELEASE, e, "migrated", &o), 0);
-  assert_int_equal (o.removed, 0);
-  ovl_outcome_clear (&o);
+  step (cfg, OVL_OP_MIGRATE, e, NULL, 0, 0, NULL);
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "taken over from the migration's source");
+  step (b, OVL_OP_RELEASE, e, "migrated", 0, 0, NULL);
   close (lock);
   assert_true (exists (overlay));
-  assert_int_equal (run (OVL_OP_RELEASE, e, NULL, &o), 0);
-  assert_int_equal (o.removed, 1);
-  ovl_outcome_clear (&o);
+  step (cfg, OVL_OP_RELEASE, e, NULL, 0, 1, NULL);
   assert_false (exists (overlay));
   ovl_domain_free (e);
   ovl_config_free (b);
@@ -571,36 +548,22 @@ test_failed_migration (void **state_)
 {
   struct ovl_config *b = config_b ();
   struct ovl_domain *e = domain ("ephemeral");
-  struct ovl_outcome o;
-  char t1[33];
+  char t1[33], now[33];
   int lock;
 
-  assert_int_equal (run (OVL_OP_PREPARE, e, NULL, &o), 0);
-  ovl_outcome_clear (&o);
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
   token_of (overlay, t1);
   lock = qemu_lock (overlay);   /* A's QEMU */
-  assert_int_equal (run_on (b, OVL_OP_MIGRATE, e, NULL, &o), 0);
-  ovl_outcome_clear (&o);
-  assert_int_equal (run_on (b, OVL_OP_PREPARE, e, NULL, &o), 0);
-  ovl_outcome_clear (&o);
-  assert_int_equal (run_on (b, OVL_OP_RELEASE, e, NULL, &o), 0);
-  assert_int_equal (o.removed, 0);
-  assert_done (&o, "handed back to the migration's source");
-  ovl_outcome_clear (&o);
-  {
-    char now[33];
-    token_of (overlay, now);
-    assert_string_equal (now, t1);
-  }
+  step (b, OVL_OP_MIGRATE, e, NULL, 0, 0, NULL);
+  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
+  step (b, OVL_OP_RELEASE, e, NULL, 0, 0, "handed back to the migration's source");
+  token_of (overlay, now);
+  assert_string_equal (now, t1);
   close (lock);
   /* B has nothing of it left: its next release touches nothing. */
-  assert_int_equal (run_on (b, OVL_OP_RELEASE, e, NULL, &o), 0);
-  assert_int_equal (o.removed, 0);
-  ovl_outcome_clear (&o);
+  step (b, OVL_OP_RELEASE, e, NULL, 0, 0, NULL);
   assert_true (exists (overlay));
-  assert_int_equal (run (OVL_OP_RELEASE, e, NULL, &o), 0);
-  assert_int_equal (o.removed, 1);
-  ovl_outcome_clear (&o);
+  step (cfg, OVL_OP_RELEASE, e, NULL, 0, 1, NULL);
   assert_false (exists (overlay));
   ovl_domain_free (e);
   ovl_config_free (b);
@@ -653,35 +616,25 @@ test_not_adoptable (void **state_)
 {
   struct ovl_config *b = config_b ();
   struct ovl_domain *p = domain ("persistent"), *e = domain ("ephemeral");
-  struct ovl_outcome o;
   char *link2;
   int lock;
 
-  assert_int_equal (run (OVL_OP_PREPARE, p, NULL, &o), 0);
-  ovl_outcome_clear (&o);
+  step (cfg, OVL_OP_PREPARE, p, NULL, 0, 0, NULL);
   lock = qemu_lock (overlay);
-  assert_int_equal (run_on (b, OVL_OP_MIGRATE, e, NULL, &o), 1);
-  assert_said (&o, "is not one virt-overlay made for this domain");
-  ovl_outcome_clear (&o);
+  step (b, OVL_OP_MIGRATE, e, NULL, 1, 0, "is not one virt-overlay made for this domain");
   close (lock);
   unlink (overlay);
-  ovl_outcome_clear (&o);
 
-  assert_int_equal (run (OVL_OP_PREPARE, e, NULL, &o), 0);
-  ovl_outcome_clear (&o);
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
   if (asprintf (&link2, "%s/second-name.qcow2", img) == -1)
     abort ();
   assert_int_equal (link (overlay, link2), 0);
   lock = qemu_lock (overlay);
-  assert_int_equal (run_on (b, OVL_OP_MIGRATE, e, NULL, &o), 1);
-  assert_said (&o, "is not one virt-overlay made for this domain");
-  ovl_outcome_clear (&o);
+  step (b, OVL_OP_MIGRATE, e, NULL, 1, 0, "is not one virt-overlay made for this domain");
   close (lock);
   unlink (link2);
   free (link2);
-  assert_int_equal (run (OVL_OP_RELEASE, e, NULL, &o), 0);
-  assert_int_equal (o.removed, 1);
-  ovl_outcome_clear (&o);
+  step (cfg, OVL_OP_RELEASE, e, NULL, 0, 1, NULL);
   ovl_domain_free (p);
   ovl_domain_free (e);
   ovl_config_free (b);

@@ -212,23 +212,8 @@ twohosts_stop () {
 # Define domain NAME on host H with disks "target mode overlay" over
 # $SHARED/base.qcow2.
 twohosts_define () { # H NAME DISK...
-  h=$1 n=$2; shift 2
-  {
-    echo "<domain type='qemu'><name>$n</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>"
-    echo "<os><type arch='x86_64' machine='pc'>hvm</type></os>"
-    echo "<metadata><ovl:overlays xmlns:ovl='urn:virt-overlay:domain:1'>"
-    # shellcheck disable=SC2086
-    for x in "$@"; do (set -- $x; echo "<ovl:disk target='$1' mode='$2'/>"); done
-    echo "</ovl:overlays></metadata>"
-    echo "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator>"
-    for x in "$@"; do
-      # shellcheck disable=SC2086
-      (set -- $x
-       echo "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='$3'/>"
-       echo "<backingStore type='file'><format type='qcow2'/><source file='$SHARED/base.qcow2'/><backingStore/></backingStore>"
-       echo "<target dev='$1' bus='virtio'/></disk>")
-    done
-    echo "<video><model type='none'/></video><memballoon model='none'/></devices></domain>"
-  } > "$T/$n.xml"
-  hv "$h" define "$T/$n.xml" >/dev/null
+  _h=$1 _n=$2; shift 2
+  for _x in "$@"; do set -- "$@" "$_x $SHARED/base.qcow2 qcow2"; shift; done
+  e2e_xml "$_n" "$@"
+  hv "$_h" define "$T/$_n.xml" >/dev/null
 }
