@@ -671,6 +671,12 @@ run_release (const struct ovl_config *cfg, struct ovl_ledger *l, const char *uui
     else if (d.action == OVL_ACT_USE && f.presence == OVL_OURS && f.in_use)
       say (o, "release: overlay '%s' is in use (a QEMU holds its image lock); left alone; "
            "its ledger entry is kept", e->path);
+    else if (d.action == OVL_ACT_FORGET && f.presence == OVL_FOREIGN && f.made_for_domain &&
+             e->adopted_from[0] && strcmp (found.token, e->adopted_from) == 0)
+      /* A take recorded ahead that never happened (a crash): still the
+       * source's. */
+      say_done (o, "ephemeral overlay '%s' was never taken over; left to the migration's "
+                "source", e->path);
     else if (d.action == OVL_ACT_FORGET && f.presence == OVL_FOREIGN && f.made_for_domain) {
       /* Tell the taker: it keeps the overlay, rather than give it back,
        * should something hold it at its own stop. */
