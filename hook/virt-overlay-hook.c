@@ -7,8 +7,10 @@
  *                libvirt stops the start.
  * release end    remove the ephemeral overlays we created; always exit 0.
  * restore begin  remember that the next prepare is a restore.
- * migrate begin  refuse an incoming domain with ephemeral overlays;
- *                remember that the next prepare is a migration's.
+ * migrate begin  refuse an incoming domain whose overlays are not on
+ *                this host, or whose ephemeral ones are not the source's;
+ *                remember that the next prepare is a migration's (which
+ *                takes the ephemeral overlays over).
  * anything else  exit 0 at once, reading nothing (a failing "reconnect"
  *                would kill a running domain).
  * plan           (for admins, never run by libvirt) print on stdout the

@@ -159,6 +159,40 @@ used_elsewhere (struct gc_domain *g, const struct ovl_ledger_entry *e)
   return r;
 }
 
+#define HANDED_BACK "taken over from a migration's source, which never let go of " \
+  "it: its token is given back, the source owns it again"
+
+/* An overlay this host took from a migration's source that never let go
+ * of it (a migration that failed, and the hook never got to the
+ * release): the source may need it still (its domain saved, or running
+ * on), so gc gives it back rather than remove it; with DRY_RUN it only
+ * says so.  1 handed back (or would be), 0 not such an entry, -1 left
+ * (said why). */
+static int
+handed_back (struct gc_domain *g, const struct ovl_ledger_entry *e, bool dry_run)
+{
+  const struct ovl_gc_ops *ops = g->ops;
+  int r;
+
+  if (!e->adopted_from[0])
+    return 0;
+  /* Let go of, or no longer that file: the usual way. */
+  r = ovl_overlay_was_let_go (g->cfg, e->path, &e->id, e->adopted_from);
+  if (r == 0)
+    r = ovl_overlay_presence (g->cfg, e->path, &e->id) == OVL_PRESENCE_OURS ? 0 : 1;
+  if (r == 0 && !dry_run &&
+      (r = ovl_overlay_hand_back (g->cfg, e->path, &e->id, e->adopted_from)) != -1)
+    r = r == 1 ? 0 : 1;
+  if (r == -1) {
+    ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, ovl_error_msg ());
+    return -1;
+  }
+  if (r == 1)
+    return 0;
+  ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, HANDED_BACK);
+  return 1;
+}
+
 /* The dry run of one domain libvirt does not know. */
 static int
 gc_domain_dry (struct gc_domain *g)
@@ -183,7 +217,7 @@ gc_domain_dry (struct gc_domain *g)
     case OVL_PRESENCE_OURS:
       if ((r = used_elsewhere (g, e)) == -1)
         return -1;
-      if (r == 0)
+      if (r == 0 && handed_back (g, e, true) == 0)
         ops->say (ops->opaque, OVL_GC_WOULD_REMOVE, "overlay", e->path, g->why);
       break;
     case OVL_PRESENCE_OTHER:
@@ -272,6 +306,11 @@ gc_domain (struct gc_domain *g, int64_t deadline)
     }
     if (g->used[i]) {
       ovl_ledger_remove (l, e);
+      continue;
+    }
+    if ((r = handed_back (g, e, false)) != 0) {
+      if (r == 1)
+        ovl_ledger_remove (l, e);
       continue;
     }
     r = ovl_overlay_remove_owned (g->cfg, e->path, &e->id);

@@ -99,9 +99,12 @@ decide_release (const struct ovl_dom_facts *dom, const struct ovl_disk_facts *k)
   case OVL_OURS:
     if (dom->migrated)                   /* the host it runs on owns it now */
       return act (OVL_ACT_FORGET, true);
-    if (k->in_use)                       /* removed at a later stop, or, a */
-      return k->adopted ? act (OVL_ACT_HAND_BACK, true)  /* failed migration's, */
-        : act (OVL_ACT_USE, false);      /* the source's again */
+    /* Taken from a source that never let go: the migration failed (in
+     * its last phase the source's QEMU holds no lock until it resumes). */
+    if (k->adopted)
+      return act (OVL_ACT_HAND_BACK, true);
+    if (k->in_use)                       /* removed at a later stop */
+      return act (OVL_ACT_USE, false);
     return act (OVL_ACT_REMOVE, true);
   case OVL_FOREIGN:                      /* ours is gone: replaced or moved */
   case OVL_ABSENT:
@@ -344,7 +347,7 @@ disk_facts (const struct ovl_config *cfg, enum ovl_mode mode, const char *path,
     f->in_use = p == 1;
   }
   /* Let go of by the source: the migration went through. */
-  if (ask_in_use && f->adopted && f->in_use) {
+  if (ask_in_use && f->adopted && f->presence == OVL_OURS) {
     if ((p = ovl_overlay_was_let_go (cfg, path, &e->id, e->adopted_from)) == -1)
       return -1;
     f->adopted = p == 0;
@@ -666,7 +669,7 @@ run_release (const struct ovl_config *cfg, struct ovl_ledger *l, const char *uui
       }
       if (r == 1)
         say_done (o, "ephemeral overlay '%s' handed back to the migration's source, "
-                  "whose QEMU holds it", e->path);
+                  "which never let go of it", e->path);
     }
     else if (d.action == OVL_ACT_USE && f.presence == OVL_OURS && f.in_use)
       say (o, "release: overlay '%s' is in use (a QEMU holds its image lock); left alone; "

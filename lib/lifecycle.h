@@ -25,14 +25,14 @@
  *             source's ledger does not know.
  *   release   our ephemeral overlays are removed, unless the domain was
  *             saved, migrated away (libvirt says so from 10.5 on), or a
- *             QEMU still holds the overlay's image lock: then the entry
- *             stays (it is removed at a later stop), or, for an overlay
- *             this host took from a migration's source that has not let
- *             go of it, the source's token is given back and the entry
- *             goes (a migration that failed: the source runs on, and
- *             owns it again).  A source's release that finds its overlay
- *             taken lets go of it (a mark on the file).  The pending
- *             marks are dropped.
+ *             QEMU still holds the overlay's image lock (the entry stays:
+ *             it is removed at a later stop).  One this host took from a
+ *             migration's source that has not let go of it goes back:
+ *             the source's token is given back and the entry goes (a
+ *             migration that failed: the source runs on, and owns it
+ *             again).  A source's release that finds its overlay taken
+ *             lets go of it (a mark on the file).  The pending marks are
+ *             dropped.
  *   restore   marks the next prepare as a restore.
  *   migrate   (incoming) refuses a disk whose overlay is not on this
  *             host (no shared storage), and an ephemeral one that is not

@@ -300,7 +300,7 @@ open_made_for (const struct ovl_config *cfg, const char *path, const char *owner
   CLEANUP_CLOSE int dirfd = -1;
   CLEANUP_CLOSE int fd = -1;
   const char *name;
-  struct stat st;
+  struct statx stx;
   bool is_reg;
   int r;
 
@@ -316,13 +316,16 @@ open_made_for (const struct ovl_config *cfg, const char *path, const char *owner
     ovl_error ("overlay '%s': %m", path);
     return -1;
   }
-  if (fstat (fd, &st) == -1 || ovl_file_id_at (fd, "", id, &is_reg) == -1 ||
+  /* The count as the server has it now: FUSE and NFS clients cache it. */
+  if (statx (fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_NLINK, &stx) == -1 ||
+      ovl_file_id_at (fd, "", id, &is_reg) == -1 ||
       (is_reg && (r = ovl_file_owner_is (fd, owner)) == -1)) {
     ovl_error ("overlay '%s': %m", path);
     return -1;
   }
   /* A second name would be a second way to reach, and remove, it. */
-  if (!is_reg || st.st_nlink != 1 || !id->token[0] || r != 1)
+  if (!is_reg || !(stx.stx_mask & STATX_NLINK) || stx.stx_nlink != 1 || !id->token[0] ||
+      r != 1)
     return 0;
   *fdp = OVL_STEAL_FD (fd);
   return 1;

@@ -718,14 +718,12 @@ after_adopt (int rc, bool failed)
   migration_under_way ();
 }
 
+/* Host B's configuration, the domain, and A's side of a migration
+ * under way. */
 static void
-test_adopt (enum t_fault kind)
+two_hosts (void)
 {
-  const struct fault_case adopt = { "adopting prepare", kind, run_adopt, after_adopt };
-  CLEANUP_FREE char *vdb = in_img ("vdb.qcow2");
-  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
   char *state_b;
-  struct ovl_outcome o;
 
   if (asprintf (&state_b, "%s/state-b", dir) == -1)
     abort ();
@@ -734,6 +732,28 @@ test_adopt (enum t_fault kind)
   free (state_b);
   dom = domain (cfg);
   migration_under_way ();
+}
+
+static void
+two_hosts_done (void)
+{
+  CLEANUP_FREE char *vdb = in_img ("vdb.qcow2");
+
+  unlink (vdb);
+  ovl_domain_free (dom);
+  dom = NULL;
+  ovl_config_free (host_b);
+  host_b = NULL;
+}
+
+static void
+test_adopt (enum t_fault kind)
+{
+  const struct fault_case adopt = { "adopting prepare", kind, run_adopt, after_adopt };
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  struct ovl_outcome o;
+
+  two_hosts ();
   sweep (&adopt);
   close (a_qemu);
   a_qemu = -1;
@@ -744,11 +764,7 @@ test_adopt (enum t_fault kind)
                                        ovl_now_ms () + 20000, &o), 0);
   ovl_outcome_clear (&o);
   assert_false (exists (vda));
-  unlink (vdb);
-  ovl_domain_free (dom);
-  dom = NULL;
-  ovl_config_free (host_b);
-  host_b = NULL;
+  two_hosts_done ();
 }
 
 /* The same with the pool: prepare takes from it. */
@@ -931,6 +947,52 @@ test_gc (enum t_fault kind)
   gc_sweep (pool_cfg, kind, "gc with the pool");
 }
 
+/* gc on a host that took an overlay from a migration's source that
+ * never let go of it (the migration failed and the hook never got to
+ * B's release): the source may still need it, so gc gives it back
+ * rather than remove it; a dry run only says so. */
+static void
+gc_note_handed (void *opaque, enum ovl_gc_action a, const char *kind, const char *path,
+                const char *why)
+{
+  int *handed = opaque;
+
+  if (a == OVL_GC_LEFT && strstr (why, "never let go of it"))
+    (*handed)++;
+}
+
+static void
+test_gc_adopted (void **state_)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  char now[OVL_TOKEN_LEN + 1];
+  int handed = 0;
+  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note_handed, &handed };
+  struct ovl_outcome o;
+
+  two_hosts ();
+  if (ovl_lifecycle_run (host_b, OVL_OP_PREPARE, dom, NULL, ovl_now_ms () + 20000, &o) != 0)
+    fail_msg ("prepare on B: %s", o.nlines ? o.lines[0] : "?");
+  ovl_outcome_clear (&o);
+  close (a_qemu);
+  a_qemu = -1;
+
+  assert_int_equal (ovl_gc (host_b, &ops, true, ovl_now_ms () + 20000), 0);
+  assert_int_equal (handed, 1);
+  token_of (vda, now);
+  assert_string_not_equal (now, a_token);
+  assert_int_equal (ovl_gc (host_b, &ops, false, ovl_now_ms () + 20000), 0);
+  assert_int_equal (handed, 2);
+  token_of (vda, now);
+  assert_string_equal (now, a_token);
+  /* A owns it again: its stop removes it. */
+  assert_int_equal (ovl_lifecycle_run (cfg, OVL_OP_RELEASE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 0);
+  assert_int_equal (o.removed, 1);
+  ovl_outcome_clear (&o);
+  two_hosts_done ();
+}
+
 /* Each of these, once with allocations failing and once with system
  * calls. */
 #define BOTH_KINDS(fn) \
@@ -965,6 +1027,7 @@ main (void)
     cmocka_unit_test (test_pool_syscall),
     cmocka_unit_test (test_gc_syscall),
     cmocka_unit_test (test_adopt_syscall),
+    cmocka_unit_test (test_gc_adopted),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }

@@ -540,9 +540,9 @@ test_migration_back (void **state_)
   ovl_config_free (b);
 }
 
-/* A migration that fails after B's prepare: the source's QEMU runs on,
- * holding the overlay at B's release, and B gives the source its token
- * back; A removes it at its own stop. */
+/* A migration that fails after B's prepare: the source runs on, and B
+ * gives it its token back at B's release, whether or not the source's
+ * QEMU holds the overlay then; A removes it at its own stop. */
 static void
 test_failed_migration (void **state_)
 {
@@ -563,6 +563,21 @@ test_failed_migration (void **state_)
   /* B has nothing of it left: its next release touches nothing. */
   step (b, OVL_OP_RELEASE, e, NULL, 0, 0, NULL);
   assert_true (exists (overlay));
+  step (cfg, OVL_OP_RELEASE, e, NULL, 0, 1, NULL);
+  assert_false (exists (overlay));
+
+  /* Failed in its last phase: the source's QEMU let go of its image
+   * locks when the migration completed and takes them again only when
+   * it resumes, after B's release.  B gives it back all the same. */
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
+  token_of (overlay, t1);
+  lock = qemu_lock (overlay);
+  step (b, OVL_OP_MIGRATE, e, NULL, 0, 0, NULL);
+  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
+  close (lock);
+  step (b, OVL_OP_RELEASE, e, NULL, 0, 0, "handed back to the migration's source");
+  token_of (overlay, now);
+  assert_string_equal (now, t1);
   step (cfg, OVL_OP_RELEASE, e, NULL, 0, 1, NULL);
   assert_false (exists (overlay));
   ovl_domain_free (e);
