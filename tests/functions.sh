@@ -46,6 +46,8 @@ chmod 0711 "$T"
 cleanup_hooks=""
 at_exit () { cleanup_hooks="$1; $cleanup_hooks"; }
 trap 'eval "$cleanup_hooks"; rm -rf "$T"' EXIT
+# Interrupted (a harness's timeout, ^C): the same clean-up, through exit.
+trap 'exit 130' INT TERM HUP
 
 # Stop the daemon whose pidfile is $1.
 stop_pidfile () {

@@ -17,7 +17,14 @@ twohosts_start
 
 ino () { stat -c %i "$1" 2>/dev/null || echo gone; }
 token () { getfattr --only-values -n trusted.virt-overlay.id "$1" 2>/dev/null || true; }
-id_of () { echo "$(ino "$1")/$(token "$1")"; }
+# The very file: its inode, and for a persistent overlay its token (an
+# ephemeral one gets a new token from each host that takes it over).
+id_of () {
+  case $1 in
+    *-e.qcow2) [ -n "$(token "$1")" ] && echo "$(ino "$1")/marked" || echo "$(ino "$1")/unmarked" ;;
+    *) echo "$(ino "$1")/$(token "$1")" ;;
+  esac
+}
 
 twohosts_define a s1 "vda persistent $SHARED/s1-p.qcow2" "vdb ephemeral $SHARED/s1-e.qcow2"
 twohosts_define a s2 "vda persistent $FUSE/s2-p.qcow2" "vdb ephemeral $FUSE/s2-e.qcow2"

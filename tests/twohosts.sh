@@ -36,16 +36,29 @@ SHARED=$T/shared
 FUSE=$T/fuse
 LOCAL=$T/local
 
-# Free TCP ports on 127.0.0.1, one per argument name (VAR=port).
+# Free TCP ports on 127.0.0.1, one per argument name (VAR=port), below
+# the kernel's range for outgoing connections (which could take one
+# before the daemon that is to listen on it binds it).
 free_ports () {
   python3 - "$@" <<'EOF'
-import socket, sys
-socks = []
+import random, socket, sys
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+taken = set()
 for name in sys.argv[1:]:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-    print("%s=%d" % (name, s.getsockname()[1]))
+    while True:
+        p = random.randrange(10000, low)
+        if p in taken:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        finally:
+            s.close()
+        taken.add(p)
+        print("%s=%d" % (name, p))
+        break
 EOF
 }
 
@@ -142,6 +155,10 @@ host_stop () {
       while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
       kill -9 "$pid" 2>/dev/null || true
     fi
+  done
+  # QEMUs its libvirtd could not stop (it died, say)
+  for f in "$d"/run-libvirt/qemu/*.pid; do
+    [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
   done
   stop_pidfile "$d/run/qsd.sock.pid"
 }
