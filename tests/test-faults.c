@@ -734,12 +734,23 @@ two_hosts (void)
   migration_under_way ();
 }
 
+/* ... and back to nothing: the persistent overlay and both hosts'
+ * ledgers of the domain go (the other cases start from none). */
 static void
 two_hosts_done (void)
 {
   CLEANUP_FREE char *vdb = in_img ("vdb.qcow2");
+  char *p;
 
   unlink (vdb);
+  if (asprintf (&p, "%s/state-b", dir) == -1)
+    abort ();
+  t_rmtree (p);
+  free (p);
+  if (asprintf (&p, "%s/domains/" UUID, state) == -1)
+    abort ();
+  unlink (p);
+  free (p);
   ovl_domain_free (dom);
   dom = NULL;
   ovl_config_free (host_b);
