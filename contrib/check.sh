@@ -16,7 +16,20 @@ autoreconf -fi
 make -j"$(nproc)"
 
 status=0
+# The end of each failing suite's log, kept for the very end of the
+# output, where a CI summary that shows only the last lines sees it.
+failures=$(mktemp)
+trap 'rm -f "$failures"' EXIT
+keep_failures() {
+  for trs in "$1"/*.trs; do
+    [ -e "$trs" ] || continue
+    grep -q -E ':test-result: (FAIL|ERROR)' "$trs" || continue
+    log=${trs%.trs}.log
+    { echo "--- $2: the end of $(basename "$log")"; tail -n 25 "$log"; } >> "$failures"
+  done
+}
 OVL_REQUIRE_ALL=1 make -j1 check || status=$?
+keep_failures tests "make check"
 # The cmocka summary of every suite, then the suites that skipped.
 grep -h -E '^\[  (PASSED|FAILED|SKIPPED) +\]' tests/*.log 2>/dev/null || true
 skipped=$(grep -l ':test-result: SKIP' tests/*.trs 2>/dev/null || true)
@@ -34,7 +47,7 @@ if [ "$status" = 0 ]; then
 fi
 if [ "$status" = 0 ]; then
   OVL_REQUIRE_ALL=1 make -j1 check-valgrind || status=$?
-  [ "$status" = 0 ] || fail=$((fail + 1))
+  [ "$status" = 0 ] || { fail=$((fail + 1)); keep_failures tests "valgrind"; }
 fi
 # The unit suites once more, built from the release tarball with
 # AddressSanitizer and UndefinedBehaviorSanitizer.
@@ -49,14 +62,16 @@ if [ "$status" = 0 ]; then
    make -j"$(nproc)" >/dev/null &&
    OVL_REQUIRE_ALL=1 make -j1 check \
      TESTS="tests/test-config tests/test-paths tests/test-faults tests/test-layers.sh tests/test-json tests/test-qmp tests/test-qsd tests/test-domxml tests/test-ledger tests/test-lifecycle tests/test-image tests/test-create.sh tests/test-hook.sh tests/test-pool.sh tests/test-hostile.sh tests/test-shared.sh tests/test-syslog.sh" \
-     GLIBC_TUNABLES= ASAN_OPTIONS=detect_leaks=1) || { status=1; fail=$((fail + 1)); }
+     GLIBC_TUNABLES= ASAN_OPTIONS=detect_leaks=1) ||
+    { status=1; fail=$((fail + 1)); keep_failures "$(echo "$asan"/virt-overlay-*)/tests" "sanitizers"; }
   rm -rf "$asan" virt-overlay-*.tar.gz
 fi
 # The suite under gcov, from a distribution copy: the two figures of
 # lib/ (lines, and error-report sites) in every log, failing under the
 # bar (see the README).
 if [ "$status" = 0 ]; then
-  OVL_REQUIRE_ALL=1 make coverage || { status=1; fail=$((fail + 1)); }
+  OVL_REQUIRE_ALL=1 make coverage ||
+    { status=1; fail=$((fail + 1)); keep_failures coverage-build/src/tests "coverage"; }
 fi
 # Every parser of untrusted bytes under libFuzzer for a minute each, in
 # a private clang build (fuzz-build/).
@@ -71,5 +86,6 @@ if [ "$status" = 0 ] && [ "$(id -u)" = 0 ]; then
     { status=1; fail=$((fail + 1)); }
   apt-get purge -y -q virt-overlay >/dev/null 2>&1 || true
 fi
+cat "$failures"
 echo "suites: $pass passed, $fail failed, $skip skipped"
 exit "$status"

@@ -487,20 +487,26 @@ has_open (pid_t pid, const char *file)
 
 /* A caller waiting for the lock while its holder removes the lock file
  * (as gc does) takes the lock again on the new file: never are there
- * two holders, one on the old file and one on the new. */
+ * two holders, one on the old file and one on the new.
+ *
+ * No step waits on a guess of how long another takes: the waiter says
+ * when it has let go of the descriptor the fork gave it (so that what
+ * /proc shows open is its own), and holds its lock until told to go. */
 static void
 test_lock_file_removed (void **state)
 {
   char *tmp = t_mkdtemp (), *lockfile;
   struct ovl_ledger *held, *again;
-  int pipefd[2], status, i;
+  int up[2], down[2], status, i;
   pid_t pid;
   char c;
 
   assert_true (asprintf (&lockfile, "%s/domains/" UUID ".lock", tmp) > 0);
   held = ovl_ledger_open (tmp, UUID, ovl_now_ms () + 5000);
-  assert_non_null (held);
-  assert_int_equal (pipe (pipefd), 0);
+  if (!held)
+    fail_msg ("first open: %s", ovl_error_msg ());
+  assert_int_equal (pipe (up), 0);
+  assert_int_equal (pipe (down), 0);
   pid = fork ();
   assert_true (pid >= 0);
   if (pid == 0) {
@@ -508,41 +514,59 @@ test_lock_file_removed (void **state)
     struct stat a, b;
     bool same;
 
+    close (up[0]);
+    close (down[1]);
     close (held->lockfd);       /* the parent's, which a fork shares */
     held->lockfd = -1;
     ovl_ledger_free (held);
-    l = ovl_ledger_open (tmp, UUID, ovl_now_ms () + 10000);
+    if (write (up[1], "c", 1) != 1)
+      _exit (2);
+    l = ovl_ledger_open (tmp, UUID, ovl_now_ms () + 60000);
+    if (!l)
+      fprintf (stderr, "waiter: %s\n", ovl_error_msg ());
     same = l && fstat (l->lockfd, &a) == 0 && stat (lockfile, &b) == 0 &&
       a.st_ino == b.st_ino && a.st_dev == b.st_dev;
-    /* Held for a while, on the file that has the name. */
-    if (write (pipefd[1], same ? "y" : "n", 1) != 1)
+    /* Held, on the file that has the name, until the parent says. */
+    if (write (up[1], same ? "y" : "n", 1) != 1)
       _exit (2);
-    usleep (1000 * 1000);
+    if (read (down[0], &c, 1) != 1)
+      _exit (2);
     ovl_ledger_free (l);
     free (lockfile);
     free (tmp);
     _exit (same ? 0 : 1);
   }
-  close (pipefd[1]);
-  /* The waiter has the old file open, and waits for its lock. */
-  for (i = 0; i < 500 && !has_open (pid, lockfile); i++)
+  close (up[1]);
+  close (down[0]);
+  /* The waiter has closed what it inherited... */
+  assert_int_equal (read (up[0], &c, 1), 1);
+  assert_int_equal (c, 'c');
+  /* ...and has the old file open of its own, waiting for its lock. */
+  for (i = 0; i < 6000 && !has_open (pid, lockfile); i++)
     usleep (10000);
-  assert_true (has_open (pid, lockfile));
+  if (!has_open (pid, lockfile))
+    fail_msg ("the waiter never opened %s", lockfile);
   usleep (50000);
   assert_int_equal (unlink (lockfile), 0);
   ovl_ledger_free (held);
-  assert_int_equal (read (pipefd[0], &c, 1), 1);
-  assert_int_equal (c, 'y');
+  assert_int_equal (read (up[0], &c, 1), 1);
+  if (c != 'y')
+    fail_msg ("the waiter's lock is not on the file named %s", lockfile);
   /* The waiter holds the lock of the name: a third caller waits. */
   again = ovl_ledger_open (tmp, UUID, ovl_now_ms () + 200);
-  assert_null (again);
-  assert_non_null (strstr (ovl_error_msg (), "lock"));
+  if (again)
+    fail_msg ("a third caller took the lock the waiter holds");
+  if (!strstr (ovl_error_msg (), "still held"))
+    fail_msg ("third caller: %s", ovl_error_msg ());
+  assert_int_equal (write (down[1], "g", 1), 1);
   assert_int_equal (waitpid (pid, &status, 0), pid);
   assert_true (WIFEXITED (status) && WEXITSTATUS (status) == 0);
   again = ovl_ledger_open (tmp, UUID, ovl_now_ms () + 5000);
-  assert_non_null (again);
+  if (!again)
+    fail_msg ("after the waiter: %s", ovl_error_msg ());
   ovl_ledger_free (again);
-  close (pipefd[0]);
+  close (up[0]);
+  close (down[1]);
   free (lockfile);
   t_rmtree (tmp);
   free (tmp);
