@@ -174,20 +174,15 @@ handed_back (struct gc_domain *g, const struct ovl_ledger_entry *e, bool dry_run
   const struct ovl_gc_ops *ops = g->ops;
   int r;
 
-  if (!e->adopted_from[0])
-    return 0;
-  /* Let go of, or no longer that file: the usual way. */
-  r = ovl_overlay_was_let_go (g->cfg, e->path, &e->id, e->adopted_from);
-  if (r == 0)
-    r = ovl_overlay_presence (g->cfg, e->path, &e->id) == OVL_PRESENCE_OURS ? 0 : 1;
-  if (r == 0 && !dry_run &&
-      (r = ovl_overlay_hand_back (g->cfg, e->path, &e->id, e->adopted_from)) != -1)
-    r = r == 1 ? 0 : 1;
+  r = ovl_lifecycle_owed_back (g->cfg, e);
+  /* hand_back gives 0 for a file no longer the one taken: the usual way. */
+  if (r == 1 && !dry_run)
+    r = ovl_overlay_hand_back (g->cfg, e->path, &e->id, e->adopted_from);
   if (r == -1) {
     ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, ovl_error_msg ());
     return -1;
   }
-  if (r == 1)
+  if (r == 0)
     return 0;
   ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, HANDED_BACK);
   return 1;

@@ -316,6 +316,33 @@ dom_facts (const struct ovl_config *cfg, const struct ovl_domain *dom,
   return 0;
 }
 
+/* The rule of a take, for an entry E whose file is still the one taken:
+ * owed back to the migration's source unless the source let go of it.
+ * 1 owed back, 0 not, -1 (error set). */
+static int
+owed_back_ours (const struct ovl_config *cfg, const struct ovl_ledger_entry *e)
+{
+  int r;
+
+  if (!e->adopted_from[0])
+    return 0;
+  if ((r = ovl_overlay_was_let_go (cfg, e->path, &e->id, e->adopted_from)) == -1)
+    return -1;
+  return r == 0;
+}
+
+int
+ovl_lifecycle_owed_back (const struct ovl_config *cfg, const struct ovl_ledger_entry *e)
+{
+  int r;
+
+  if (!e->adopted_from[0])
+    return 0;
+  if ((r = ovl_overlay_presence (cfg, e->path, &e->id)) != OVL_PRESENCE_OURS)
+    return r == -1 ? -1 : 0;
+  return owed_back_ours (cfg, e);
+}
+
 /* One disk's facts against ENTRY (or NULL).  With OWNER (the domain's
  * UUID), whether a file made for it is there (its identity into *FOUND)
  * and a QEMU holds it; with ASK_IN_USE, whether a QEMU holds ours, and
@@ -348,9 +375,9 @@ disk_facts (const struct ovl_config *cfg, enum ovl_mode mode, const char *path,
   }
   /* Let go of by the source: the migration went through. */
   if (ask_in_use && f->adopted && f->presence == OVL_OURS) {
-    if ((p = ovl_overlay_was_let_go (cfg, path, &e->id, e->adopted_from)) == -1)
+    if ((p = owed_back_ours (cfg, e)) == -1)
       return -1;
-    f->adopted = p == 0;
+    f->adopted = p == 1;
   }
   return 0;
 }

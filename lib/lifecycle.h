@@ -54,6 +54,7 @@
 
 #include "config.h"
 #include "domxml.h"
+#include "ledger.h"
 
 enum ovl_op { OVL_OP_PREPARE, OVL_OP_RELEASE, OVL_OP_RESTORE, OVL_OP_MIGRATE };
 
@@ -119,6 +120,12 @@ struct ovl_decision {
 /* The rule for one disk (for release: one ledger entry). */
 struct ovl_decision ovl_lifecycle_decide (enum ovl_op op, const struct ovl_dom_facts *dom,
                                           const struct ovl_disk_facts *disk);
+
+/* Whether ledger entry E is a take from a migration's source that never
+ * let go of it, its file still the one taken: then it is owed back
+ * (release does so, and so does "virt-overlay gc").  1 owed back, 0 not,
+ * -1 it cannot be told (error set). */
+int ovl_lifecycle_owed_back (const struct ovl_config *cfg, const struct ovl_ledger_entry *e);
 
 const char *ovl_op_name (enum ovl_op op);
 const char *ovl_action_name (enum ovl_action a);
