@@ -13,6 +13,7 @@
 #include "error.h"
 #include "image.h"
 #include "paths.h"
+#include "util.h"
 
 #define QCOW2_MAGIC "QFI\xfb"
 /* Enough for every format magic a raw base is checked for, and for the
@@ -411,6 +412,7 @@ probe (int dirfd, const char *name, const char *what, const char *path,
   struct stat st, st2;
   size_t want;
   ssize_t n;
+  int r;
 
   /* Look before opening: opening a device or FIFO can block or have
    * side effects. */
@@ -426,9 +428,15 @@ probe (int dirfd, const char *name, const char *what, const char *path,
     ovl_error ("%s '%s' is not a regular file", what, path);
     return -1;
   }
-  fd = openat (dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-  if (fd == -1) {
+  /* Opened through the inode pinned as a regular file: one swapped in
+   * meanwhile is not opened at all. */
+  r = ovl_open_regular_at (dirfd, name, &fd);
+  if (r == -1) {
     ovl_error ("%s '%s': %m", what, path);
+    return -1;
+  }
+  if (r == 0) {
+    ovl_error ("%s '%s' changed while it was checked", what, path);
     return -1;
   }
   if (fstat (fd, &st2) == -1) {

@@ -282,10 +282,13 @@ ovl_overlay_presence (const struct ovl_config *cfg, const char *path,
 static int
 in_use (int dirfd, const char *name)
 {
-  CLEANUP_CLOSE int fd = openat (dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  CLEANUP_CLOSE int fd = -1;
   struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 200 };
+  int r = ovl_open_regular_at (dirfd, name, &fd);
 
-  if (fd == -1 || fcntl (fd, F_OFD_GETLK, &fl) == -1)
+  if (r == 0)
+    errno = ENOENT;             /* no regular file by that name */
+  if (r != 1 || fcntl (fd, F_OFD_GETLK, &fl) == -1)
     return -1;
   return fl.l_type != F_UNLCK;
 }
@@ -301,7 +304,6 @@ open_made_for (const struct ovl_config *cfg, const char *path, const char *owner
   CLEANUP_CLOSE int fd = -1;
   const char *name;
   struct statx stx;
-  bool is_reg;
   int r;
 
   if (has_reserved_component (path))
@@ -309,23 +311,20 @@ open_made_for (const struct ovl_config *cfg, const char *path, const char *owner
   r = ovl_path_open_parent_if_exists (path, &cfg->overlay_dirs, "overlay", &dirfd, &name);
   if (r != 1)
     return r;
-  fd = openat (dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-  if (fd == -1) {
-    if (errno == ENOENT || errno == ELOOP)
-      return 0;
-    ovl_error ("overlay '%s': %m", path);
-    return -1;
+  if ((r = ovl_open_regular_at (dirfd, name, &fd)) != 1) {
+    if (r == -1)
+      ovl_error ("overlay '%s': %m", path);
+    return r;
   }
   /* The count as the server has it now: FUSE and NFS clients cache it. */
   if (statx (fd, "", AT_EMPTY_PATH | AT_STATX_FORCE_SYNC, STATX_NLINK, &stx) == -1 ||
-      ovl_file_id_at (fd, "", id, &is_reg) == -1 ||
-      (is_reg && (r = ovl_file_owner_is (fd, owner)) == -1)) {
+      ovl_file_id_at (fd, "", id, NULL) == -1 ||
+      (r = ovl_file_owner_is (fd, owner)) == -1) {
     ovl_error ("overlay '%s': %m", path);
     return -1;
   }
   /* A second name would be a second way to reach, and remove, it. */
-  if (!is_reg || !(stx.stx_mask & STATX_NLINK) || stx.stx_nlink != 1 || !id->token[0] ||
-      r != 1)
+  if (!(stx.stx_mask & STATX_NLINK) || stx.stx_nlink != 1 || !id->token[0] || r != 1)
     return 0;
   *fdp = OVL_STEAL_FD (fd);
   return 1;
@@ -390,9 +389,9 @@ open_ours (const struct ovl_config *cfg, const char *path, const struct ovl_file
   if (r != OVL_PRESENCE_OURS)
     return r == -1 ? -1 : 0;
   /* The file opened is the one checked: its identity, read again. */
-  fd = openat (dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-  if (fd == -1 || ovl_file_id_at (fd, "", &now, NULL) == -1) {
-    if (errno == ENOENT || errno == ELOOP)
+  if ((r = ovl_open_regular_at (dirfd, name, &fd)) != 1 ||
+      ovl_file_id_at (fd, "", &now, NULL) == -1) {
+    if (r == 0 || errno == ENOENT)
       return 0;
     ovl_error ("overlay '%s': %m", path);
     return -1;

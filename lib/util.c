@@ -228,6 +228,28 @@ ovl_fd_is_at (int fd, int dirfd, const char *name)
 }
 
 int
+ovl_open_regular_at (int dirfd, const char *name, int *fdp)
+{
+  CLEANUP_CLOSE int pin = openat (dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st;
+  char link[64];
+  int fd;
+
+  if (pin == -1)
+    return errno == ENOENT || errno == ELOOP ? 0 : -1;
+  if (fstat (pin, &st) == -1)
+    return -1;
+  if (!S_ISREG (st.st_mode))
+    return 0;
+  /* The pinned inode itself, whatever the name means by now. */
+  snprintf (link, sizeof link, "/proc/self/fd/%d", pin);
+  if ((fd = open (link, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) == -1)
+    return errno == ENOENT ? 0 : -1;
+  *fdp = fd;
+  return 1;
+}
+
+int
 ovl_file_id_at (int dirfd, const char *name, struct ovl_file_id *id, bool *is_reg)
 {
   struct statx stx;

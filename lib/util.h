@@ -61,6 +61,11 @@ struct ovl_file_id {
 /* Of NAME in DIRFD (not following a symlink), or of DIRFD itself when
  * NAME is "", token included for a regular file.  -1 with errno set. */
 int ovl_file_id_at (int dirfd, const char *name, struct ovl_file_id *id, bool *is_reg);
+/* Open NAME in DIRFD read-only into *FD only if it is a regular file
+ * (not following a symlink): nothing else is ever opened, not even for
+ * a moment, so no device or FIFO sees an open.  1 opened, 0 not a
+ * regular file or not there, -1 (errno set). */
+int ovl_open_regular_at (int dirfd, const char *name, int *fd);
 /* Whether NAME in DIRFD (not following a symlink) is the regular file
  * open as FD: 1 yes, 0 no (or no such name), -1 with errno set when it
  * cannot be told. */

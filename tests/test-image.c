@@ -15,11 +15,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "cleanup.h"
 #include "error.h"
 #include "image.h"
+#include "util.h"
 #include "testutil.h"
 
 #define MiB (UINT64_C (1) << 20)
@@ -481,11 +486,57 @@ test_chain (void **state)
   free (dir);
 }
 
+/* ovl_open_regular_at opens a regular file and nothing else, not even
+ * for a moment: inotify sees no open of a FIFO, a directory or a
+ * symlink's target it is pointed at. */
+static void
+test_open_regular_at (void **state)
+{
+  static const char *const others[] = { "fifo", "dir", "link" };
+  char *tmp = t_mkdtemp (), *p;
+  CLEANUP_CLOSE int dirfd = open (tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  CLEANUP_CLOSE int in = inotify_init1 (IN_NONBLOCK | IN_CLOEXEC);
+  char events[4096];
+  size_t i;
+  int fd = -1;
+
+  assert_true (dirfd >= 0 && in >= 0);
+  assert_int_equal (mkfifoat (dirfd, "fifo", 0600), 0);
+  assert_int_equal (mkdirat (dirfd, "dir", 0700), 0);
+  assert_int_equal (symlinkat ("fifo", dirfd, "link"), 0);
+  fd = openat (dirfd, "file", O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  assert_true (fd >= 0);
+  assert_int_equal (write (fd, "data", 4), 4);
+  close (fd);
+  for (i = 0; i < 2; i++) {
+    assert_true (asprintf (&p, "%s/%s", tmp, others[i]) > 0);
+    assert_true (inotify_add_watch (in, p, IN_OPEN) >= 0);
+    free (p);
+  }
+  for (i = 0; i < sizeof others / sizeof others[0]; i++) {
+    fd = -1;
+    if (ovl_open_regular_at (dirfd, others[i], &fd) != 0)
+      fail_msg ("%s was opened", others[i]);
+    assert_int_equal (fd, -1);
+  }
+  assert_int_equal (ovl_open_regular_at (dirfd, "missing", &fd), 0);
+  if (read (in, events, sizeof events) != -1)
+    fail_msg ("something not a regular file saw an open");
+  /* The file itself, readable. */
+  assert_int_equal (ovl_open_regular_at (dirfd, "file", &fd), 1);
+  assert_int_equal (read (fd, events, sizeof events), 4);
+  assert_memory_equal (events, "data", 4);
+  close (fd);
+  t_rmtree (tmp);
+  free (tmp);
+}
+
 int
 main (void)
 {
   const struct CMUnitTest tests[] = {
     cmocka_unit_test (test_qcow2),
+    cmocka_unit_test (test_open_regular_at),
     cmocka_unit_test (test_qcow2_prefixes),
     cmocka_unit_test (test_longest_name),
     cmocka_unit_test (test_raw),
