@@ -18,6 +18,11 @@
 #        stop orphan nothing, remove nothing held; A cold-starts again
 #   a11  a migration that went through (A let go): B's stop while
 #        something holds the overlay keeps it; the next stop removes it
+#   a12  B's release killed at each step of its hand-back (A's QEMU on:
+#        a failed migration), then B's release again, or A's stop first;
+#        A's release killed at each step of its let-go (the migration
+#        went through), run again or not, then B's stop, held or not:
+#        nothing held goes, nothing is orphaned, both hosts cold-start
 . "${srcdir:-.}/tests/functions.sh"
 requires_root
 for tool in "$QSD" "$QEMU_IMG" getfattr strace python3; do requires "$tool"; done
@@ -251,5 +256,152 @@ for point in none $points; do
 done
 on A "$T/d.xml" prepare begin -; expect_rc 0 "a10: cold start on A at the end"
 on A "$T/d.xml" release end -
+
+# ---- a12: B's hand-back and A's let-go, killed at each step ----
+# A release's steps: the fsetxattr (the token given back, or the
+# "released" mark), then the ledger's save (an unlink, the ledger left
+# empty; a rename else).  A kill on entering a system call stops
+# before it.
+U=acacacac-1b2c-4d3e-8f40-00000000000c X=$img/k.qcow2
+one_disk_domain dom $U ephemeral "$X" > "$T/d.xml"
+RTRACE="-e trace=fsetxattr,rename,renameat,renameat2,unlink,unlinkat"
+points () { # TRACE: "SYSCALL:N" for each call traced
+  for sc in fsetxattr rename renameat renameat2 unlink unlinkat; do
+    for N in $(seq "$(grep -c "^[0-9]* *$sc(" "$1" || true)"); do echo "$sc:$N"; done
+  done
+}
+# killed HOST POINT ARGS...: the hook on HOST killed at POINT.
+killed () {
+  h=$1 point=$2; shift 2
+  set +e
+  # shellcheck disable=SC2086
+  VIRT_OVERLAY_CONFIG=$T/conf$h strace -f -o /dev/null $RTRACE \
+    -e inject="${point%:*}:signal=SIGKILL:when=${point#*:}" $HOOK dom "$@" \
+    < "$T/d.xml" > /dev/null 2> "$T/stderr"
+  rc=$?
+  set -e
+}
+# migrating WHAT: A started, its QEMU holding X (q), and B's migrate
+# begin and prepare (the take) done: t0 is A's token, t1 B's.
+migrating () {
+  on A "$T/d.xml" prepare begin -; expect_rc 0 "$1: cold start on A"
+  t0=$(token "$X")
+  hold q "$X"
+  on B "$T/d.xml" migrate begin -; expect_rc 0 "$1: migrate begin"
+  on B "$T/d.xml" prepare begin -; expect_rc 0 "$1: B's prepare"
+  t1=$(token "$X")
+}
+has () { eph "$1" | grep -qF "\"token\":\"$2\""; }  # HOST TOKEN: an entry
+state () { echo "$(ls "$X" 2>&1), token $(token "$X") (A's $t0, B's $t1), released" \
+  "'$(xattr "$X" released)', A: $(eph A), B: $(eph B)"; }
+# clean WHAT: nothing left, and cold starts work, on A then on B.
+clean () {
+  [ ! -e "$X" ] && [ -z "$(eph A)" ] && [ -z "$(eph B)" ] && pass || fail "$1: orphaned: $(state)"
+  for h in A B; do
+    on "$h" "$T/d.xml" prepare begin -; expect_rc 0 "$1: cold start on $h"
+    on "$h" "$T/d.xml" release end -
+    [ ! -e "$X" ] && [ -z "$(eph "$h")" ] && pass || fail "$1: the stop on $h left: $(state)"
+  done
+}
+
+# B's release, traced: its kill points.
+migrating "a12 hand-back"
+# shellcheck disable=SC2086
+VIRT_OVERLAY_CONFIG=$T/confB strace -f -o "$T/trace" $RTRACE $HOOK dom release end - \
+  < "$T/d.xml" 2> "$T/stderr" && pass || fail "a12 hand-back: B's release: $(cat "$T/stderr")"
+[ "$(token "$X")" = "$t0" ] && [ -z "$(eph B)" ] && pass || fail "a12 hand-back: $(state)"
+unhold q
+on A "$T/d.xml" release end -
+clean "a12 hand-back"
+hb=$(points "$T/trace")
+head -n 1 "$T/trace" | grep -q " fsetxattr(" && [ "$(echo "$hb" | wc -w)" -ge 2 ] && pass ||
+  fail "a12 hand-back: not the points expected: $(cat "$T/trace")"
+# "dest": B's release again while A's QEMU runs on (the next stop or
+# gc would); "source": A's stop first, then B's release again; "next":
+# A's stop, then B's next cold start and stop.
+for point in $hb; do
+  for order in dest source next; do
+    w="a12 hand-back $point $order"
+    migrating "$w"
+    killed B "$point" release end -; expect_rc 137 "$w: B's release not killed"
+    # The token given back, or not yet; B's entry goes last.
+    want=$t0; [ "$point" = fsetxattr:1 ] && want=$t1
+    [ -f "$X" ] && [ "$(token "$X")" = "$want" ] && has A "$t0" && has B "$t1" && pass ||
+      fail "$w: after the kill: $(state)"
+    if [ $order = dest ]; then
+      on B "$T/d.xml" release end -
+      [ -f "$X" ] && [ "$(token "$X")" = "$t0" ] && [ -z "$(xattr "$X" released)" ] &&
+        has A "$t0" && [ -z "$(eph B)" ] && pass || fail "$w: B's release again: $(state)"
+      unhold q
+      on A "$T/d.xml" release end -
+    else
+      unhold q
+      on A "$T/d.xml" release end -
+      # Removed if given back, else let go of: B's then.
+      if [ "$want" = "$t0" ]; then [ ! -e "$X" ]; else
+        [ "$(xattr "$X" released)" = "$t0" ] && has B "$(token "$X")"; fi &&
+        [ -z "$(eph A)" ] && pass || fail "$w: A's stop: $(state)"
+      if [ $order = next ]; then
+        on B "$T/d.xml" prepare begin -; expect_rc 0 "$w: cold start on B"
+      fi
+      on B "$T/d.xml" release end -
+    fi
+    clean "$w"
+  done
+done
+
+# A's release after the migration went through, traced: its kill points.
+migrating "a12 let-go"
+unhold q                        # A's QEMU ends: the migration went through
+# shellcheck disable=SC2086
+VIRT_OVERLAY_CONFIG=$T/confA strace -f -o "$T/trace" $RTRACE $HOOK dom release end - \
+  < "$T/d.xml" 2> "$T/stderr" && pass || fail "a12 let-go: A's release: $(cat "$T/stderr")"
+[ "$(xattr "$X" released)" = "$t0" ] && [ -z "$(eph A)" ] && pass || fail "a12 let-go: $(state)"
+on B "$T/d.xml" release end -
+clean "a12 let-go"
+lg=$(points "$T/trace")
+head -n 1 "$T/trace" | grep -q " fsetxattr(" && [ "$(echo "$lg" | grep -c fsetxattr)" = 1 ] &&
+  [ "$(echo "$lg" | wc -w)" -ge 2 ] && pass || fail "a12 let-go: not the points expected: $(cat "$T/trace")"
+# A's release run again (then B's stop is a11's), or not; then B's
+# stop, held or not (q: A's QEMU, then B's).  Killed before its let-go
+# and not run again, A never lets go: B cannot tell that from a failed
+# migration and hands the file back to A, whose ledger still records it
+# (A's next start, or gc there, removes it; B's cold start is refused
+# until then).
+for point in $lg; do
+  for how in again:free none:free none:held; do
+    again=${how%:*} held=${how#*:}
+    w="a12 let-go $point $again $held"
+    migrating "$w"
+    [ "$held" = held ] || unhold q
+    killed A "$point" release end -; expect_rc 137 "$w: A's release not killed"
+    [ -f "$X" ] && [ "$(token "$X")" = "$t1" ] && has A "$t0" && has B "$t1" && pass ||
+      fail "$w: after the kill: $(state)"
+    if [ "$again" = again ]; then
+      on A "$T/d.xml" release end -
+      [ "$(xattr "$X" released)" = "$t0" ] && [ -z "$(eph A)" ] && pass ||
+        fail "$w: A's release again: $(state)"
+    fi
+    let_go=1; [ "$again" = none ] && [ "$point" = fsetxattr:1 ] && let_go=0
+    on B "$T/d.xml" release end -
+    if [ "$let_go" = 0 ]; then     # handed back, held or not
+      [ -f "$X" ] && [ "$(token "$X")" = "$t0" ] && has A "$t0" && [ -z "$(eph B)" ]
+    elif [ "$held" = held ]; then  # kept by B, for its next stop
+      [ -f "$X" ] && [ "$(token "$X")" = "$t1" ] && has B "$t1"
+    else
+      [ ! -e "$X" ] && [ -z "$(eph B)" ]
+    fi && pass || fail "$w: B's stop: $(state)"
+    if [ "$held" = held ]; then
+      unhold q
+      on B "$T/d.xml" release end -
+    fi
+    if [ "$let_go" = 0 ] || [ "$again" = none ]; then
+      # What A's ledger keeps goes at its next start (here) or gc.
+      on A "$T/d.xml" prepare begin -; expect_rc 0 "$w: A's next cold start"
+      on A "$T/d.xml" release end -
+    fi
+    clean "$w"
+  done
+done
 
 finish
