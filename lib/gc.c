@@ -162,6 +162,9 @@ used_elsewhere (struct gc_domain *g, const struct ovl_ledger_entry *e)
 #define HANDED_BACK "taken over from a migration's source, which never let go of " \
   "it: its token is given back, the source owns it again"
 
+#define LET_GO "taken over by the host its domain migrated to: let go of, that host " \
+  "owns it"
+
 /* An overlay this host took from a migration's source that never let go
  * of it (a migration that failed, and the hook never got to the
  * release): the source may need it still (its domain saved, or running
@@ -316,6 +319,25 @@ gc_domain (struct gc_domain *g, int64_t deadline)
     }
     if (r == 0)
       r = ovl_overlay_presence (g->cfg, e->path, &e->id);
+    /* Made for the domain, under another token: the host it migrated to
+     * took it, and the release here never let go of it (a crash).  Let
+     * go now, as the release would have: that host, finding no let-go,
+     * would hand it back at its stop to a token no ledger knows.  (Not
+     * a file given back to the source it was taken from.) */
+    if (r == OVL_PRESENCE_OTHER && e->id.token[0]) {
+      struct ovl_file_id now;
+      int let = ovl_overlay_made_for (g->cfg, e->path, g->uuid, &now);
+      if (let == 1)
+        let = strcmp (now.token, e->adopted_from) == 0 ? 0
+          : ovl_overlay_let_go (g->cfg, e->path, g->uuid, e->id.token);
+      if (let == -1)
+        r = -1;
+      else if (let == 1) {
+        ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, LET_GO);
+        ovl_ledger_remove (l, e);
+        continue;
+      }
+    }
     if (r == OVL_PRESENCE_OTHER)
       ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path,
                 "no longer the file virt-overlay made");

@@ -166,8 +166,8 @@ int ovl_overlay_take (const struct ovl_config *cfg, const char *path, const char
 
 /* The source's answer: PATH, made for OWNER and since taken by another
  * host, is marked as let go by the holder of token MINE (so that the
- * taker keeps it, rather than give it back, should something hold it at
- * its stop).  1 marked, 0 not such a file, -1 error set. */
+ * taker removes it at its stop, or keeps it while held, rather than give
+ * it back).  1 marked, 0 not such a file, -1 error set. */
 int ovl_overlay_let_go (const struct ovl_config *cfg, const char *path, const char *owner,
                         const char *mine);
 
