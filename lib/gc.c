@@ -321,15 +321,12 @@ gc_domain (struct gc_domain *g, int64_t deadline)
       r = ovl_overlay_presence (g->cfg, e->path, &e->id);
     /* Made for the domain, under another token: the host it migrated to
      * took it, and the release here never let go of it (a crash).  Let
-     * go now, as the release would have: that host, finding no let-go,
-     * would hand it back at its stop to a token no ledger knows.  (Not
-     * a file given back to the source it was taken from.) */
+     * go now, as the release would have. */
     if (r == OVL_PRESENCE_OTHER && e->id.token[0]) {
       struct ovl_file_id now;
       int let = ovl_overlay_made_for (g->cfg, e->path, g->uuid, &now);
       if (let == 1)
-        let = strcmp (now.token, e->adopted_from) == 0 ? 0
-          : ovl_overlay_let_go (g->cfg, e->path, g->uuid, e->id.token);
+        let = ovl_lifecycle_let_go_taken (g->cfg, e, g->uuid, &now);
       if (let == -1)
         r = -1;
       else if (let == 1) {

@@ -332,6 +332,22 @@ owed_back_ours (const struct ovl_config *cfg, const struct ovl_ledger_entry *e)
 }
 
 int
+ovl_lifecycle_let_go_taken (const struct ovl_config *cfg, const struct ovl_ledger_entry *e,
+                            const char *uuid, const struct ovl_file_id *found)
+{
+  /* A take recorded ahead that never happened (a crash), or a file
+   * given back: still the source's. */
+  if (e->adopted_from[0] && strcmp (found->token, e->adopted_from) == 0)
+    return 0;
+  /* Tell the taker: it keeps the overlay, rather than give it back (to
+   * a token no ledger knows once this entry is gone), should something
+   * hold it at its own stop. */
+  if (e->id.token[0] && ovl_overlay_let_go (cfg, e->path, uuid, e->id.token) == -1)
+    return -1;
+  return 1;
+}
+
+int
 ovl_lifecycle_owed_back (const struct ovl_config *cfg, const struct ovl_ledger_entry *e)
 {
   int r;
@@ -701,19 +717,17 @@ run_release (const struct ovl_config *cfg, struct ovl_ledger *l, const char *uui
     else if (d.action == OVL_ACT_USE && f.presence == OVL_OURS && f.in_use)
       say (o, "release: overlay '%s' is in use (a QEMU holds its image lock); left alone; "
            "its ledger entry is kept", e->path);
-    else if (d.action == OVL_ACT_FORGET && f.presence == OVL_FOREIGN && f.made_for_domain &&
-             e->adopted_from[0] && strcmp (found.token, e->adopted_from) == 0)
-      /* A take recorded ahead that never happened (a crash): still the
-       * source's. */
-      say_done (o, "ephemeral overlay '%s' was never taken over; left to the migration's "
-                "source", e->path);
     else if (d.action == OVL_ACT_FORGET && f.presence == OVL_FOREIGN && f.made_for_domain) {
-      /* Tell the taker: it keeps the overlay, rather than give it back,
-       * should something hold it at its own stop. */
-      if (e->id.token[0] && ovl_overlay_let_go (cfg, e->path, uuid, e->id.token) == -1)
-        say (o, "release: %s", ovl_error_msg ());
-      say_done (o, "ephemeral overlay '%s' taken over by the host the domain runs on now",
-                e->path);
+      r = ovl_lifecycle_let_go_taken (cfg, e, uuid, &found);
+      if (r == 0)
+        say_done (o, "ephemeral overlay '%s' was never taken over; left to the migration's "
+                  "source", e->path);
+      else {
+        if (r == -1)
+          say (o, "release: %s", ovl_error_msg ());
+        say_done (o, "ephemeral overlay '%s' taken over by the host the domain runs on now",
+                  e->path);
+      }
     }
     else if (d.action == OVL_ACT_FORGET && f.presence == OVL_FOREIGN)
       say (o, "release: '%s' is no longer the overlay virt-overlay made; left alone", e->path);

@@ -1004,6 +1004,51 @@ test_gc_adopted (void **state_)
   two_hosts_done ();
 }
 
+/* gc on the source of a migration that went through, whose release
+ * never came (a crash): its ledger still records the overlay under the
+ * token B replaced.  gc lets go of it, as that release would have, so
+ * that B's stop removes it rather than give it back to a token that no
+ * ledger knows any more. */
+static void
+gc_note_let_go (void *opaque, enum ovl_gc_action a, const char *kind, const char *path,
+                const char *why)
+{
+  int *let_go = opaque;
+
+  if (a == OVL_GC_LEFT && strstr (why, "let go of, that host owns it"))
+    (*let_go)++;
+}
+
+static void
+test_gc_let_go (void **state_)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  CLEANUP_FREE char *ledger_a = NULL;
+  int let_go = 0;
+  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note_let_go, &let_go };
+  struct ovl_outcome o;
+
+  two_hosts ();
+  if (ovl_lifecycle_run (host_b, OVL_OP_PREPARE, dom, NULL, ovl_now_ms () + 20000, &o) != 0)
+    fail_msg ("prepare on B: %s", o.nlines ? o.lines[0] : "?");
+  ovl_outcome_clear (&o);
+  close (a_qemu);               /* A's QEMU is gone; its release never comes */
+  a_qemu = -1;
+
+  assert_int_equal (ovl_gc (cfg, &ops, false, ovl_now_ms () + 20000), 0);
+  assert_int_equal (let_go, 1);
+  assert_true (asprintf (&ledger_a, "%s/domains/" UUID, state) > 0);
+  assert_false (exists (ledger_a));
+  assert_true (exists (vda));
+  /* B owns it: its stop removes it. */
+  assert_int_equal (ovl_lifecycle_run (host_b, OVL_OP_RELEASE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 0);
+  assert_int_equal (o.removed, 1);
+  ovl_outcome_clear (&o);
+  assert_false (exists (vda));
+  two_hosts_done ();
+}
+
 /* Each of these, once with allocations failing and once with system
  * calls. */
 #define BOTH_KINDS(fn) \
@@ -1039,6 +1084,7 @@ main (void)
     cmocka_unit_test (test_gc_syscall),
     cmocka_unit_test (test_adopt_syscall),
     cmocka_unit_test (test_gc_adopted),
+    cmocka_unit_test (test_gc_let_go),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }
