@@ -129,10 +129,17 @@ d=f-shared ov=$SHARED/$d.qcow2
 twohosts_define a $d "vda ephemeral $ov"
 hv a start $d >/dev/null
 t0=$(token "$ov")
+# The port is taken, so B's QEMU cannot listen on it; should B's QEMU
+# listen on another address anyway and the source connect here, the
+# connection is closed at once: the migration fails in seconds either
+# way, rather than wait on a peer that never reads.
 python3 -c '
 import socket, sys, time
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(1)
-open(sys.argv[2], "w").close(); time.sleep(120)' "$MPORT_b" "$T/blocking" & blocker=$!
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(8)
+s.settimeout(0.5); open(sys.argv[2], "w").close(); end = time.time() + 120
+while time.time() < end:
+    try: s.accept()[0].close()
+    except socket.timeout: pass' "$MPORT_b" "$T/blocking" & blocker=$!
 at_exit "kill $blocker 2>/dev/null || true"
 i=0; until [ -e "$T/blocking" ] || [ $i -ge 100 ]; do sleep 0.1; i=$((i + 1)); done
 if migrate $d a b >/dev/null 2>"$T/err"; then fail "failed migration: it went through"; else pass; fi
