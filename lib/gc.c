@@ -162,8 +162,27 @@ used_elsewhere (struct gc_domain *g, const struct ovl_ledger_entry *e)
 #define HANDED_BACK "taken over from a migration's source, which never let go of " \
   "it: its token is given back, the source owns it again"
 
-#define LET_GO "taken over by the host its domain migrated to: let go of, that host " \
-  "owns it"
+#define TAKEN "made for this domain, under another host's token: taken over by the " \
+  "host the domain migrated to; the entry is kept, in case that host gives it back"
+
+/* An entry whose file another host took: made for this domain, under
+ * another token.  The release here never came (a crash), so no let-go
+ * was marked; gc marks none either (a late mark could overwrite a later
+ * host's, or stand for a take of ours that never was), and keeps the
+ * entry: should that host give the file back to this entry's token at
+ * its stop, the entry is what tells whose it is.  A file absent, or not
+ * made for the domain, is forgotten as before.  1 kept (said so), 0
+ * not such a file, -1 (error set). */
+static int
+taken_elsewhere (struct gc_domain *g, const struct ovl_ledger_entry *e)
+{
+  struct ovl_file_id now;
+  int r = ovl_overlay_made_for (g->cfg, e->path, g->uuid, &now);
+
+  if (r == 1)
+    g->ops->say (g->ops->opaque, OVL_GC_LEFT, "overlay", e->path, TAKEN);
+  return r;
+}
 
 /* An overlay this host took from a migration's source that never let go
  * of it (a migration that failed, and the hook never got to the
@@ -219,8 +238,11 @@ gc_domain_dry (struct gc_domain *g)
         ops->say (ops->opaque, OVL_GC_WOULD_REMOVE, "overlay", e->path, g->why);
       break;
     case OVL_PRESENCE_OTHER:
-      ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path,
-                "no longer the file virt-overlay made");
+      if ((r = taken_elsewhere (g, e)) == 0)
+        ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path,
+                  "no longer the file virt-overlay made");
+      else if (r == -1)
+        ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, ovl_error_msg ());
       break;
     case -1:
       ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, ovl_error_msg ());
@@ -319,21 +341,12 @@ gc_domain (struct gc_domain *g, int64_t deadline)
     }
     if (r == 0)
       r = ovl_overlay_presence (g->cfg, e->path, &e->id);
-    /* Made for the domain, under another token: the host it migrated to
-     * took it, and the release here never let go of it (a crash).  Let
-     * go now, as the release would have. */
-    if (r == OVL_PRESENCE_OTHER && e->id.token[0]) {
-      struct ovl_file_id now;
-      int let = ovl_overlay_made_for (g->cfg, e->path, g->uuid, &now);
-      if (let == 1)
-        let = ovl_lifecycle_let_go_taken (g->cfg, e, g->uuid, &now);
-      if (let == -1)
-        r = -1;
-      else if (let == 1) {
-        ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, LET_GO);
-        ovl_ledger_remove (l, e);
+    if (r == OVL_PRESENCE_OTHER) {
+      int t = taken_elsewhere (g, e);
+      if (t == 1)
         continue;
-      }
+      if (t == -1)
+        r = -1;
     }
     if (r == OVL_PRESENCE_OTHER)
       ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path,

@@ -127,12 +127,13 @@ struct ovl_decision ovl_lifecycle_decide (enum ovl_op op, const struct ovl_dom_f
  * -1 it cannot be told (error set). */
 int ovl_lifecycle_owed_back (const struct ovl_config *cfg, const struct ovl_ledger_entry *e);
 
-/* Ledger entry E's file, made for domain UUID, carries another token
- * (FOUND, as read): the host the domain migrated to took it.  Mark it
- * let go of, as the release does and "virt-overlay gc" does for a
- * release that never came, unless its token is the one E was taken from
+/* At release: ledger entry E's file, made for domain UUID, carries
+ * another token (FOUND, as read): the host the domain migrated to took
+ * it.  Mark it let go of, unless its token is the one E was taken from
  * (a take that never happened, or a file given back: still the
- * source's).  1 let go, 0 still the source's, -1 (error set). */
+ * source's).  Only the release marks it, right as this host's QEMU
+ * ends: "virt-overlay gc", later, keeps such an entry instead.  1 let
+ * go, 0 still the source's, -1 (error set). */
 int ovl_lifecycle_let_go_taken (const struct ovl_config *cfg, const struct ovl_ledger_entry *e,
                                 const char *uuid, const struct ovl_file_id *found);
 

@@ -1004,49 +1004,206 @@ test_gc_adopted (void **state_)
   two_hosts_done ();
 }
 
-/* gc on the source of a migration that went through, whose release
- * never came (a crash): its ledger still records the overlay under the
- * token B replaced.  gc lets go of it, as that release would have, so
- * that B's stop removes it rather than give it back to a token that no
- * ledger knows any more. */
+/* gc and an overlay another host took (a migration), whose entry here
+ * was never let go of: the release here never came (a crash), or this
+ * host's own take was never finished.  gc writes no let-go mark (a late
+ * one could stand for a take that never was, or overwrite a later
+ * host's) and keeps the entry, which tells whose the file is should it
+ * come back. */
 static void
-gc_note_let_go (void *opaque, enum ovl_gc_action a, const char *kind, const char *path,
-                const char *why)
+gc_note_taken (void *opaque, enum ovl_gc_action a, const char *kind, const char *path,
+               const char *why)
 {
-  int *let_go = opaque;
+  int *taken = opaque;
 
-  if (a == OVL_GC_LEFT && strstr (why, "let go of, that host owns it"))
-    (*let_go)++;
+  if (a == OVL_GC_LEFT && strstr (why, "taken over by the host the domain migrated to"))
+    (*taken)++;
 }
 
 static void
-test_gc_let_go (void **state_)
+run_ok (const struct ovl_config *c, enum ovl_op op, const char *reason, const char *what)
+{
+  struct ovl_outcome o;
+
+  if (ovl_lifecycle_run (c, op, dom, reason, ovl_now_ms () + 20000, &o) != 0)
+    fail_msg ("%s: %s", what, o.nlines ? o.lines[0] : "?");
+  ovl_outcome_clear (&o);
+}
+
+static struct ovl_config *
+third_host (void)
+{
+  CLEANUP_FREE char *state_c = NULL;
+
+  if (asprintf (&state_c, "%s/state-c", dir) == -1)
+    abort ();
+  mkdir (state_c, 0700);
+  return config_at (state_c, 0);
+}
+
+static void
+third_host_done (struct ovl_config *c)
+{
+  CLEANUP_FREE char *state_c = NULL;
+
+  if (asprintf (&state_c, "%s/state-c", dir) == -1)
+    abort ();
+  t_rmtree (state_c);
+  ovl_config_free (c);
+}
+
+static bool
+has_released_mark (const char *path)
+{
+  char v[OVL_TOKEN_LEN + 1];
+  return getxattr (path, OVL_RELEASED_XATTR, v, sizeof v) >= 0;
+}
+
+/* A -> B went through, A's release never came; A's gc keeps its entry;
+ * B's stop (no let-go) gives the file back to A's token, and A's next gc
+ * removes it: nothing is orphaned. */
+static void
+test_gc_taken (void **state_)
 {
   CLEANUP_FREE char *vda = in_img ("vda.qcow2");
   CLEANUP_FREE char *ledger_a = NULL;
-  int let_go = 0;
-  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note_let_go, &let_go };
+  char now[OVL_TOKEN_LEN + 1];
+  int taken = 0;
+  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note_taken, &taken };
   struct ovl_outcome o;
 
   two_hosts ();
-  if (ovl_lifecycle_run (host_b, OVL_OP_PREPARE, dom, NULL, ovl_now_ms () + 20000, &o) != 0)
-    fail_msg ("prepare on B: %s", o.nlines ? o.lines[0] : "?");
-  ovl_outcome_clear (&o);
+  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
   close (a_qemu);               /* A's QEMU is gone; its release never comes */
   a_qemu = -1;
 
+  assert_int_equal (ovl_gc (cfg, &ops, true, ovl_now_ms () + 20000), 0);
+  assert_int_equal (taken, 1);
   assert_int_equal (ovl_gc (cfg, &ops, false, ovl_now_ms () + 20000), 0);
-  assert_int_equal (let_go, 1);
+  assert_int_equal (taken, 2);
   assert_true (asprintf (&ledger_a, "%s/domains/" UUID, state) > 0);
-  assert_false (exists (ledger_a));
-  assert_true (exists (vda));
-  /* B owns it: its stop removes it. */
+  assert_true (exists (ledger_a));
+  assert_false (has_released_mark (vda));
+  /* B's stop: A never let go, so A gets it back... */
   assert_int_equal (ovl_lifecycle_run (host_b, OVL_OP_RELEASE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 0);
+  assert_int_equal (o.removed, 0);
+  ovl_outcome_clear (&o);
+  token_of (vda, now);
+  assert_string_equal (now, a_token);
+  /* ...and A's gc, whose entry knows it, removes it. */
+  assert_int_equal (ovl_gc (cfg, &ops, false, ovl_now_ms () + 20000), 0);
+  assert_false (exists (vda));
+  assert_false (exists (ledger_a));
+  two_hosts_done ();
+}
+
+/* A -> B went through, A's release never came; B -> C went through and
+ * B let go; A's gc, late, must not overwrite B's let-go: C's stop
+ * removes the file and the next start on C makes a fresh one. */
+static void
+test_gc_taken_chain (void **state_)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  int taken = 0;
+  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note_taken, &taken };
+  struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 1 };
+  struct ovl_config *host_c;
+  struct ovl_outcome o;
+  int b_qemu;
+
+  two_hosts ();
+  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+  close (a_qemu);
+  a_qemu = -1;
+  b_qemu = open (vda, O_RDONLY | O_CLOEXEC);
+  assert_true (b_qemu >= 0);
+  assert_int_equal (fcntl (b_qemu, F_OFD_SETLK, &fl), 0);
+  host_c = third_host ();
+  run_ok (host_c, OVL_OP_MIGRATE, NULL, "migrate begin on C");
+  run_ok (host_c, OVL_OP_PREPARE, NULL, "prepare on C");
+  close (b_qemu);
+  run_ok (host_b, OVL_OP_RELEASE, NULL, "B's release after B -> C");
+  assert_true (has_released_mark (vda));
+
+  assert_int_equal (ovl_gc (cfg, &ops, false, ovl_now_ms () + 20000), 0);
+  assert_int_equal (taken, 1);
+  assert_int_equal (ovl_lifecycle_run (host_c, OVL_OP_RELEASE, dom, NULL,
                                        ovl_now_ms () + 20000, &o), 0);
   assert_int_equal (o.removed, 1);
   ovl_outcome_clear (&o);
+  run_ok (host_c, OVL_OP_PREPARE, NULL, "the next start on C");
+  assert_true (exists (vda));
+  run_ok (host_c, OVL_OP_RELEASE, NULL, "its stop");
   assert_false (exists (vda));
+  /* A's entry of a file that is gone goes at its next gc. */
+  assert_int_equal (ovl_gc (cfg, &ops, false, ovl_now_ms () + 20000), 0);
+  third_host_done (host_c);
   two_hosts_done ();
+}
+
+/* X (here: A) runs the domain; X -> B failed and B's release never came
+ * (B keeps an unfinished take); X -> C begins, C takes the file from B's
+ * token; B's gc runs; X -> C fails in its last phase (X's QEMU holds no
+ * lock): C must give the file back, not remove X's disk; and with X's
+ * domain then saved, C's gc must not remove it either. */
+static void
+gc_taken_failed (bool saved)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  int taken = 0;
+  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note_taken, &taken };
+  struct flock un = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 1 };
+  struct ovl_config *host_c;
+  char now[OVL_TOKEN_LEN + 1];
+
+  two_hosts ();
+  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+  host_c = third_host ();
+  run_ok (host_c, OVL_OP_MIGRATE, NULL, "migrate begin on C");
+  run_ok (host_c, OVL_OP_PREPARE, NULL, "prepare on C");
+  assert_int_equal (ovl_gc (host_b, &ops, false, ovl_now_ms () + 20000), 0);
+  assert_int_equal (taken, 1);
+  assert_false (has_released_mark (vda));
+  if (!saved)
+    assert_int_equal (fcntl (a_qemu, F_OFD_SETLK, &un), 0);
+  run_ok (host_c, OVL_OP_RELEASE, NULL, "C's release");
+  assert_true (exists (vda));
+  if (saved) {
+    close (a_qemu);
+    a_qemu = -1;
+    run_ok (cfg, OVL_OP_RELEASE, "saved", "A's release, saved");
+    assert_int_equal (ovl_gc (host_c, &ops, false, ovl_now_ms () + 20000), 0);
+    assert_true (exists (vda));
+  }
+  else {
+    close (a_qemu);
+    a_qemu = -1;
+  }
+  /* B's gc gives it back to A's token... */
+  assert_int_equal (ovl_gc (host_b, &ops, false, ovl_now_ms () + 20000), 0);
+  token_of (vda, now);
+  assert_string_equal (now, a_token);
+  /* ...and A's stop removes it (a saved state's overlay stays, as ever). */
+  if (!saved) {
+    run_ok (cfg, OVL_OP_RELEASE, NULL, "A's stop");
+    assert_false (exists (vda));
+  }
+  unlink (vda);
+  third_host_done (host_c);
+  two_hosts_done ();
+}
+
+static void
+test_gc_taken_failed (void **state_)
+{
+  gc_taken_failed (false);
+}
+
+static void
+test_gc_taken_saved (void **state_)
+{
+  gc_taken_failed (true);
 }
 
 /* Each of these, once with allocations failing and once with system
@@ -1084,7 +1241,10 @@ main (void)
     cmocka_unit_test (test_gc_syscall),
     cmocka_unit_test (test_adopt_syscall),
     cmocka_unit_test (test_gc_adopted),
-    cmocka_unit_test (test_gc_let_go),
+    cmocka_unit_test (test_gc_taken),
+    cmocka_unit_test (test_gc_taken_chain),
+    cmocka_unit_test (test_gc_taken_failed),
+    cmocka_unit_test (test_gc_taken_saved),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }
