@@ -163,25 +163,49 @@ used_elsewhere (struct gc_domain *g, const struct ovl_ledger_entry *e)
   "it: its token is given back, the source owns it again"
 
 #define TAKEN "made for this domain, under another host's token: taken over by the " \
-  "host the domain migrated to; the entry is kept, in case that host gives it back"
+  "host the domain migrated to, from a host that never let go of it; not let go of " \
+  "here, and the entry is kept, in case it comes back"
+#define TAKEN_DRY "made for this domain, under another host's token: taken over by the " \
+  "host the domain migrated to; let go of, or kept should the host this one took " \
+  "it from never have let go"
+#define LET_GO "taken over by the host the domain migrated to: let go of, that host " \
+  "owns it"
+#define NEVER_TAKEN "never taken over: left to the migration's source, and forgotten"
 
 /* An entry whose file another host took: made for this domain, under
- * another token.  The release here never came (a crash), so no let-go
- * was marked; gc marks none either (a late mark could overwrite a later
- * host's, or stand for a take of ours that never was), and keeps the
- * entry: should that host give the file back to this entry's token at
- * its stop, the entry is what tells whose it is.  A file absent, or not
- * made for the domain, is forgotten as before.  1 kept (said so), 0
- * not such a file, -1 (error set). */
+ * another token.  The release here never came (a crash), so gc lets go
+ * of it as that release would have, under the same rule: where the
+ * marks say this host's own claim was never settled, or a later holder
+ * marked it, nothing is marked and the entry stays (should the file
+ * come back to its token, it tells whose the file is).  With DRY_RUN
+ * it only says so.  1 forgotten (said so), 2 kept (said so), 0 not
+ * such a file, -1 (error set). */
 static int
-taken_elsewhere (struct gc_domain *g, const struct ovl_ledger_entry *e)
+taken_elsewhere (struct gc_domain *g, const struct ovl_ledger_entry *e, bool dry_run)
 {
+  const struct ovl_gc_ops *ops = g->ops;
   struct ovl_file_id now;
   int r = ovl_overlay_made_for (g->cfg, e->path, g->uuid, &now);
 
-  if (r == 1)
-    g->ops->say (g->ops->opaque, OVL_GC_LEFT, "overlay", e->path, TAKEN);
-  return r;
+  if (r != 1)
+    return r;
+  if (dry_run) {
+    ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, TAKEN_DRY);
+    return 2;
+  }
+  switch (ovl_lifecycle_let_go_taken (g->cfg, e, g->uuid, &now)) {
+  case -1:
+    return -1;
+  case 0:
+    ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, NEVER_TAKEN);
+    return 1;
+  case 1:
+    ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, LET_GO);
+    return 1;
+  default:
+    ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, TAKEN);
+    return 2;
+  }
 }
 
 /* An overlay this host took from a migration's source that never let go
@@ -238,7 +262,7 @@ gc_domain_dry (struct gc_domain *g)
         ops->say (ops->opaque, OVL_GC_WOULD_REMOVE, "overlay", e->path, g->why);
       break;
     case OVL_PRESENCE_OTHER:
-      if ((r = taken_elsewhere (g, e)) == 0)
+      if ((r = taken_elsewhere (g, e, true)) == 0)
         ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path,
                   "no longer the file virt-overlay made");
       else if (r == -1)
@@ -342,9 +366,13 @@ gc_domain (struct gc_domain *g, int64_t deadline)
     if (r == 0)
       r = ovl_overlay_presence (g->cfg, e->path, &e->id);
     if (r == OVL_PRESENCE_OTHER) {
-      int t = taken_elsewhere (g, e);
-      if (t == 1)
+      int t = taken_elsewhere (g, e, false);
+      if (t == 2)
         continue;
+      if (t == 1) {
+        ovl_ledger_remove (l, e);
+        continue;
+      }
       if (t == -1)
         r = -1;
     }

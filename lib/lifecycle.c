@@ -342,9 +342,9 @@ ovl_lifecycle_let_go_taken (const struct ovl_config *cfg, const struct ovl_ledge
   /* Tell the taker: it keeps the overlay, rather than give it back (to
    * a token no ledger knows once this entry is gone), should something
    * hold it at its own stop. */
-  if (e->id.token[0] && ovl_overlay_let_go (cfg, e->path, uuid, e->id.token) == -1)
-    return -1;
-  return 1;
+  if (!e->id.token[0])
+    return 1;
+  return ovl_overlay_let_go (cfg, e->path, uuid, e->id.token, e->adopted_from);
 }
 
 int
@@ -522,6 +522,17 @@ prepare_disk (struct prepare *p, const struct ovl_dom_facts *df, const struct ov
     say_done (p->o, "disk %s: ephemeral overlay '%s' of the last boot removed",
               k->target, k->overlay);
     d.forget = true;
+  }
+  /* An earlier claim of this host on the file an incoming migration
+   * brings (its release never came): let go of it before its entry is
+   * replaced, so that the host this one takes it from, should the
+   * migration fail, keeps it rather than give it back to a token no
+   * ledger here knows.  (Where the marks forbid it, the entry is
+   * replaced all the same: a limit.) */
+  if (d.action == OVL_ACT_ADOPT && e &&
+      ovl_lifecycle_let_go_taken (p->cfg, e, p->dom->uuid, &found) == -1) {
+    say (p->o, "disk %s: %s", k->target, ovl_error_msg ());
+    return -1;
   }
   if (d.forget && e)
     ovl_ledger_remove (p->ledger, e);
@@ -722,11 +733,17 @@ run_release (const struct ovl_config *cfg, struct ovl_ledger *l, const char *uui
       if (r == 0)
         say_done (o, "ephemeral overlay '%s' was never taken over; left to the migration's "
                   "source", e->path);
-      else {
-        if (r == -1)
-          say (o, "release: %s", ovl_error_msg ());
+      else if (r == 1)
         say_done (o, "ephemeral overlay '%s' taken over by the host the domain runs on now",
                   e->path);
+      else {
+        if (r == -1)
+          say (o, "release: %s; its ledger entry is kept", ovl_error_msg ());
+        else
+          say (o, "release: ephemeral overlay '%s' was taken over by another host, but the "
+               "host this one took it from never let go of it; not let go of here, and its "
+               "ledger entry is kept, should it come back", e->path);
+        continue;
       }
     }
     else if (d.action == OVL_ACT_FORGET && f.presence == OVL_FOREIGN)

@@ -31,8 +31,10 @@
  *             the source's token is given back and the entry goes (a
  *             migration that failed: the source runs on, and owns it
  *             again).  A source's release that finds its overlay taken
- *             lets go of it (a mark on the file).  The pending marks are
- *             dropped.
+ *             lets go of it (a mark on the file) and drops its entry;
+ *             only, the marks form a chain (see ovl_overlay_let_go), and
+ *             where the chain forbids the mark the entry stays.  The
+ *             pending marks are dropped.
  *   restore   marks the next prepare as a restore.
  *   migrate   (incoming) refuses a disk whose overlay is not on this
  *             host (no shared storage), and an ephemeral one that is not
@@ -127,13 +129,15 @@ struct ovl_decision ovl_lifecycle_decide (enum ovl_op op, const struct ovl_dom_f
  * -1 it cannot be told (error set). */
 int ovl_lifecycle_owed_back (const struct ovl_config *cfg, const struct ovl_ledger_entry *e);
 
-/* At release: ledger entry E's file, made for domain UUID, carries
- * another token (FOUND, as read): the host the domain migrated to took
- * it.  Mark it let go of, unless its token is the one E was taken from
- * (a take that never happened, or a file given back: still the
- * source's).  Only the release marks it, right as this host's QEMU
- * ends: "virt-overlay gc", later, keeps such an entry instead.  1 let
- * go, 0 still the source's, -1 (error set). */
+/* Ledger entry E's file, made for domain UUID, carries another token
+ * (FOUND, as read): the host the domain migrated to took it.  Mark it
+ * let go of (see ovl_overlay_let_go: only where the last mark is of the
+ * host E was taken from, so a late mark never stands for a claim that
+ * was not settled, nor overwrites a later holder's), unless its token is
+ * the one E was taken from (a take that never happened, or a file given
+ * back: still the source's).  1 let go: E can go; 0 still the source's:
+ * E can go; 2 not marked: E must stay, should the file come back to its
+ * token; -1 (error set): E stays. */
 int ovl_lifecycle_let_go_taken (const struct ovl_config *cfg, const struct ovl_ledger_entry *e,
                                 const char *uuid, const struct ovl_file_id *found);
 

@@ -360,14 +360,30 @@ ovl_overlay_take (const struct ovl_config *cfg, const char *path, const char *ow
 
 int
 ovl_overlay_let_go (const struct ovl_config *cfg, const char *path, const char *owner,
-                    const char *mine)
+                    const char *mine, const char *after)
 {
   CLEANUP_CLOSE int fd = -1;
   struct ovl_file_id now;
+  char cur[OVL_TOKEN_LEN + 1];
+  ssize_t n;
   int r = open_made_for (cfg, path, owner, &now, &fd);
 
   if (r != 1)
     return r;
+  n = fgetxattr (fd, OVL_RELEASED_XATTR, cur, sizeof cur - 1);
+  if (n == -1 && errno != ENODATA) {
+    ovl_error ("overlay '%s': reading the " OVL_RELEASED_XATTR " attribute: %m", path);
+    return -1;
+  }
+  cur[n == -1 ? 0 : n] = '\0';
+  if (strcmp (cur, mine) == 0)
+    return 1;                   /* marked already (a release run again) */
+  /* The marks form a chain: each names the holder that let go, and the
+   * one before must have let go to that holder.  Any other mark means
+   * this host's claim was never settled, or a later holder's mark is
+   * there: neither is overwritten. */
+  if (strcmp (cur, after) != 0)
+    return 2;
   if (fsetxattr (fd, OVL_RELEASED_XATTR, mine, strlen (mine), 0) == -1) {
     ovl_error ("overlay '%s': setting the " OVL_RELEASED_XATTR " attribute: %m", path);
     return -1;

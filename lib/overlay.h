@@ -167,9 +167,13 @@ int ovl_overlay_take (const struct ovl_config *cfg, const char *path, const char
 /* The source's answer: PATH, made for OWNER and since taken by another
  * host, is marked as let go by the holder of token MINE (so that the
  * taker removes it at its stop, or keeps it while held, rather than give
- * it back).  1 marked, 0 not such a file, -1 error set. */
+ * it back).  Only if the mark there now is AFTER, the token MINE's
+ * holder took it from ("" for none: it made the file), or MINE itself:
+ * a claim whose own source never let go, or a later holder's mark, is
+ * never marked over.  1 marked, 0 not such a file, 2 not marked (the
+ * mark is another's), -1 error set. */
 int ovl_overlay_let_go (const struct ovl_config *cfg, const char *path, const char *owner,
-                        const char *mine);
+                        const char *mine, const char *after);
 
 /* Whether PATH, if still the regular file ID, was let go of by the
  * holder of token PREV: 1 yes, 0 no, -1 error set. */

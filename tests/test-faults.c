@@ -1006,18 +1006,38 @@ test_gc_adopted (void **state_)
 
 /* gc and an overlay another host took (a migration), whose entry here
  * was never let go of: the release here never came (a crash), or this
- * host's own take was never finished.  gc writes no let-go mark (a late
- * one could stand for a take that never was, or overwrite a later
- * host's) and keeps the entry, which tells whose the file is should it
- * come back. */
+ * host's own take was never settled.  gc lets go as that release would
+ * have, under the rule of the let-go marks (each names the holder that
+ * let go, and only the holder the last mark let go to may mark next), so
+ * that a late mark never stands for a claim that was not settled nor
+ * overwrites a later holder's; where the rule forbids a mark, the entry
+ * stays, to tell whose the file is should it come back.  These cases
+ * run chains of migrations over three hosts with crashes in them; each
+ * ends with the file gone and a cold start that works. */
+struct gc_notes {
+  int kept, let_go;
+};
+
 static void
 gc_note_taken (void *opaque, enum ovl_gc_action a, const char *kind, const char *path,
                const char *why)
 {
-  int *taken = opaque;
+  struct gc_notes *n = opaque;
 
-  if (a == OVL_GC_LEFT && strstr (why, "taken over by the host the domain migrated to"))
-    (*taken)++;
+  if (a == OVL_GC_LEFT && strstr (why, "in case it comes back"))
+    n->kept++;
+  if (a == OVL_GC_LEFT && strstr (why, "let go of, that host owns it"))
+    n->let_go++;
+}
+
+static struct gc_notes
+gc_on (const struct ovl_config *c, bool dry_run)
+{
+  struct gc_notes n = { 0, 0 };
+  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note_taken, &n };
+
+  assert_int_equal (ovl_gc (c, &ops, dry_run, ovl_now_ms () + 20000), 0);
+  return n;
 }
 
 static void
@@ -1028,6 +1048,16 @@ run_ok (const struct ovl_config *c, enum ovl_op op, const char *reason, const ch
   if (ovl_lifecycle_run (c, op, dom, reason, ovl_now_ms () + 20000, &o) != 0)
     fail_msg ("%s: %s", what, o.nlines ? o.lines[0] : "?");
   ovl_outcome_clear (&o);
+}
+
+static bool
+refused (const struct ovl_config *c)
+{
+  struct ovl_outcome o;
+  int rc = ovl_lifecycle_run (c, OVL_OP_PREPARE, dom, NULL, ovl_now_ms () + 20000, &o);
+
+  ovl_outcome_clear (&o);
+  return rc != 0;
 }
 
 static struct ovl_config *
@@ -1053,62 +1083,90 @@ third_host_done (struct ovl_config *c)
 }
 
 static bool
-has_released_mark (const char *path)
+released_is (const char *path, const char *token)
 {
   char v[OVL_TOKEN_LEN + 1];
-  return getxattr (path, OVL_RELEASED_XATTR, v, sizeof v) >= 0;
+  ssize_t n = getxattr (path, OVL_RELEASED_XATTR, v, sizeof v - 1);
+
+  if (n < 0)
+    return !token;
+  v[n] = '\0';
+  return token && strcmp (v, token) == 0;
 }
 
-/* A -> B went through, A's release never came; A's gc keeps its entry;
- * B's stop (no let-go) gives the file back to A's token, and A's next gc
- * removes it: nothing is orphaned. */
+static int
+hold (const char *path)
+{
+  struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 1 };
+  int fd = open (path, O_RDONLY | O_CLOEXEC);
+
+  assert_true (fd >= 0);
+  assert_int_equal (fcntl (fd, F_OFD_SETLK, &fl), 0);
+  return fd;
+}
+
+/* The end of each case: gc on every host, as an admin would after
+ * crashes, leaves no file, and a cold start works on the first host. */
+static void
+settled (struct ovl_config *const *hosts, size_t n, const char *what)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  char now[OVL_TOKEN_LEN + 1] = "";
+  size_t i, round;
+
+  for (round = 0; round < 2; round++)
+    for (i = 0; i < n; i++)
+      gc_on (hosts[i], false);
+  if (exists (vda)) {
+    token_of (vda, now);
+    fail_msg ("%s: after gc on every host vda is left, token %s", what, now);
+  }
+  run_ok (hosts[0], OVL_OP_PREPARE, NULL, "a cold start at the end");
+  run_ok (hosts[0], OVL_OP_RELEASE, NULL, "its stop");
+  assert_false (exists (vda));
+}
+
+/* A -> B went through, A's release never came: A's gc lets go (a dry
+ * run says it would), and B's stop removes the file. */
 static void
 test_gc_taken (void **state_)
 {
   CLEANUP_FREE char *vda = in_img ("vda.qcow2");
   CLEANUP_FREE char *ledger_a = NULL;
-  char now[OVL_TOKEN_LEN + 1];
-  int taken = 0;
-  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note_taken, &taken };
+  struct ovl_config *hosts[2];
   struct ovl_outcome o;
+  struct gc_notes n;
 
   two_hosts ();
   run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
   close (a_qemu);               /* A's QEMU is gone; its release never comes */
   a_qemu = -1;
 
-  assert_int_equal (ovl_gc (cfg, &ops, true, ovl_now_ms () + 20000), 0);
-  assert_int_equal (taken, 1);
-  assert_int_equal (ovl_gc (cfg, &ops, false, ovl_now_ms () + 20000), 0);
-  assert_int_equal (taken, 2);
+  n = gc_on (cfg, true);
+  assert_int_equal (n.let_go, 0);
+  assert_true (released_is (vda, NULL));
+  n = gc_on (cfg, false);
+  assert_int_equal (n.let_go, 1);
+  assert_true (released_is (vda, a_token));
   assert_true (asprintf (&ledger_a, "%s/domains/" UUID, state) > 0);
-  assert_true (exists (ledger_a));
-  assert_false (has_released_mark (vda));
-  /* B's stop: A never let go, so A gets it back... */
+  assert_false (exists (ledger_a));
   assert_int_equal (ovl_lifecycle_run (host_b, OVL_OP_RELEASE, dom, NULL,
                                        ovl_now_ms () + 20000, &o), 0);
-  assert_int_equal (o.removed, 0);
+  assert_int_equal (o.removed, 1);
   ovl_outcome_clear (&o);
-  token_of (vda, now);
-  assert_string_equal (now, a_token);
-  /* ...and A's gc, whose entry knows it, removes it. */
-  assert_int_equal (ovl_gc (cfg, &ops, false, ovl_now_ms () + 20000), 0);
-  assert_false (exists (vda));
-  assert_false (exists (ledger_a));
+  hosts[0] = cfg, hosts[1] = host_b;
+  settled (hosts, 2, "gc taken");
   two_hosts_done ();
 }
 
-/* A -> B went through, A's release never came; B -> C went through and
- * B let go; A's gc, late, must not overwrite B's let-go: C's stop
- * removes the file and the next start on C makes a fresh one. */
+/* A -> B went through, A's release never came; B -> C went through: B
+ * may not let go (A never let go to it) and keeps its entry; A's gc
+ * then lets go; C's stop gives the file back to B, whose gc removes it. */
 static void
 test_gc_taken_chain (void **state_)
 {
   CLEANUP_FREE char *vda = in_img ("vda.qcow2");
-  int taken = 0;
-  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note_taken, &taken };
-  struct flock fl = { .l_type = F_RDLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 1 };
-  struct ovl_config *host_c;
+  struct ovl_config *host_c, *hosts[3];
   struct ovl_outcome o;
   int b_qemu;
 
@@ -1116,45 +1174,40 @@ test_gc_taken_chain (void **state_)
   run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
   close (a_qemu);
   a_qemu = -1;
-  b_qemu = open (vda, O_RDONLY | O_CLOEXEC);
-  assert_true (b_qemu >= 0);
-  assert_int_equal (fcntl (b_qemu, F_OFD_SETLK, &fl), 0);
+  b_qemu = hold (vda);
   host_c = third_host ();
   run_ok (host_c, OVL_OP_MIGRATE, NULL, "migrate begin on C");
   run_ok (host_c, OVL_OP_PREPARE, NULL, "prepare on C");
   close (b_qemu);
-  run_ok (host_b, OVL_OP_RELEASE, NULL, "B's release after B -> C");
-  assert_true (has_released_mark (vda));
-
-  assert_int_equal (ovl_gc (cfg, &ops, false, ovl_now_ms () + 20000), 0);
-  assert_int_equal (taken, 1);
+  assert_int_equal (ovl_lifecycle_run (host_b, OVL_OP_RELEASE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 0);
+  assert_true (o.nlines == 1 && strstr (o.lines[0], "ledger entry is kept"));
+  ovl_outcome_clear (&o);
+  assert_true (released_is (vda, NULL));
+  assert_int_equal (gc_on (cfg, false).let_go, 1);
+  assert_true (released_is (vda, a_token));
   assert_int_equal (ovl_lifecycle_run (host_c, OVL_OP_RELEASE, dom, NULL,
                                        ovl_now_ms () + 20000, &o), 0);
-  assert_int_equal (o.removed, 1);
+  assert_int_equal (o.removed, 0);
   ovl_outcome_clear (&o);
-  run_ok (host_c, OVL_OP_PREPARE, NULL, "the next start on C");
   assert_true (exists (vda));
-  run_ok (host_c, OVL_OP_RELEASE, NULL, "its stop");
-  assert_false (exists (vda));
-  /* A's entry of a file that is gone goes at its next gc. */
-  assert_int_equal (ovl_gc (cfg, &ops, false, ovl_now_ms () + 20000), 0);
+  hosts[0] = host_c, hosts[1] = host_b, hosts[2] = cfg;
+  settled (hosts, 3, "chain");
   third_host_done (host_c);
   two_hosts_done ();
 }
 
-/* X (here: A) runs the domain; X -> B failed and B's release never came
- * (B keeps an unfinished take); X -> C begins, C takes the file from B's
- * token; B's gc runs; X -> C fails in its last phase (X's QEMU holds no
- * lock): C must give the file back, not remove X's disk; and with X's
- * domain then saved, C's gc must not remove it either. */
+/* A runs the domain; A -> B failed and B's release never came (B keeps
+ * an unsettled take); A -> C begins, C takes the file from B's token;
+ * B's gc may not let go, and keeps its entry; A -> C fails in its last
+ * phase (A's QEMU holds no lock): C gives the file back, never removes
+ * A's disk; with A's domain then saved, C's gc leaves it too. */
 static void
 gc_taken_failed (bool saved)
 {
   CLEANUP_FREE char *vda = in_img ("vda.qcow2");
-  int taken = 0;
-  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note_taken, &taken };
   struct flock un = { .l_type = F_UNLCK, .l_whence = SEEK_SET, .l_start = 100, .l_len = 1 };
-  struct ovl_config *host_c;
+  struct ovl_config *host_c, *hosts[3];
   char now[OVL_TOKEN_LEN + 1];
 
   two_hosts ();
@@ -1162,34 +1215,31 @@ gc_taken_failed (bool saved)
   host_c = third_host ();
   run_ok (host_c, OVL_OP_MIGRATE, NULL, "migrate begin on C");
   run_ok (host_c, OVL_OP_PREPARE, NULL, "prepare on C");
-  assert_int_equal (ovl_gc (host_b, &ops, false, ovl_now_ms () + 20000), 0);
-  assert_int_equal (taken, 1);
-  assert_false (has_released_mark (vda));
+  assert_int_equal (gc_on (host_b, false).kept, 1);
+  assert_true (released_is (vda, NULL));
   if (!saved)
     assert_int_equal (fcntl (a_qemu, F_OFD_SETLK, &un), 0);
   run_ok (host_c, OVL_OP_RELEASE, NULL, "C's release");
   assert_true (exists (vda));
+  close (a_qemu);
+  a_qemu = -1;
   if (saved) {
-    close (a_qemu);
-    a_qemu = -1;
     run_ok (cfg, OVL_OP_RELEASE, "saved", "A's release, saved");
-    assert_int_equal (ovl_gc (host_c, &ops, false, ovl_now_ms () + 20000), 0);
+    gc_on (host_c, false);
     assert_true (exists (vda));
   }
-  else {
-    close (a_qemu);
-    a_qemu = -1;
-  }
   /* B's gc gives it back to A's token... */
-  assert_int_equal (ovl_gc (host_b, &ops, false, ovl_now_ms () + 20000), 0);
+  gc_on (host_b, false);
   token_of (vda, now);
   assert_string_equal (now, a_token);
-  /* ...and A's stop removes it (a saved state's overlay stays, as ever). */
+  /* ...and A's stop removes it (a saved state's overlay stays). */
   if (!saved) {
     run_ok (cfg, OVL_OP_RELEASE, NULL, "A's stop");
     assert_false (exists (vda));
   }
   unlink (vda);
+  hosts[0] = cfg, hosts[1] = host_b, hosts[2] = host_c;
+  settled (hosts, 3, saved ? "failed, saved" : "failed");
   third_host_done (host_c);
   two_hosts_done ();
 }
@@ -1204,6 +1254,127 @@ static void
 test_gc_taken_saved (void **state_)
 {
   gc_taken_failed (true);
+}
+
+/* A -> B went through, A's release never came; B -> C went through; a
+ * start on A is refused (C runs it), and libvirt's release after it
+ * finds A's entry.  With gc on A first (A let go, B let go after it),
+ * that release must not overwrite B's mark, or C's stop would give the
+ * file back to a token no ledger knows; without (the domain still
+ * defined on A), B could not let go and kept its entry, A's release
+ * lets go, and C's stop gives the file back to B, whose gc removes it. */
+static void
+chain_refused_start (bool gc_first)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  struct ovl_config *host_c, *hosts[3];
+  int b_qemu, c_qemu;
+  char b_token[OVL_TOKEN_LEN + 1], now[OVL_TOKEN_LEN + 1];
+
+  two_hosts ();
+  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+  token_of (vda, b_token);
+  close (a_qemu);
+  a_qemu = -1;
+  if (gc_first)
+    assert_int_equal (gc_on (cfg, false).let_go, 1);
+  b_qemu = hold (vda);
+  host_c = third_host ();
+  run_ok (host_c, OVL_OP_MIGRATE, NULL, "migrate begin on C");
+  run_ok (host_c, OVL_OP_PREPARE, NULL, "prepare on C");
+  close (b_qemu);
+  c_qemu = hold (vda);
+  run_ok (host_b, OVL_OP_RELEASE, NULL, "B's release after B -> C");
+  assert_true (released_is (vda, gc_first ? b_token : NULL));
+  assert_true (refused (cfg));
+  run_ok (cfg, OVL_OP_RELEASE, "failed", "A's release after the failed start");
+  assert_true (released_is (vda, gc_first ? b_token : a_token));
+  close (c_qemu);
+  run_ok (host_c, OVL_OP_RELEASE, NULL, "C's stop");
+  if (gc_first)
+    assert_false (exists (vda));
+  else {
+    token_of (vda, now);
+    assert_string_equal (now, b_token);
+  }
+  hosts[0] = host_c, hosts[1] = host_b, hosts[2] = cfg;
+  settled (hosts, 3, "refused start");
+  third_host_done (host_c);
+  two_hosts_done ();
+}
+
+static void
+test_chain_refused_start (void **state_)
+{
+  chain_refused_start (true);
+  chain_refused_start (false);
+}
+
+/* A -> B went through, A's release never came and A keeps its entry
+ * (the domain is still defined there); B -> A is tried: A's prepare
+ * replaces its old entry, letting go of it first; the migration fails,
+ * A gives the file back to B; B's stop removes it. */
+static void
+test_chain_adopt_back_failed (void **state_)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  struct ovl_config *hosts[2];
+  char now[OVL_TOKEN_LEN + 1], b_token[OVL_TOKEN_LEN + 1];
+  int b_qemu;
+  struct ovl_outcome o;
+
+  two_hosts ();
+  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+  token_of (vda, b_token);
+  close (a_qemu);
+  a_qemu = -1;
+  b_qemu = hold (vda);
+  run_ok (cfg, OVL_OP_MIGRATE, NULL, "migrate begin on A (B -> A)");
+  run_ok (cfg, OVL_OP_PREPARE, NULL, "prepare on A (B -> A)");
+  assert_true (released_is (vda, a_token));
+  run_ok (cfg, OVL_OP_RELEASE, "failed", "A's release: B -> A failed");
+  token_of (vda, now);
+  assert_string_equal (now, b_token);
+  close (b_qemu);
+  assert_int_equal (ovl_lifecycle_run (host_b, OVL_OP_RELEASE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 0);
+  assert_int_equal (o.removed, 1);
+  ovl_outcome_clear (&o);
+  hosts[0] = cfg, hosts[1] = host_b;
+  settled (hosts, 2, "adopt back");
+  two_hosts_done ();
+}
+
+/* A runs the domain; A -> B failed, B's release never came; A -> C:
+ * C takes from B's token; A -> C fails, C's release never came; A's
+ * domain is saved.  A start on B is refused, and the release after it
+ * finds B's unsettled take: no let-go may come of it, or C's gc would
+ * remove the saved domain's disk. */
+static void
+test_chain_refused_start_saved (void **state_)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  struct ovl_config *host_c, *hosts[3];
+
+  two_hosts ();
+  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+  host_c = third_host ();
+  run_ok (host_c, OVL_OP_MIGRATE, NULL, "migrate begin on C");
+  run_ok (host_c, OVL_OP_PREPARE, NULL, "prepare on C");
+  close (a_qemu);
+  a_qemu = -1;
+  run_ok (cfg, OVL_OP_RELEASE, "saved", "A's release, saved");
+  assert_true (refused (host_b));
+  run_ok (host_b, OVL_OP_RELEASE, "failed", "B's release after the failed start");
+  assert_true (released_is (vda, NULL));
+  gc_on (host_c, false);
+  if (!exists (vda))
+    fail_msg ("C's gc removed the disk of the domain saved on A");
+  unlink (vda);
+  hosts[0] = cfg, hosts[1] = host_b, hosts[2] = host_c;
+  settled (hosts, 3, "refused start, saved");
+  third_host_done (host_c);
+  two_hosts_done ();
 }
 
 /* Each of these, once with allocations failing and once with system
@@ -1245,6 +1416,9 @@ main (void)
     cmocka_unit_test (test_gc_taken_chain),
     cmocka_unit_test (test_gc_taken_failed),
     cmocka_unit_test (test_gc_taken_saved),
+    cmocka_unit_test (test_chain_refused_start),
+    cmocka_unit_test (test_chain_adopt_back_failed),
+    cmocka_unit_test (test_chain_refused_start_saved),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }
