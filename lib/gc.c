@@ -170,7 +170,8 @@ used_elsewhere (struct gc_domain *g, const struct ovl_ledger_entry *e)
   "it from never have let go"
 #define LET_GO "taken over by the host the domain migrated to: let go of, that host " \
   "owns it"
-#define NEVER_TAKEN "never taken over: left to the migration's source, and forgotten"
+#define NEVER_TAKEN "not this host's (never taken over, or made again since): left to " \
+  "the host whose token it carries, and forgotten"
 
 /* An entry whose file another host took: made for this domain, under
  * another token.  The release here never came (a crash), so gc lets go

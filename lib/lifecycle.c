@@ -339,6 +339,11 @@ ovl_lifecycle_let_go_taken (const struct ovl_config *cfg, const struct ovl_ledge
    * given back: still the source's. */
   if (e->adopted_from[0] && strcmp (found->token, e->adopted_from) == 0)
     return 0;
+  /* A take changes the token only: another file (the one E names was
+   * removed, and one made again since) is not E's to let go of. */
+  if (found->dev != e->id.dev || found->ino != e->id.ino ||
+      found->btime_sec != e->id.btime_sec || found->btime_nsec != e->id.btime_nsec)
+    return 0;
   /* Tell the taker: it keeps the overlay, rather than give it back (to
    * a token no ledger knows once this entry is gone), should something
    * hold it at its own stop. */
@@ -527,12 +532,21 @@ prepare_disk (struct prepare *p, const struct ovl_dom_facts *df, const struct ov
    * brings (its release never came): let go of it before its entry is
    * replaced, so that the host this one takes it from, should the
    * migration fail, keeps it rather than give it back to a token no
-   * ledger here knows.  (Where the marks forbid it, the entry is
-   * replaced all the same: a limit.) */
-  if (d.action == OVL_ACT_ADOPT && e &&
-      ovl_lifecycle_let_go_taken (p->cfg, e, p->dom->uuid, &found) == -1) {
-    say (p->o, "disk %s: %s", k->target, ovl_error_msg ());
-    return -1;
+   * ledger here knows.  Where the marks forbid it, the claim was never
+   * settled and the file may yet come back to its token: it is not
+   * forgotten, and the migration is refused. */
+  if (d.action == OVL_ACT_ADOPT && e) {
+    r = ovl_lifecycle_let_go_taken (p->cfg, e, p->dom->uuid, &found);
+    if (r == -1) {
+      say (p->o, "disk %s: %s", k->target, ovl_error_msg ());
+      return -1;
+    }
+    if (r == 2) {
+      say (p->o, "disk %s: this host's earlier claim on ephemeral overlay '%s' was never "
+           "settled (the host it took it from never let go of it); not taken over again: "
+           "run 'virt-overlay gc' on the hosts the domain ran on", k->target, k->overlay);
+      return -1;
+    }
   }
   if (d.forget && e)
     ovl_ledger_remove (p->ledger, e);
@@ -731,8 +745,8 @@ run_release (const struct ovl_config *cfg, struct ovl_ledger *l, const char *uui
     else if (d.action == OVL_ACT_FORGET && f.presence == OVL_FOREIGN && f.made_for_domain) {
       r = ovl_lifecycle_let_go_taken (cfg, e, uuid, &found);
       if (r == 0)
-        say_done (o, "ephemeral overlay '%s' was never taken over; left to the migration's "
-                  "source", e->path);
+        say_done (o, "ephemeral overlay '%s' is not this host's (never taken over, or made "
+                  "again since); left to the host whose token it carries", e->path);
       else if (r == 1)
         say_done (o, "ephemeral overlay '%s' taken over by the host the domain runs on now",
                   e->path);

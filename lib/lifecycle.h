@@ -135,7 +135,8 @@ int ovl_lifecycle_owed_back (const struct ovl_config *cfg, const struct ovl_ledg
  * host E was taken from, so a late mark never stands for a claim that
  * was not settled, nor overwrites a later holder's), unless its token is
  * the one E was taken from (a take that never happened, or a file given
- * back: still the source's).  1 let go: E can go; 0 still the source's:
+ * back: still the source's), or the file is not the one E names (a take
+ * changes the token only).  1 let go: E can go; 0 not E's to let go of:
  * E can go; 2 not marked: E must stay, should the file come back to its
  * token; -1 (error set): E stays. */
 int ovl_lifecycle_let_go_taken (const struct ovl_config *cfg, const struct ovl_ledger_entry *e,

@@ -1377,6 +1377,84 @@ test_chain_refused_start_saved (void **state_)
   two_hosts_done ();
 }
 
+/* A -> B went through, A's release never came; B -> C went through: B
+ * may not let go (A never did) and keeps its entry; C -> B: B's prepare
+ * finds its own unsettled claim and refuses to take the file again (it
+ * would forget the token the file may come back to); C runs on, and
+ * gc everywhere settles it after C's stop. */
+static void
+test_chain_readopt (void **state_)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  struct ovl_config *host_c, *hosts[3];
+  struct ovl_outcome o;
+  int b_qemu, c_qemu;
+
+  two_hosts ();
+  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+  close (a_qemu);               /* A's release never comes */
+  a_qemu = -1;
+  b_qemu = hold (vda);
+  host_c = third_host ();
+  run_ok (host_c, OVL_OP_MIGRATE, NULL, "migrate begin on C");
+  run_ok (host_c, OVL_OP_PREPARE, NULL, "prepare on C");
+  close (b_qemu);
+  run_ok (host_b, OVL_OP_RELEASE, "migrated", "B's release after B -> C");
+  c_qemu = hold (vda);
+  run_ok (host_b, OVL_OP_MIGRATE, NULL, "migrate begin on B (C -> B)");
+  assert_int_equal (ovl_lifecycle_run (host_b, OVL_OP_PREPARE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 1);
+  assert_true (o.nlines == 1 && strstr (o.lines[0], "was never settled"));
+  ovl_outcome_clear (&o);
+  run_ok (host_b, OVL_OP_RELEASE, "failed", "B's release: C -> B refused");
+  assert_true (exists (vda));
+  close (c_qemu);
+  run_ok (host_c, OVL_OP_RELEASE, NULL, "C's stop");
+  hosts[0] = cfg, hosts[1] = host_b, hosts[2] = host_c;
+  settled (hosts, 3, "readopt");
+  third_host_done (host_c);
+  two_hosts_done ();
+}
+
+/* A -> B went through; A's release was cut short after its let-go mark,
+ * before its ledger save (A keeps its entry); B's stop removes the file.
+ * A cold start on C makes a new one; A's gc must not mark that file
+ * (not the one its entry names): C -> B then goes through without a
+ * crash, and B's stop removes the file. */
+static void
+test_chain_stale_entry (void **state_)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  struct ovl_config *host_c, *hosts[3];
+  struct ovl_outcome o;
+  int c_qemu;
+
+  two_hosts ();
+  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+  close (a_qemu);
+  a_qemu = -1;
+  assert_int_equal (setxattr (vda, OVL_RELEASED_XATTR, a_token, strlen (a_token), 0), 0);
+  run_ok (host_b, OVL_OP_RELEASE, NULL, "B's stop");
+  assert_false (exists (vda));
+  host_c = third_host ();
+  run_ok (host_c, OVL_OP_PREPARE, NULL, "cold start on C");
+  gc_on (cfg, false);
+  assert_true (released_is (vda, NULL));
+  c_qemu = hold (vda);
+  run_ok (host_b, OVL_OP_MIGRATE, NULL, "migrate begin on B");
+  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B (C -> B)");
+  close (c_qemu);
+  run_ok (host_c, OVL_OP_RELEASE, NULL, "C's release after C -> B");
+  assert_int_equal (ovl_lifecycle_run (host_b, OVL_OP_RELEASE, dom, NULL,
+                                       ovl_now_ms () + 20000, &o), 0);
+  assert_int_equal (o.removed, 1);
+  ovl_outcome_clear (&o);
+  hosts[0] = cfg, hosts[1] = host_b, hosts[2] = host_c;
+  settled (hosts, 3, "stale entry");
+  third_host_done (host_c);
+  two_hosts_done ();
+}
+
 /* Each of these, once with allocations failing and once with system
  * calls. */
 #define BOTH_KINDS(fn) \
@@ -1419,6 +1497,8 @@ main (void)
     cmocka_unit_test (test_chain_refused_start),
     cmocka_unit_test (test_chain_adopt_back_failed),
     cmocka_unit_test (test_chain_refused_start_saved),
+    cmocka_unit_test (test_chain_readopt),
+    cmocka_unit_test (test_chain_stale_entry),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }
