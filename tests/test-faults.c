@@ -1082,6 +1082,41 @@ third_host_done (struct ovl_config *c)
   ovl_config_free (c);
 }
 
+/* Host B's configuration and the domain, A's migration to B under way,
+ * and B's prepare: B has taken the overlay (A's QEMU holds it still). */
+/* The stop of the domain on host C: how many overlays it removed. */
+static size_t
+removed_at_stop (const struct ovl_config *c)
+{
+  struct ovl_outcome o;
+  size_t n;
+
+  if (ovl_lifecycle_run (c, OVL_OP_RELEASE, dom, NULL, ovl_now_ms () + 20000, &o) != 0)
+    fail_msg ("stop: %s", o.nlines ? o.lines[0] : "?");
+  n = o.removed;
+  ovl_outcome_clear (&o);
+  return n;
+}
+
+static void
+b_takes_over (void)
+{
+  two_hosts ();
+  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+}
+
+/* A third host, C, takes the overlay in its turn: its migrate begin and
+ * prepare (whoever's QEMU holds it meanwhile). */
+static struct ovl_config *
+c_takes_over (void)
+{
+  struct ovl_config *c = third_host ();
+
+  run_ok (c, OVL_OP_MIGRATE, NULL, "migrate begin on C");
+  run_ok (c, OVL_OP_PREPARE, NULL, "prepare on C");
+  return c;
+}
+
 static bool
 released_is (const char *path, const char *token)
 {
@@ -1134,11 +1169,9 @@ test_gc_taken (void **state_)
   CLEANUP_FREE char *vda = in_img ("vda.qcow2");
   CLEANUP_FREE char *ledger_a = NULL;
   struct ovl_config *hosts[2];
-  struct ovl_outcome o;
   struct gc_notes n;
 
-  two_hosts ();
-  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+  b_takes_over ();
   close (a_qemu);               /* A's QEMU is gone; its release never comes */
   a_qemu = -1;
 
@@ -1150,10 +1183,7 @@ test_gc_taken (void **state_)
   assert_true (released_is (vda, a_token));
   assert_true (asprintf (&ledger_a, "%s/domains/" UUID, state) > 0);
   assert_false (exists (ledger_a));
-  assert_int_equal (ovl_lifecycle_run (host_b, OVL_OP_RELEASE, dom, NULL,
-                                       ovl_now_ms () + 20000, &o), 0);
-  assert_int_equal (o.removed, 1);
-  ovl_outcome_clear (&o);
+  assert_int_equal (removed_at_stop (host_b), 1);
   hosts[0] = cfg, hosts[1] = host_b;
   settled (hosts, 2, "gc taken");
   two_hosts_done ();
@@ -1170,14 +1200,11 @@ test_gc_taken_chain (void **state_)
   struct ovl_outcome o;
   int b_qemu;
 
-  two_hosts ();
-  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+  b_takes_over ();
   close (a_qemu);
   a_qemu = -1;
   b_qemu = hold (vda);
-  host_c = third_host ();
-  run_ok (host_c, OVL_OP_MIGRATE, NULL, "migrate begin on C");
-  run_ok (host_c, OVL_OP_PREPARE, NULL, "prepare on C");
+  host_c = c_takes_over ();
   close (b_qemu);
   assert_int_equal (ovl_lifecycle_run (host_b, OVL_OP_RELEASE, dom, NULL,
                                        ovl_now_ms () + 20000, &o), 0);
@@ -1186,10 +1213,7 @@ test_gc_taken_chain (void **state_)
   assert_true (released_is (vda, NULL));
   assert_int_equal (gc_on (cfg, false).let_go, 1);
   assert_true (released_is (vda, a_token));
-  assert_int_equal (ovl_lifecycle_run (host_c, OVL_OP_RELEASE, dom, NULL,
-                                       ovl_now_ms () + 20000, &o), 0);
-  assert_int_equal (o.removed, 0);
-  ovl_outcome_clear (&o);
+  assert_int_equal (removed_at_stop (host_c), 0);
   assert_true (exists (vda));
   hosts[0] = host_c, hosts[1] = host_b, hosts[2] = cfg;
   settled (hosts, 3, "chain");
@@ -1210,11 +1234,8 @@ gc_taken_failed (bool saved)
   struct ovl_config *host_c, *hosts[3];
   char now[OVL_TOKEN_LEN + 1];
 
-  two_hosts ();
-  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
-  host_c = third_host ();
-  run_ok (host_c, OVL_OP_MIGRATE, NULL, "migrate begin on C");
-  run_ok (host_c, OVL_OP_PREPARE, NULL, "prepare on C");
+  b_takes_over ();
+  host_c = c_takes_over ();
   assert_int_equal (gc_on (host_b, false).kept, 1);
   assert_true (released_is (vda, NULL));
   if (!saved)
@@ -1271,17 +1292,14 @@ chain_refused_start (bool gc_first)
   int b_qemu, c_qemu;
   char b_token[OVL_TOKEN_LEN + 1], now[OVL_TOKEN_LEN + 1];
 
-  two_hosts ();
-  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+  b_takes_over ();
   token_of (vda, b_token);
   close (a_qemu);
   a_qemu = -1;
   if (gc_first)
     assert_int_equal (gc_on (cfg, false).let_go, 1);
   b_qemu = hold (vda);
-  host_c = third_host ();
-  run_ok (host_c, OVL_OP_MIGRATE, NULL, "migrate begin on C");
-  run_ok (host_c, OVL_OP_PREPARE, NULL, "prepare on C");
+  host_c = c_takes_over ();
   close (b_qemu);
   c_qemu = hold (vda);
   run_ok (host_b, OVL_OP_RELEASE, NULL, "B's release after B -> C");
@@ -1321,10 +1339,8 @@ test_chain_adopt_back_failed (void **state_)
   struct ovl_config *hosts[2];
   char now[OVL_TOKEN_LEN + 1], b_token[OVL_TOKEN_LEN + 1];
   int b_qemu;
-  struct ovl_outcome o;
 
-  two_hosts ();
-  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+  b_takes_over ();
   token_of (vda, b_token);
   close (a_qemu);
   a_qemu = -1;
@@ -1336,10 +1352,7 @@ test_chain_adopt_back_failed (void **state_)
   token_of (vda, now);
   assert_string_equal (now, b_token);
   close (b_qemu);
-  assert_int_equal (ovl_lifecycle_run (host_b, OVL_OP_RELEASE, dom, NULL,
-                                       ovl_now_ms () + 20000, &o), 0);
-  assert_int_equal (o.removed, 1);
-  ovl_outcome_clear (&o);
+  assert_int_equal (removed_at_stop (host_b), 1);
   hosts[0] = cfg, hosts[1] = host_b;
   settled (hosts, 2, "adopt back");
   two_hosts_done ();
@@ -1356,11 +1369,8 @@ test_chain_refused_start_saved (void **state_)
   CLEANUP_FREE char *vda = in_img ("vda.qcow2");
   struct ovl_config *host_c, *hosts[3];
 
-  two_hosts ();
-  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
-  host_c = third_host ();
-  run_ok (host_c, OVL_OP_MIGRATE, NULL, "migrate begin on C");
-  run_ok (host_c, OVL_OP_PREPARE, NULL, "prepare on C");
+  b_takes_over ();
+  host_c = c_takes_over ();
   close (a_qemu);
   a_qemu = -1;
   run_ok (cfg, OVL_OP_RELEASE, "saved", "A's release, saved");
@@ -1390,14 +1400,11 @@ test_chain_readopt (void **state_)
   struct ovl_outcome o;
   int b_qemu, c_qemu;
 
-  two_hosts ();
-  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+  b_takes_over ();
   close (a_qemu);               /* A's release never comes */
   a_qemu = -1;
   b_qemu = hold (vda);
-  host_c = third_host ();
-  run_ok (host_c, OVL_OP_MIGRATE, NULL, "migrate begin on C");
-  run_ok (host_c, OVL_OP_PREPARE, NULL, "prepare on C");
+  host_c = c_takes_over ();
   close (b_qemu);
   run_ok (host_b, OVL_OP_RELEASE, "migrated", "B's release after B -> C");
   c_qemu = hold (vda);
@@ -1426,11 +1433,9 @@ test_chain_stale_entry (void **state_)
 {
   CLEANUP_FREE char *vda = in_img ("vda.qcow2");
   struct ovl_config *host_c, *hosts[3];
-  struct ovl_outcome o;
   int c_qemu;
 
-  two_hosts ();
-  run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B");
+  b_takes_over ();
   close (a_qemu);
   a_qemu = -1;
   assert_int_equal (setxattr (vda, OVL_RELEASED_XATTR, a_token, strlen (a_token), 0), 0);
@@ -1445,10 +1450,7 @@ test_chain_stale_entry (void **state_)
   run_ok (host_b, OVL_OP_PREPARE, NULL, "prepare on B (C -> B)");
   close (c_qemu);
   run_ok (host_c, OVL_OP_RELEASE, NULL, "C's release after C -> B");
-  assert_int_equal (ovl_lifecycle_run (host_b, OVL_OP_RELEASE, dom, NULL,
-                                       ovl_now_ms () + 20000, &o), 0);
-  assert_int_equal (o.removed, 1);
-  ovl_outcome_clear (&o);
+  assert_int_equal (removed_at_stop (host_b), 1);
   hosts[0] = cfg, hosts[1] = host_b, hosts[2] = host_c;
   settled (hosts, 3, "stale entry");
   third_host_done (host_c);
