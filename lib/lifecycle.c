@@ -341,8 +341,7 @@ ovl_lifecycle_let_go_taken (const struct ovl_config *cfg, const struct ovl_ledge
     return 0;
   /* A take changes the token only: another file (the one E names was
    * removed, and one made again since) is not E's to let go of. */
-  if (found->dev != e->id.dev || found->ino != e->id.ino ||
-      found->btime_sec != e->id.btime_sec || found->btime_nsec != e->id.btime_nsec)
+  if (!ovl_file_id_same_file (found, &e->id))
     return 0;
   /* Tell the taker: it keeps the overlay, rather than give it back (to
    * a token no ledger knows once this entry is gone), should something

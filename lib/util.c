@@ -292,11 +292,16 @@ ovl_file_id_at (int dirfd, const char *name, struct ovl_file_id *id, bool *is_re
 }
 
 bool
-ovl_file_id_equal (const struct ovl_file_id *a, const struct ovl_file_id *b)
+ovl_file_id_same_file (const struct ovl_file_id *a, const struct ovl_file_id *b)
 {
   return a->dev == b->dev && a->ino == b->ino &&
-    a->btime_sec == b->btime_sec && a->btime_nsec == b->btime_nsec &&
-    strcmp (a->token, b->token) == 0;
+    a->btime_sec == b->btime_sec && a->btime_nsec == b->btime_nsec;
+}
+
+bool
+ovl_file_id_equal (const struct ovl_file_id *a, const struct ovl_file_id *b)
+{
+  return ovl_file_id_same_file (a, b) && strcmp (a->token, b->token) == 0;
 }
 
 bool

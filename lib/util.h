@@ -70,6 +70,8 @@ int ovl_open_regular_at (int dirfd, const char *name, int *fd);
  * open as FD: 1 yes, 0 no (or no such name), -1 with errno set when it
  * cannot be told. */
 int ovl_fd_is_at (int fd, int dirfd, const char *name);
+/* The same file: device, inode and birth time (a token may differ). */
+bool ovl_file_id_same_file (const struct ovl_file_id *a, const struct ovl_file_id *b);
 /* Every part equal, the token included. */
 bool ovl_file_id_equal (const struct ovl_file_id *a, const struct ovl_file_id *b);
 /* An identity a user cannot forge by making a new file: it has a birth
