@@ -20,12 +20,23 @@ status=0
 # output, where a CI summary that shows only the last lines sees it.
 failures=$(mktemp)
 trap 'rm -f "$failures"' EXIT
+# First the lines that name a failure (cmocka's ERROR/FAILED/LINE, the
+# shell suites' FAIL:), then the end of the log before any sanitizer
+# report: a leak report after a failed test is only its echo.
 keep_failures() {
   for trs in "$1"/*.trs; do
     [ -e "$trs" ] || continue
     grep -q -E ':test-result: (FAIL|ERROR)' "$trs" || continue
     log=${trs%.trs}.log
-    { echo "--- $2: the end of $(basename "$log")"; tail -n 25 "$log"; } >> "$failures"
+    {
+      echo "--- $2: what $(basename "$log") says failed"
+      grep -n -E '^\[ +(ERROR|FAILED|LINE) +\]|^FAIL: |^# BAD |runtime error|^==[0-9]+==ERROR' "$log" |
+        head -n 20
+      echo "--- $2: the end of $(basename "$log"), before any sanitizer report"
+      awk '/^==[0-9]+==|^=================/ { exit } { print }' "$log" | tail -n 20
+      echo "--- $2: the last lines of $(basename "$log")"
+      tail -n 5 "$log"
+    } >> "$failures"
   done
 }
 OVL_REQUIRE_ALL=1 make -j1 check || status=$?

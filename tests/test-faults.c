@@ -119,12 +119,19 @@ setup (void **state_)
 static int
 teardown (void **state_)
 {
+  int rc = 0;
+
   ovl_config_free (cfg);
   ovl_config_free (pool_cfg);
+  /* A daemon that went away, even where no case noticed, fails. */
+  if (!t_qsd_running (&qsd)) {
+    fprintf (stderr, "qemu-storage-daemon went away: %s\n", t_qsd_state (&qsd));
+    rc = -1;
+  }
   t_qsd_stop (&qsd);
   t_rmtree (dir);
   free (dir); free (img); free (state);
-  return 0;
+  return rc;
 }
 
 /* ---- the sweep ---- */
@@ -180,7 +187,8 @@ sweep (const struct fault_case *c)
   rc = c->run ();
   total = t_fault_disarm ();
   if (rc != 0)
-    fail_msg ("%s: fails with no allocation failed: %s", c->name, ovl_error_msg ());
+    fail_msg ("%s: fails with nothing failed: %s; qemu-storage-daemon: %s",
+              c->name, ovl_error_msg (), t_qsd_state (&qsd));
   if (c->after)
     c->after (rc, false);
   assert_true (total > 0);
@@ -208,7 +216,8 @@ sweep (const struct fault_case *c)
        * input), never a message lost on the way. */
       if (!says_why (c->kind, msg)) {
         if (!getenv ("FAULTS_KEEP_GOING"))
-          fail_msg ("%s: %s #%ld failed, and the error says: %s", c->name, fn, n, msg);
+          fail_msg ("%s: %s #%ld failed, and the error says: %s; qemu-storage-daemon: %s",
+                    c->name, fn, n, msg, t_qsd_state (&qsd));
         printf ("# BAD %s: %s #%ld failed, and the error says: %s\n", c->name, fn, n, msg);
       }
     }
@@ -417,9 +426,10 @@ assert_no_jobs (void)
   struct ovl_json *r;
 
   if (!q)
-    fail_msg ("qsd: %s", ovl_error_msg ());
+    fail_msg ("qsd: %s; qemu-storage-daemon: %s", ovl_error_msg (), t_qsd_state (&qsd));
   r = ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 10000);
-  assert_non_null (r);
+  if (!r)
+    fail_msg ("qsd: %s; qemu-storage-daemon: %s", ovl_error_msg (), t_qsd_state (&qsd));
   if (ovl_json_array_len (ovl_json_get (r, "return")) != 0) {
     char *s = ovl_json_to_string (r);
     fail_msg ("jobs left in qsd: %s", s);

@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -157,39 +159,103 @@ t_pid_alive (pid_t pid)
 int
 t_qsd_start (struct t_qsd *q, const char *dir)
 {
-  char chardev[4200], pidbuf[32];
+  char chardev[4200];
   const char *qsd = getenv ("QSD");
-  pid_t child;
-  int status, fd;
-  ssize_t n;
+  int i;
 
   if (!qsd || !*qsd)
     qsd = "qemu-storage-daemon";
+  memset (q, 0, sizeof *q);
   if (asprintf (&q->sock, "%s/qsd.sock", dir) == -1 ||
-      asprintf (&q->pidfile, "%s/qsd.pid", dir) == -1)
+      asprintf (&q->pidfile, "%s/qsd.pid", dir) == -1 ||
+      asprintf (&q->log, "%s/qsd.log", dir) == -1)
     abort ();
   snprintf (chardev, sizeof chardev, "socket,id=m0,path=%s,server=on,wait=off", q->sock);
-  child = fork ();
-  if (child == 0) {
+  q->pid = fork ();
+  if (q->pid == -1)
+    return -1;
+  if (q->pid == 0) {
     int null = open ("/dev/null", O_RDWR);
-    dup2 (null, 0); dup2 (null, 1);
+    int log = open (q->log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+    if (null == -1 || log == -1)
+      _exit (126);
+    dup2 (null, 0);
+    dup2 (log, 1);
+    dup2 (log, 2);
+    setpgid (0, 0);             /* a ^C to the test is not qsd's */
     execlp (qsd, qsd, "--chardev", chardev, "--monitor", "chardev=m0",
-            "--pidfile", q->pidfile, "--daemonize", (char *) NULL);
+            "--pidfile", q->pidfile, (char *) NULL);
     _exit (127);
   }
-  /* --daemonize: the parent exits once the socket and pidfile exist. */
-  if (waitpid (child, &status, 0) == -1 || !WIFEXITED (status) || WEXITSTATUS (status) != 0)
-    return -1;
-  fd = open (q->pidfile, O_RDONLY);
-  if (fd == -1)
-    return -1;
-  n = read (fd, pidbuf, sizeof pidbuf - 1);
-  close (fd);
-  if (n <= 0)
-    return -1;
-  pidbuf[n] = '\0';
-  q->pid = (pid_t) atoi (pidbuf);
-  return q->pid > 0 ? 0 : -1;
+  /* Ready once its monitor accepts a connection (10 s at most). */
+  for (i = 0; i < 1000; i++) {
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    int fd, r;
+
+    if (waitpid (q->pid, &q->status, WNOHANG) == q->pid) {
+      q->reaped = true;
+      fprintf (stderr, "qemu-storage-daemon: %s\n", t_qsd_state (q));
+      return -1;
+    }
+    if (strlen (q->sock) >= sizeof sa.sun_path)
+      return -1;
+    strcpy (sa.sun_path, q->sock);
+    fd = socket (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd == -1)
+      return -1;
+    r = connect (fd, (struct sockaddr *) &sa, sizeof sa);
+    close (fd);
+    if (r == 0)
+      return 0;
+    {
+      struct timespec ts = { 0, 10 * 1000 * 1000 };
+      nanosleep (&ts, NULL);    /* waiting for a foreign process to listen */
+    }
+  }
+  return -1;
+}
+
+bool
+t_qsd_running (struct t_qsd *q)
+{
+  if (!q->reaped && q->pid > 0 && waitpid (q->pid, &q->status, WNOHANG) == q->pid)
+    q->reaped = true;
+  return q->pid > 0 && !q->reaped;
+}
+
+const char *
+t_qsd_state (struct t_qsd *q)
+{
+  static char buf[2048];
+  char tail[1536] = "";
+  size_t len = 0;
+  bool running = t_qsd_running (q);
+  int fd;
+
+  if (q->log && (fd = open (q->log, O_RDONLY | O_CLOEXEC)) != -1) {
+    off_t end = lseek (fd, 0, SEEK_END);
+    ssize_t n;
+
+    if (end > (off_t) sizeof tail - 1)
+      lseek (fd, end - (off_t) (sizeof tail - 1), SEEK_SET);
+    else
+      lseek (fd, 0, SEEK_SET);
+    n = read (fd, tail, sizeof tail - 1);
+    close (fd);
+    len = n > 0 ? (size_t) n : 0;
+    tail[len] = '\0';
+  }
+  if (running)
+    snprintf (buf, sizeof buf, "pid %d running; its log: %s", (int) q->pid,
+              len ? tail : "(empty)");
+  else if (WIFSIGNALED (q->status))
+    snprintf (buf, sizeof buf, "pid %d killed by signal %d; its log: %s", (int) q->pid,
+              WTERMSIG (q->status), len ? tail : "(empty)");
+  else
+    snprintf (buf, sizeof buf, "pid %d exited with status %d; its log: %s", (int) q->pid,
+              WEXITSTATUS (q->status), len ? tail : "(empty)");
+  return buf;
 }
 
 void
@@ -197,16 +263,24 @@ t_qsd_stop (struct t_qsd *q)
 {
   int i;
 
-  if (q->pid > 0) {
+  if (q->pid > 0 && !q->reaped) {
     kill (q->pid, SIGTERM);
-    for (i = 0; i < 500 && t_pid_alive (q->pid); i++) {
+    for (i = 0; i < 500; i++) {
       struct timespec ts = { 0, 10 * 1000 * 1000 };
-      nanosleep (&ts, NULL);    /* waiting for a foreign process to exit */
-      waitpid (q->pid, NULL, WNOHANG);
+
+      if (waitpid (q->pid, &q->status, WNOHANG) == q->pid)
+        break;
+      nanosleep (&ts, NULL);    /* waiting for a child to exit */
+    }
+    if (i == 500) {
+      kill (q->pid, SIGKILL);
+      waitpid (q->pid, &q->status, 0);
     }
   }
   free (q->sock);
   free (q->pidfile);
-  q->sock = q->pidfile = NULL;
+  free (q->log);
+  q->sock = q->pidfile = q->log = NULL;
   q->pid = 0;
+  q->reaped = false;
 }

@@ -26,15 +26,24 @@ void t_rmtree (const char *dir);
 int t_run (const char *fmt, ...) __attribute__((format (printf, 1, 2)));
 #define T_RUN(...) assert_int_equal (t_run (__VA_ARGS__), 0)
 
-/* A real qemu-storage-daemon with one monitor on SOCK. */
+/* A real qemu-storage-daemon with one monitor on SOCK, a child of the
+ * test in the foreground, its output in LOG: if it goes away, the test
+ * can say how and what it said (t_qsd_state). */
 struct t_qsd {
   pid_t pid;
   char *sock;
   char *pidfile;
+  char *log;
+  int status;                   /* its wait status, once reaped */
+  bool reaped;
 };
-/* Alive and not a zombie (a daemonized qsd may have no reaper). */
+/* Alive and not a zombie. */
 bool t_pid_alive (pid_t pid);
 int t_qsd_start (struct t_qsd *q, const char *dir);
 void t_qsd_stop (struct t_qsd *q);
+/* "running", or how it ended, then the last lines of its log: for a
+ * failure message.  Static storage. */
+const char *t_qsd_state (struct t_qsd *q);
+bool t_qsd_running (struct t_qsd *q);
 
 #endif
