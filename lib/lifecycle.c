@@ -54,6 +54,29 @@ incoming_ephemeral (const struct ovl_disk_facts *k)
   }
 }
 
+/* An ephemeral overlay a saved state is restored on: it needs that very
+ * file.  Ours, it is used.  One made for this domain under another
+ * host's token (saved there, or taken from here since) is taken over as
+ * a migration's is, so that the host that saved it can no longer
+ * remove it at a cold start of its own; unless a QEMU runs on it.  One
+ * virt-overlay cannot tell (no trusted attributes, say) is used as it
+ * is, and never removed. */
+static struct ovl_decision
+restored_ephemeral (const struct ovl_disk_facts *k)
+{
+  switch (k->presence) {
+  case OVL_OURS:
+    return act (OVL_ACT_USE, false);
+  case OVL_FOREIGN:
+    if (!k->made_for_domain)
+      return act (OVL_ACT_USE, false);
+    return k->in_use ? refuse (OVL_WHY_IN_USE) : act (OVL_ACT_ADOPT, k->in_ledger);
+  case OVL_ABSENT:
+  default:
+    return refuse (OVL_WHY_RESTORE_MISSING);
+  }
+}
+
 static struct ovl_decision
 decide_prepare (const struct ovl_dom_facts *dom, const struct ovl_disk_facts *k)
 {
@@ -75,7 +98,7 @@ decide_prepare (const struct ovl_dom_facts *dom, const struct ovl_disk_facts *k)
   if (dom->migration_pending)
     return incoming_ephemeral (k);
   if (restoring)
-    return exists ? act (OVL_ACT_USE, false) : refuse (OVL_WHY_RESTORE_MISSING);
+    return restored_ephemeral (k);
   switch (k->presence) {
   case OVL_OURS:
     return act (OVL_ACT_RECREATE, false);
@@ -163,6 +186,7 @@ ovl_why_name (enum ovl_why w)
 {
   static const char *const n[] = {
     "-", "foreign", "restore-missing", "migration-missing", "not-made-for", "not-held",
+    "in-use",
   };
   return (unsigned) w < sizeof n / sizeof n[0] ? n[w] : "?";
 }
@@ -261,6 +285,10 @@ say_refusal (struct ovl_outcome *o, const struct ovl_disk *k, enum ovl_why why)
          "domain (or its filesystem keeps no trusted attributes to tell); refusing to "
          "take it over", k->target, k->overlay);
     break;
+  case OVL_WHY_IN_USE:
+    say (o, "disk %s: ephemeral overlay '%s' is in use by a QEMU (the domain runs on it, "
+         "on this host or another); the saved state cannot run on it", k->target, k->overlay);
+    break;
   case OVL_WHY_NONE:
   default:
     say (o, "disk %s: refused", k->target);
@@ -311,7 +339,10 @@ dom_facts (const struct ovl_config *cfg, const struct ovl_domain *dom,
   f->managed_save = ms == 1;
   f->restore_pending = l && l->restore_pending;
   f->migration_pending = l && ovl_migration_mark_fresh (l->migration_pending);
-  f->saved = reason && strcmp (reason, "saved") == 0;
+  /* Saved, or a restore failed (libvirt says "failed"): the state saved
+   * still needs what it needed. */
+  f->saved = reason && (strcmp (reason, "saved") == 0 ||
+                        (strcmp (reason, "failed") == 0 && l && l->saved));
   f->migrated = reason && strcmp (reason, "migrated") == 0;
   return 0;
 }
@@ -416,6 +447,7 @@ struct prepare {
   const struct ovl_disk **adopt;  /* ephemeral overlays an incoming migration */
   struct ovl_file_id *adopt_id;   /* brings, as found, to take once every */
   size_t nadopt;                  /* disk has passed */
+  bool restoring;                 /* ... for a restore, not a migration */
 };
 
 /* Write ahead: every ephemeral overlay of the batch is in the ledger,
@@ -490,7 +522,9 @@ prepare_disk (struct prepare *p, const struct ovl_dom_facts *df, const struct ov
   struct ovl_disk_facts f;
   struct ovl_decision d;
   struct ovl_file_id found = { 0 };
-  bool incoming = df->migration_pending && k->mode == OVL_MODE_EPHEMERAL;
+  /* Whether the file may be another host's to take over. */
+  bool incoming = (df->migration_pending || df->restore_pending || df->managed_save) &&
+    k->mode == OVL_MODE_EPHEMERAL;
   int r;
 
   /* An entry of the other mode is not this disk's: one left from when
@@ -595,8 +629,9 @@ adopt_all (struct prepare *p)
     int r = ovl_overlay_take (p->cfg, k->overlay, p->dom->uuid, &p->adopt_id[i], e->id.token);
 
     if (r == 1)
-      say_done (p->o, "disk %s: ephemeral overlay '%s' taken over from the migration's source",
-                k->target, k->overlay);
+      say_done (p->o, "disk %s: ephemeral overlay '%s' taken over from %s", k->target,
+                k->overlay, p->restoring ? "the host its state was saved on"
+                : "the migration's source");
     else {
       if (r == 0)
         say (p->o, "disk %s: ephemeral overlay '%s' changed while it was being taken over; "
@@ -643,16 +678,20 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
     free (p->ledger->domain);
     p->ledger->domain = name;
   }
+  p->restoring = !df->migration_pending;
   for (i = 0; i < p->dom->ndisks; i++)
     if (prepare_disk (p, df, &p->dom->disks[i]) == -1)
       bad = 1;
   if (!bad && p->nadopt && adopt_all (p) == -1)
     bad = 1;
   if (p->ledger) {
-    /* This prepare is what the marks were for, whatever comes of it. */
+    /* This prepare is what the marks were for, whatever comes of it;
+     * a saved state stays saved until the restored domain stops (a
+     * restore that fails leaves it, see dom_facts). */
     p->ledger->restore_pending = false;
     p->ledger->migration_pending = 0;
-    p->ledger->saved = false;
+    if (!df->restore_pending && !df->managed_save)
+      p->ledger->saved = false;
   }
   if (bad && p->n)
     report_other_problems (p);
@@ -811,7 +850,7 @@ ovl_lifecycle_run (const struct ovl_config *cfg, enum ovl_op op,
     run_release (cfg, ledger, dom->uuid, &df, o);
     /* What a restore from a file needs stays: gc must tell it from a
      * leftover. */
-    ledger->saved = reason && strcmp (reason, "saved") == 0 && ledger->n > 0;
+    ledger->saved = df.saved && ledger->n > 0;
     if (ovl_ledger_save (ledger) == -1)
       say (o, "release: %s", ovl_error_msg ());
     return 0;                   /* libvirt ignores it, the domain is gone */

@@ -71,7 +71,8 @@ struct ovl_dom_facts {
   bool restore_pending;         /* "restore begin" came before this prepare */
   bool migration_pending;       /* "migrate begin" came, recently */
   bool managed_save;            /* libvirt holds a managed-save image */
-  bool saved;                   /* release: the reason was "saved" */
+  bool saved;                   /* release: the reason was "saved", or "failed"
+                                 * after a restore of a state saved here */
   bool migrated;                /* release: the reason was "migrated" */
 };
 
@@ -111,6 +112,7 @@ enum ovl_why {
   OVL_WHY_MIGRATION_MISSING,    /* an incoming guest cannot run on a fresh disk */
   OVL_WHY_NOT_MADE_FOR,         /* an incoming ephemeral overlay is not provably ours */
   OVL_WHY_NOT_HELD,             /* ... nor held by the source's QEMU */
+  OVL_WHY_IN_USE,               /* a QEMU runs on the overlay a restore needs */
 };
 
 struct ovl_decision {

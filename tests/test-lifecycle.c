@@ -714,6 +714,124 @@ test_saved_then_stopped (void **state_)
   ovl_domain_free (d);
 }
 
+/* A restore that fails (libvirt >= 10.5 says "failed") leaves the saved
+ * state's overlay, and the ledger still says saved: the restore can be
+ * tried again.  The stop after a restore that went through removes it. */
+static void
+test_failed_restore (void **state_)
+{
+  struct ovl_domain *e = domain ("ephemeral");
+  struct ovl_ledger *l;
+  struct stat st0, st;
+
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  assert_int_equal (stat (overlay, &st0), 0);
+  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  step (cfg, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
+  step (cfg, OVL_OP_RELEASE, e, "failed", 0, 0, NULL);
+  assert_int_equal (stat (overlay, &st), 0);
+  assert_true (st.st_ino == st0.st_ino);
+  l = ledger ();
+  assert_true (l->saved);
+  assert_int_equal (l->n, 1);
+  ovl_ledger_free (l);
+  /* Tried again, it goes through: the same file. */
+  step (cfg, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
+  assert_int_equal (stat (overlay, &st), 0);
+  assert_true (st.st_ino == st0.st_ino);
+  /* A cold boot that fails is no restore: its overlay goes. */
+  step (cfg, OVL_OP_RELEASE, e, "destroyed", 0, 1, NULL);
+  assert_false (exists (overlay));
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  step (cfg, OVL_OP_RELEASE, e, "failed", 0, 1, NULL);
+  assert_false (exists (overlay));
+  ovl_domain_free (e);
+}
+
+/* Saved on A, restored on B (shared storage): B takes the overlay over
+ * (a new token), so that a cold start on A can no longer remove what
+ * B's domain runs on, or what a state B saved again needs.  B gives it
+ * back at its stop (A never let go of it: its state may be restored
+ * there again), and A's next cold start then makes a fresh one. */
+static void
+test_restore_elsewhere (void **state_)
+{
+  struct ovl_config *b = config_b ();
+  struct ovl_domain *e = domain ("ephemeral");
+  struct stat st0, st;
+  char t1[33], t2[33], now[33];
+
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  assert_int_equal (stat (overlay, &st0), 0);
+  token_of (overlay, t1);
+  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  step (b, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
+  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, "taken over from the host its state was saved on");
+  token_of (overlay, t2);
+  assert_string_not_equal (t1, t2);
+  /* Saved again on B. */
+  step (b, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  /* A cold start on A: refused, nothing removed. */
+  step (cfg, OVL_OP_PREPARE, e, NULL, 1, 0, "not created by virt-overlay for this domain");
+  assert_int_equal (stat (overlay, &st), 0);
+  assert_true (st.st_ino == st0.st_ino);
+  token_of (overlay, now);
+  assert_string_equal (now, t2);
+  /* Restored on B again, and stopped: back to A. */
+  step (b, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
+  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
+  token_of (overlay, now);
+  assert_string_equal (now, t2);
+  step (b, OVL_OP_RELEASE, e, "destroyed", 0, 0, "handed back");
+  token_of (overlay, now);
+  assert_string_equal (now, t1);
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 1, "made");
+  step (cfg, OVL_OP_RELEASE, e, NULL, 0, 1, NULL);
+  assert_false (exists (overlay));
+  ovl_domain_free (e);
+  ovl_config_free (b);
+}
+
+/* A restore onto an overlay a QEMU runs on (the domain restored, or
+ * started, elsewhere meanwhile) is refused; a restore on B that fails
+ * gives it back to A, whose state is then restored on it. */
+static void
+test_restore_in_use (void **state_)
+{
+  struct ovl_config *b = config_b ();
+  struct ovl_domain *e = domain ("ephemeral");
+  char t1[33], now[33];
+  struct stat st0, st;
+  int lock;
+
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  assert_int_equal (stat (overlay, &st0), 0);
+  token_of (overlay, t1);
+  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  lock = qemu_lock (overlay);
+  step (b, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
+  step (b, OVL_OP_PREPARE, e, NULL, 1, 0, "is in use by a QEMU");
+  close (lock);
+  token_of (overlay, now);
+  assert_string_equal (now, t1);
+  step (b, OVL_OP_RELEASE, e, "failed", 0, 0, NULL);
+  step (b, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
+  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, "taken over");
+  step (b, OVL_OP_RELEASE, e, "failed", 0, 0, "handed back");
+  token_of (overlay, now);
+  assert_string_equal (now, t1);
+  step (cfg, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
+  assert_int_equal (stat (overlay, &st), 0);
+  assert_true (st.st_ino == st0.st_ino);
+  step (cfg, OVL_OP_RELEASE, e, "destroyed", 0, 1, NULL);
+  assert_false (exists (overlay));
+  ovl_domain_free (e);
+  ovl_config_free (b);
+}
+
 int
 main (void)
 {
@@ -731,6 +849,9 @@ main (void)
     cmocka_unit_test (test_not_adoptable),
     cmocka_unit_test (test_ephemeral_migration_foreign),
     cmocka_unit_test (test_saved_then_stopped),
+    cmocka_unit_test (test_failed_restore),
+    cmocka_unit_test (test_restore_elsewhere),
+    cmocka_unit_test (test_restore_in_use),
   };
   int r;
 
