@@ -126,13 +126,34 @@ struct gc_domain {
   bool *used;                   /* per entry of peek: a domain uses its file */
 };
 
+/* Whether one of L's ephemeral overlays is still the file it records
+ * (or that cannot be told): a saved state needs it.  One taken over by
+ * a restore on another host, or removed there, no state here needs. */
+static bool
+holds_an_overlay (const struct gc_domain *g, const struct ovl_ledger *l)
+{
+  size_t i;
+
+  for (i = 0; i < l->n; i++) {
+    const struct ovl_ledger_entry *e = &l->entries[i];
+    int p;
+
+    if (e->persistent)
+      continue;
+    p = ovl_overlay_presence (g->cfg, e->path, &e->id);
+    if (p != OVL_PRESENCE_OTHER && p != OVL_PRESENCE_ABSENT)
+      return true;
+  }
+  return false;
+}
+
 /* Why L's overlays wait for a saved state of its domain, or NULL. */
 static const char *
 keeps_state (const struct gc_domain *g, const struct ovl_ledger *l)
 {
   int r;
 
-  if (l->saved)
+  if (l->saved && holds_an_overlay (g, l))
     return "its domain stopped to be saved to a file (virsh save): the restore needs its "
       "overlays";
   if (l->restore_pending)
@@ -387,6 +408,7 @@ gc_domain (struct gc_domain *g, int64_t deadline)
   }
   l->restore_pending = false;
   l->migration_pending = 0;
+  l->saved = false;             /* nothing here a saved state needs (keeps_state) */
   if (ovl_ledger_save (l) == -1) {
     ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, ovl_error_msg ());
     return 0;

@@ -63,6 +63,7 @@ ovl_ledger_add (struct ovl_ledger *l, const char *path, const struct ovl_file_id
   e->persistent = false;
   e->from_pool = false;
   e->adopted_from[0] = '\0';
+  e->restored = false;
   return e;
 }
 
@@ -158,13 +159,14 @@ static int
 parse_v2_entry (struct ovl_ledger *l, const struct ovl_json *e, size_t i)
 {
   static const char *const known[] = {
-    "path", "dev", "ino", "btime", "token", "mode", "from-pool", "adopted-from",
+    "path", "dev", "ino", "btime", "token", "mode", "from-pool", "adopted-from", "restored",
   };
   const struct ovl_json *bt = ovl_json_get (e, "btime");
   const struct ovl_json *tok = ovl_json_get (e, "token");
   const struct ovl_json *mode = ovl_json_get (e, "mode");
   const struct ovl_json *pool = ovl_json_get (e, "from-pool");
   const struct ovl_json *from = ovl_json_get (e, "adopted-from");
+  const struct ovl_json *restored = ovl_json_get (e, "restored");
   struct ovl_ledger_entry *entry;
   struct ovl_file_id id = { 0 };
   const char *path;
@@ -197,12 +199,15 @@ parse_v2_entry (struct ovl_ledger *l, const struct ovl_json *e, size_t i)
     return bad_field (l, "from-pool", i);
   if (from && (from->type != OVL_JSON_STRING || !valid_token (from->u.s)))
     return bad_field (l, "adopted-from", i);
+  if (restored && (restored->type != OVL_JSON_BOOL || !from))
+    return bad_field (l, "restored", i);
   if (!(entry = add_entry (l, path, &id)))
     return -1;
   entry->persistent = mode && strcmp (mode->u.s, "persistent") == 0;
   entry->from_pool = pool && pool->u.b;
   if (from)
     strcpy (entry->adopted_from, from->u.s);
+  entry->restored = restored && restored->u.b;
   return 0;
 }
 
@@ -491,7 +496,7 @@ ovl_ledger_same (const struct ovl_ledger *a, const struct ovl_ledger *b)
     const struct ovl_ledger_entry *x = &a->entries[i], *y = &b->entries[i];
     if (strcmp (x->path, y->path) != 0 || !ovl_file_id_equal (&x->id, &y->id) ||
         x->persistent != y->persistent || x->from_pool != y->from_pool ||
-        strcmp (x->adopted_from, y->adopted_from) != 0)
+        strcmp (x->adopted_from, y->adopted_from) != 0 || x->restored != y->restored)
       return false;
   }
   return true;
@@ -550,6 +555,8 @@ format_v2 (const struct ovl_ledger *l, struct ovl_buf *b)
       return -1;
     if (e->adopted_from[0] && (ovl_buf_printf (b, ",\"adopted-from\":") == -1 ||
                                ovl_json_append_string (b, e->adopted_from) == -1))
+      return -1;
+    if (e->restored && ovl_buf_printf (b, ",\"restored\":true") == -1)
       return -1;
     if (ovl_buf_printf (b, "}") == -1)
       return -1;

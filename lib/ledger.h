@@ -18,13 +18,14 @@
  *    "overlays":[{"path":"/abs","dev":N,"ino":N,"btime":[SEC,NSEC],
  *                 "token":"32 lowercase hex digits",
  *                 "mode":"persistent","from-pool":true,
- *                 "adopted-from":"32 lowercase hex digits"}]}
+ *                 "adopted-from":"32 lowercase hex digits","restored":true}]}
  *
  * "domain", "migration-pending", "saved" and each "token" are left out
  * when unknown or unset; "mode" is left out for an ephemeral overlay and
  * "from-pool" when false, "adopted-from" (the token an overlay an
  * incoming migration brought had on the source, before this host took
- * it) when there is none (ledgers of releases that knew none of them
+ * it) when there is none, "restored" (the take was a restore's, not a
+ * migration's) when false (ledgers of releases that knew none of them
  * read the same).  Version 1 ledgers
  * of older releases ("# virt-overlay ledger 1", then "domain NAME",
  * "restore-pending" and "ephemeral DEV INO BIRTH-SEC BIRTH-NSEC PATH"
@@ -49,6 +50,8 @@ struct ovl_ledger_entry {
   bool from_pool;               /* handed out by the warm pool */
   char adopted_from[OVL_TOKEN_LEN + 1];  /* taken from a migration's source,
                                  * whose token this was; or "" */
+  bool restored;                /* ... taken by a restore of a state saved
+                                 * on the host of that token */
 };
 
 struct ovl_ledger {

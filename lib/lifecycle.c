@@ -344,6 +344,7 @@ dom_facts (const struct ovl_config *cfg, const struct ovl_domain *dom,
   f->saved = reason && (strcmp (reason, "saved") == 0 ||
                         (strcmp (reason, "failed") == 0 && l && l->saved));
   f->migrated = reason && strcmp (reason, "migrated") == 0;
+  f->ran = reason && strcmp (reason, "failed") != 0;
   return 0;
 }
 
@@ -618,6 +619,7 @@ adopt_all (struct prepare *p)
       return -1;
     }
     memcpy (e->adopted_from, p->adopt_id[i].token, sizeof e->adopted_from);
+    e->restored = p->restoring;
   }
   if (ovl_ledger_save (p->ledger) == -1) {
     say (p->o, "%s", ovl_error_msg ());
@@ -755,6 +757,12 @@ run_release (const struct ovl_config *cfg, struct ovl_ledger *l, const char *uui
       say (o, "release: %s; its ledger entry is kept", ovl_error_msg ());
       continue;
     }
+    /* A restore's take is owed back while the state saved on the host
+     * it was taken from may be restored again: not once the restored
+     * domain ran on it (libvirt 10.5 and later say so by a reason other
+     * than "failed"; without one it cannot be told). */
+    if (f.adopted && e->restored && df->ran)
+      f.adopted = false;
     d = ovl_lifecycle_decide (OVL_OP_RELEASE, df, &f);
     if (d.action == OVL_ACT_REMOVE) {
       r = ovl_overlay_remove_owned (cfg, e->path, &e->id);

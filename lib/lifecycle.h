@@ -74,6 +74,8 @@ struct ovl_dom_facts {
   bool saved;                   /* release: the reason was "saved", or "failed"
                                  * after a restore of a state saved here */
   bool migrated;                /* release: the reason was "migrated" */
+  bool ran;                     /* release: a reason other than "failed" (the
+                                 * domain ran: a restore went through) */
 };
 
 /* What is at a disk's overlay path, against the ledger's entry. */

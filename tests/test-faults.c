@@ -728,10 +728,9 @@ after_adopt (int rc, bool failed)
   migration_under_way ();
 }
 
-/* Host B's configuration, the domain, and A's side of a migration
- * under way. */
+/* Host B's configuration and the domain. */
 static void
-two_hosts (void)
+hosts_ab (void)
 {
   char *state_b;
 
@@ -741,6 +740,13 @@ two_hosts (void)
   host_b = config_at (state_b, 0);
   free (state_b);
   dom = domain (cfg);
+}
+
+/* ... and A's side of a migration under way. */
+static void
+two_hosts (void)
+{
+  hosts_ab ();
   migration_under_way ();
 }
 
@@ -1287,6 +1293,64 @@ test_gc_taken_saved (void **state_)
   gc_taken_failed (true);
 }
 
+/* Saved on A (libvirt 10.5 or later says "saved"), restored on B, which
+ * takes the overlay over.  With B_CRASHED, B's restore never ended (no
+ * release): A's gc lets go of what B took (nothing of A's holds it
+ * now), and A's state, restored on A again, takes it back.  Otherwise
+ * the restored domain ran on B and stopped: B removed the overlay, and
+ * A's gc drops the ledger that said "saved", which held nothing any
+ * more. */
+static void
+restore_taken (bool b_crashed)
+{
+  CLEANUP_FREE char *vda = in_img ("vda.qcow2");
+  CLEANUP_FREE char *ledger_a = NULL;
+  struct ovl_config *hosts[2];
+  char t1[OVL_TOKEN_LEN + 1], now[OVL_TOKEN_LEN + 1];
+  struct gc_notes n;
+
+  hosts_ab ();
+  if (asprintf (&ledger_a, "%s/domains/" UUID, state) == -1)
+    abort ();
+  run_ok (cfg, OVL_OP_PREPARE, NULL, "cold start on A");
+  token_of (vda, t1);
+  run_ok (cfg, OVL_OP_RELEASE, "saved", "save on A");
+  run_ok (host_b, OVL_OP_RESTORE, NULL, "restore begin on B");
+  run_ok (host_b, OVL_OP_PREPARE, NULL, "restore on B");
+  token_of (vda, now);
+  assert_string_not_equal (now, t1);
+  if (!b_crashed) {
+    run_ok (host_b, OVL_OP_RELEASE, "destroyed", "stop on B");
+    assert_false (exists (vda));
+  }
+  n = gc_on (cfg, false);
+  assert_int_equal (n.let_go, b_crashed ? 1 : 0);
+  assert_false (exists (ledger_a));
+  if (b_crashed) {
+    assert_true (released_is (vda, t1));
+    run_ok (cfg, OVL_OP_RESTORE, NULL, "restore begin on A");
+    run_ok (cfg, OVL_OP_PREPARE, NULL, "restore on A");
+    assert_true (exists (vda));
+    run_ok (cfg, OVL_OP_RELEASE, "destroyed", "stop on A");
+    assert_false (exists (vda));
+  }
+  hosts[0] = cfg, hosts[1] = host_b;
+  settled (hosts, 2, b_crashed ? "restore on B crashed" : "restored on B");
+  two_hosts_done ();
+}
+
+static void
+test_restore_taken (void **state_)
+{
+  restore_taken (false);
+}
+
+static void
+test_restore_taken_crashed (void **state_)
+{
+  restore_taken (true);
+}
+
 /* A -> B went through, A's release never came; B -> C went through; a
  * start on A is refused (C runs it), and libvirt's release after it
  * finds A's entry.  With gc on A first (A let go, B let go after it),
@@ -1511,6 +1575,8 @@ main (void)
     cmocka_unit_test (test_chain_refused_start_saved),
     cmocka_unit_test (test_chain_readopt),
     cmocka_unit_test (test_chain_stale_entry),
+    cmocka_unit_test (test_restore_taken),
+    cmocka_unit_test (test_restore_taken_crashed),
   };
   return cmocka_run_group_tests (tests, setup, teardown);
 }

@@ -58,7 +58,8 @@ dump (const struct ovl_ledger *l)
     assert_int_equal (ovl_json_append_string (&b, e->path), 0);
     assert_int_equal (ovl_buf_printf (&b, "\n"), 0);
     if (e->adopted_from[0])
-      assert_int_equal (ovl_buf_printf (&b, "adopted-from %s\n", e->adopted_from), 0);
+      assert_int_equal (ovl_buf_printf (&b, "adopted-from %s%s\n", e->adopted_from,
+                                        e->restored ? " (restored)" : ""), 0);
   }
   return ovl_buf_steal (&b);
 }
