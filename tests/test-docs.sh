@@ -15,7 +15,8 @@ cli=$srcdir/cli/virt-overlay.pod
 hook=$srcdir/hook/virt-overlay-hook.pod
 conf=$srcdir/contrib/virt-overlay.conf.pod
 
-for pod in "$cli" "$hook" "$conf"; do
+for pod in "$cli" "$hook" "$conf" "$srcdir/hook/virt-overlay-refill.pod" \
+           "$srcdir/cli/virt-overlay-admin.pod"; do
   "$PODCHECKER" -warnings -warnings "$pod" > "$T/check" 2>&1 && pass ||
     fail "podchecker $pod: $(cat "$T/check")"
   grep -q -e WARNING -e ERROR "$T/check" && fail "podchecker $pod: $(cat "$T/check")" || pass
@@ -61,6 +62,15 @@ items "$hook" > "$T/hook-items"
 while read -r op; do
   grep -q -x -F -- "$op" "$T/hook-items" && pass || fail "virt-overlay-hook.pod does not document '$op'"
 done < "$T/ops"
+
+# ---- virt-overlay-refill(8): every option the program takes ----
+sed -n 's/.*{ "\([a-z0-9-]*\)", required_argument.*/\1/p' "$srcdir/hook/virt-overlay-refill.c" \
+  > "$T/refill"
+[ "$(grep -c . "$T/refill")" -ge 5 ] && pass || fail "could not read the refill's options"
+while read -r o; do
+  grep -q -F -- "B<--$o>" "$srcdir/hook/virt-overlay-refill.pod" && pass ||
+    fail "virt-overlay-refill.pod does not document --$o"
+done < "$T/refill"
 
 # ---- the README points to the pages ----
 for page in "virt-overlay(1)" "virt-overlay-hook(8)" "virt-overlay.conf(5)"; do
