@@ -348,16 +348,14 @@ dom_facts (const struct ovl_config *cfg, const struct ovl_domain *dom,
   return 0;
 }
 
-/* The rule of a take, for an entry E whose file is still the one taken:
- * owed back to the migration's source unless the source let go of it.
- * 1 owed back, 0 not, -1 (error set). */
+/* The rule of a take, for an entry E of one (adopted_from set) whose
+ * file is still the one taken: owed back to the migration's source
+ * unless the source let go of it.  1 owed back, 0 not, -1 (error set). */
 static int
 owed_back_ours (const struct ovl_config *cfg, const struct ovl_ledger_entry *e)
 {
   int r;
 
-  if (!e->adopted_from[0])
-    return 0;
   if ((r = ovl_overlay_was_let_go (cfg, e->path, &e->id, e->adopted_from)) == -1)
     return -1;
   return r == 0;

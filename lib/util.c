@@ -227,12 +227,22 @@ ovl_fd_is_at (int fd, int dirfd, const char *name)
   return S_ISREG (a.st_mode) && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
+/* Open, for reading, the very inode the O_PATH descriptor PIN holds,
+ * whatever its name means by now: -1 with errno set. */
+static int
+reopen_pinned (int pin)
+{
+  char link[64];
+
+  snprintf (link, sizeof link, "/proc/self/fd/%d", pin);
+  return open (link, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+}
+
 int
 ovl_open_regular_at (int dirfd, const char *name, int *fdp)
 {
   CLEANUP_CLOSE int pin = openat (dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
   struct stat st;
-  char link[64];
   int fd;
 
   if (pin == -1)
@@ -241,9 +251,7 @@ ovl_open_regular_at (int dirfd, const char *name, int *fdp)
     return -1;
   if (!S_ISREG (st.st_mode))
     return 0;
-  /* The pinned inode itself, whatever the name means by now. */
-  snprintf (link, sizeof link, "/proc/self/fd/%d", pin);
-  if ((fd = open (link, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC)) == -1)
+  if ((fd = reopen_pinned (pin)) == -1)
     return errno == ENOENT ? 0 : -1;
   *fdp = fd;
   return 1;
@@ -271,12 +279,7 @@ ovl_file_id_at (int dirfd, const char *name, struct ovl_file_id *id, bool *is_re
       *is_reg = S_ISREG (stx.stx_mode);
     if (S_ISREG (stx.stx_mode)) {
       /* fgetxattr refuses an O_PATH descriptor; its /proc link does not. */
-      char link[64];
-      int rfd = fd;
-      if (*name) {
-        snprintf (link, sizeof link, "/proc/self/fd/%d", fd);
-        rfd = open (link, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-      }
+      int rfd = *name ? reopen_pinned (fd) : fd;
       if (rfd == -1 || read_token (rfd, id->token) == -1)
         r = -1;
       if (*name && rfd >= 0)
