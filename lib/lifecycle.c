@@ -103,7 +103,7 @@ decide_prepare (const struct ovl_dom_facts *dom, const struct ovl_disk_facts *k)
   case OVL_OURS:
     return act (OVL_ACT_RECREATE, false);
   case OVL_FOREIGN:
-    return refuse (OVL_WHY_FOREIGN);
+    return refuse (k->made_for_domain ? OVL_WHY_HELD_ELSEWHERE : OVL_WHY_FOREIGN);
   case OVL_ABSENT:
   default:
     /* An entry whose file is gone (a crash before publishing) goes. */
@@ -186,7 +186,7 @@ ovl_why_name (enum ovl_why w)
 {
   static const char *const n[] = {
     "-", "foreign", "restore-missing", "migration-missing", "not-made-for", "not-held",
-    "in-use",
+    "in-use", "held-elsewhere",
   };
   return (unsigned) w < sizeof n / sizeof n[0] ? n[w] : "?";
 }
@@ -284,6 +284,12 @@ say_refusal (struct ovl_outcome *o, const struct ovl_disk *k, enum ovl_why why)
     say (o, "disk %s: ephemeral overlay '%s' here is not one virt-overlay made for this "
          "domain (or its filesystem keeps no trusted attributes to tell); refusing to "
          "take it over", k->target, k->overlay);
+    break;
+  case OVL_WHY_HELD_ELSEWHERE:
+    say (o, "disk %s: ephemeral overlay '%s' was made for this domain, but under a token "
+         "this host's ledger does not know: another host took it over (a migration or a "
+         "restore there) and holds it; refusing to replace it (start the domain there, or "
+         "run 'virt-overlay gc' on the hosts it ran on)", k->target, k->overlay);
     break;
   case OVL_WHY_IN_USE:
     say (o, "disk %s: ephemeral overlay '%s' is in use by a QEMU (the domain runs on it, "
@@ -521,9 +527,9 @@ prepare_disk (struct prepare *p, const struct ovl_dom_facts *df, const struct ov
   struct ovl_disk_facts f;
   struct ovl_decision d;
   struct ovl_file_id found = { 0 };
-  /* Whether the file may be another host's to take over. */
-  bool incoming = (df->migration_pending || df->restore_pending || df->managed_save) &&
-    k->mode == OVL_MODE_EPHEMERAL;
+  /* Whether a file that is not ours was made for this domain: another
+   * host's to take over, or (a cold start) to be refused as such. */
+  bool incoming = k->mode == OVL_MODE_EPHEMERAL;
   int r;
 
   /* An entry of the other mode is not this disk's: one left from when

@@ -115,6 +115,8 @@ enum ovl_why {
   OVL_WHY_NOT_MADE_FOR,         /* an incoming ephemeral overlay is not provably ours */
   OVL_WHY_NOT_HELD,             /* ... nor held by the source's QEMU */
   OVL_WHY_IN_USE,               /* a QEMU runs on the overlay a restore needs */
+  OVL_WHY_HELD_ELSEWHERE,       /* a cold start finds one made for the domain
+                                 * under a token another host holds */
 };
 
 struct ovl_decision {

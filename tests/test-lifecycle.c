@@ -779,7 +779,7 @@ test_restore_elsewhere (void **state_)
   /* Saved again on B. */
   step (b, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
   /* A cold start on A: refused, nothing removed. */
-  step (cfg, OVL_OP_PREPARE, e, NULL, 1, 0, "not created by virt-overlay for this domain");
+  step (cfg, OVL_OP_PREPARE, e, NULL, 1, 0, "another host took it over");
   assert_int_equal (stat (overlay, &st), 0);
   assert_true (st.st_ino == st0.st_ino);
   token_of (overlay, now);
