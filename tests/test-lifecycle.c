@@ -717,6 +717,15 @@ test_saved_then_stopped (void **state_)
   ovl_domain_free (d);
 }
 
+/* A restore of D on host C: its "restore begin", then its prepare,
+ * which must exit WANT and say SAID (see step). */
+static void
+restore_on (const struct ovl_config *c, const struct ovl_domain *d, int want, const char *said)
+{
+  step (c, OVL_OP_RESTORE, d, NULL, 0, 0, NULL);
+  step (c, OVL_OP_PREPARE, d, NULL, want, 0, said);
+}
+
 /* A restore that fails (libvirt >= 10.5 says "failed") leaves the saved
  * state's overlay, and the ledger still says saved: the restore can be
  * tried again.  The stop after a restore that went through removes it. */
@@ -730,8 +739,7 @@ test_failed_restore (void **state_)
   step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
   assert_int_equal (stat (overlay, &st0), 0);
   step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
-  step (cfg, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
-  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
+  restore_on (cfg, e, 0, NULL);
   step (cfg, OVL_OP_RELEASE, e, "failed", 0, 0, NULL);
   assert_int_equal (stat (overlay, &st), 0);
   assert_true (st.st_ino == st0.st_ino);
@@ -740,8 +748,7 @@ test_failed_restore (void **state_)
   assert_int_equal (l->n, 1);
   ovl_ledger_free (l);
   /* Tried again, it goes through: the same file. */
-  step (cfg, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
-  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
+  restore_on (cfg, e, 0, NULL);
   assert_int_equal (stat (overlay, &st), 0);
   assert_true (st.st_ino == st0.st_ino);
   /* A cold boot that fails is no restore: its overlay goes. */
@@ -772,8 +779,7 @@ test_restore_elsewhere (void **state_)
   assert_int_equal (stat (overlay, &st0), 0);
   token_of (overlay, t1);
   step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
-  step (b, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
-  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, "taken over from the host its state was saved on");
+  restore_on (b, e, 0, "taken over from the host its state was saved on");
   token_of (overlay, t2);
   assert_string_not_equal (t1, t2);
   /* Saved again on B. */
@@ -785,8 +791,7 @@ test_restore_elsewhere (void **state_)
   token_of (overlay, now);
   assert_string_equal (now, t2);
   /* Restored on B again, and stopped: back to A. */
-  step (b, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
-  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
+  restore_on (b, e, 0, NULL);
   token_of (overlay, now);
   assert_string_equal (now, t2);
   /* No reason (libvirt before 10.5): whether the restored domain ran
@@ -802,8 +807,7 @@ test_restore_elsewhere (void **state_)
    * removes the overlay; A's cold start makes a fresh one. */
   step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
   step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
-  step (b, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
-  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, "taken over");
+  restore_on (b, e, 0, "taken over");
   step (b, OVL_OP_RELEASE, e, "destroyed", 0, 1, NULL);
   assert_false (exists (overlay));
   step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
@@ -830,19 +834,16 @@ test_restore_in_use (void **state_)
   token_of (overlay, t1);
   step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
   lock = qemu_lock (overlay);
-  step (b, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
-  step (b, OVL_OP_PREPARE, e, NULL, 1, 0, "is in use by a QEMU");
+  restore_on (b, e, 1, "is in use by a QEMU");
   close (lock);
   token_of (overlay, now);
   assert_string_equal (now, t1);
   step (b, OVL_OP_RELEASE, e, "failed", 0, 0, NULL);
-  step (b, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
-  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, "taken over");
+  restore_on (b, e, 0, "taken over");
   step (b, OVL_OP_RELEASE, e, "failed", 0, 0, "handed back");
   token_of (overlay, now);
   assert_string_equal (now, t1);
-  step (cfg, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
-  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, NULL);
+  restore_on (cfg, e, 0, NULL);
   assert_int_equal (stat (overlay, &st), 0);
   assert_true (st.st_ino == st0.st_ino);
   step (cfg, OVL_OP_RELEASE, e, "destroyed", 0, 1, NULL);
