@@ -409,6 +409,7 @@ gc_domain (struct gc_domain *g, int64_t deadline)
   l->restore_pending = false;
   l->migration_pending = 0;
   l->saved = false;             /* nothing here a saved state needs (keeps_state) */
+  l->restoring = false;
   if (ovl_ledger_save (l) == -1) {
     ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, ovl_error_msg ());
     return 0;

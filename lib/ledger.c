@@ -216,9 +216,10 @@ parse_v2_object (struct ovl_ledger *l, const struct ovl_json *root)
 {
   static const char *const known[] = {
     "virt-overlay-ledger", "domain", "restore-pending", "migration-pending", "saved",
-    "overlays",
+    "restoring", "overlays",
   };
   const struct ovl_json *sv = ovl_json_get (root, "saved");
+  const struct ovl_json *rs = ovl_json_get (root, "restoring");
   const struct ovl_json *mp = ovl_json_get (root, "migration-pending");
   const struct ovl_json *dom = ovl_json_get (root, "domain");
   const struct ovl_json *rp = ovl_json_get (root, "restore-pending");
@@ -233,8 +234,9 @@ parse_v2_object (struct ovl_ledger *l, const struct ovl_json *root)
     return -1;
   }
   if ((dom && dom->type != OVL_JSON_STRING) || (rp && rp->type != OVL_JSON_BOOL) ||
-      (sv && sv->type != OVL_JSON_BOOL) || !ov || ov->type != OVL_JSON_ARRAY) {
-    ovl_error ("ledger %s: corrupt: \"domain\", \"restore-pending\", \"saved\" or "
+      (sv && sv->type != OVL_JSON_BOOL) ||
+      (rs && rs->type != OVL_JSON_BOOL) || !ov || ov->type != OVL_JSON_ARRAY) {
+    ovl_error ("ledger %s: corrupt: \"domain\", \"restore-pending\", \"saved\", \"restoring\" or "
                "\"overlays\" of the wrong type", l->file);
     return -1;
   }
@@ -246,6 +248,7 @@ parse_v2_object (struct ovl_ledger *l, const struct ovl_json *root)
     return -1;
   l->restore_pending = rp && rp->u.b;
   l->saved = sv && sv->u.b;
+  l->restoring = rs && rs->u.b;
   if (mp && (ovl_json_get_int (root, "migration-pending", &l->migration_pending) == -1 ||
              l->migration_pending <= 0)) {
     ovl_error ("ledger %s: corrupt: bad \"migration-pending\"", l->file);
@@ -490,6 +493,7 @@ ovl_ledger_same (const struct ovl_ledger *a, const struct ovl_ledger *b)
 
   if (a->n != b->n || a->restore_pending != b->restore_pending ||
       a->migration_pending != b->migration_pending || a->saved != b->saved ||
+      a->restoring != b->restoring ||
       (!a->domain) != (!b->domain) || (a->domain && strcmp (a->domain, b->domain) != 0))
     return false;
   for (i = 0; i < a->n; i++) {
@@ -505,7 +509,8 @@ ovl_ledger_same (const struct ovl_ledger *a, const struct ovl_ledger *b)
 bool
 ovl_ledger_is_empty (const struct ovl_ledger *l)
 {
-  return l->n == 0 && !l->restore_pending && !l->migration_pending && !l->saved;
+  return l->n == 0 && !l->restore_pending && !l->migration_pending && !l->saved &&
+    !l->restoring;
 }
 
 static int
@@ -536,6 +541,8 @@ format_v2 (const struct ovl_ledger *l, struct ovl_buf *b)
       ovl_buf_printf (b, ",\"migration-pending\":%lld", (long long) l->migration_pending) == -1)
     return -1;
   if (l->saved && ovl_buf_printf (b, ",\"saved\":true") == -1)
+    return -1;
+  if (l->restoring && ovl_buf_printf (b, ",\"restoring\":true") == -1)
     return -1;
   if (ovl_buf_printf (b, ",\"overlays\":[") == -1)
     return -1;

@@ -14,13 +14,13 @@
  * per-entry key can be added later without a format break):
  *
  *   {"virt-overlay-ledger":2,"domain":"NAME","restore-pending":false,
- *    "migration-pending":UNIX-SECONDS,"saved":true,
+ *    "migration-pending":UNIX-SECONDS,"saved":true,"restoring":true,
  *    "overlays":[{"path":"/abs","dev":N,"ino":N,"btime":[SEC,NSEC],
  *                 "token":"32 lowercase hex digits",
  *                 "mode":"persistent","from-pool":true,
  *                 "adopted-from":"32 lowercase hex digits","restored":true}]}
  *
- * "domain", "migration-pending", "saved" and each "token" are left out
+ * "domain", "migration-pending", "saved", "restoring" and each "token" are left out
  * when unknown or unset; "mode" is left out for an ephemeral overlay and
  * "from-pool" when false, "adopted-from" (the token an overlay an
  * incoming migration brought had on the source, before this host took
@@ -63,6 +63,10 @@ struct ovl_ledger {
                                  * migrate begin came, or 0 */
   bool saved;                   /* it stopped to be saved to a file ("virsh
                                  * save"): its overlays wait for the restore */
+  bool restoring;               /* a restore of a state saved here is under way:
+                                 * its prepare ran, its release has not come
+                                 * (a release "failed" keeps the overlays; gc
+                                 * does not read it) */
   struct ovl_ledger_entry *entries;
   size_t n, entries_cap;
 };

@@ -345,10 +345,10 @@ dom_facts (const struct ovl_config *cfg, const struct ovl_domain *dom,
   f->managed_save = ms == 1;
   f->restore_pending = l && l->restore_pending;
   f->migration_pending = l && ovl_migration_mark_fresh (l->migration_pending);
-  /* Saved, or a restore failed (libvirt says "failed"): the state saved
-   * still needs what it needed. */
+  /* Saved, or a restore of a state saved here failed (libvirt says
+   * "failed"): the state still needs what it needed. */
   f->saved = reason && (strcmp (reason, "saved") == 0 ||
-                        (strcmp (reason, "failed") == 0 && l && l->saved));
+                        (strcmp (reason, "failed") == 0 && l && l->restoring));
   f->migrated = reason && strcmp (reason, "migrated") == 0;
   f->ran = reason && strcmp (reason, "failed") != 0;
   return 0;
@@ -688,17 +688,22 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
   for (i = 0; i < p->dom->ndisks; i++)
     if (prepare_disk (p, df, &p->dom->disks[i]) == -1)
       bad = 1;
-  if (!bad && p->nadopt && adopt_all (p) == -1)
-    bad = 1;
   if (p->ledger) {
     /* This prepare is what the marks were for, whatever comes of it;
-     * a saved state stays saved until the restored domain stops (a
-     * restore that fails leaves it, see dom_facts). */
+     * cleared before the write-ahead save of a take, so that a crash
+     * after it leaves none behind.  A restore of a state saved here
+     * that fails keeps its overlays: its release knows it by
+     * "restoring", which gc does not read (after a crash, the restored
+     * domain may have run on). */
+    bool restoring = !df->migration_pending && (df->restore_pending || df->managed_save);
+
+    p->ledger->restoring = restoring && p->ledger->saved;
     p->ledger->restore_pending = false;
     p->ledger->migration_pending = 0;
-    if (!df->restore_pending && !df->managed_save)
-      p->ledger->saved = false;
+    p->ledger->saved = false;
   }
+  if (!bad && p->nadopt && adopt_all (p) == -1)
+    bad = 1;
   if (bad && p->n)
     report_other_problems (p);
   if (!bad && p->n) {
@@ -747,6 +752,7 @@ run_release (const struct ovl_config *cfg, struct ovl_ledger *l, const char *uui
 
   l->restore_pending = false;
   l->migration_pending = 0;
+  l->restoring = false;
   for (i = l->n; i-- > 0; ) {
     struct ovl_ledger_entry *e = &l->entries[i];
     struct ovl_disk_facts f;

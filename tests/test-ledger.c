@@ -48,6 +48,10 @@ dump (const struct ovl_ledger *l)
   if (l->migration_pending)
     assert_int_equal (ovl_buf_printf (&b, "migration-pending %lld\n",
                                       l->migration_pending), 0);
+  if (l->saved)
+    assert_int_equal (ovl_buf_printf (&b, "saved\n"), 0);
+  if (l->restoring)
+    assert_int_equal (ovl_buf_printf (&b, "restoring\n"), 0);
   for (i = 0; i < l->n; i++) {
     const struct ovl_ledger_entry *e = &l->entries[i];
     assert_int_equal (ovl_buf_printf (&b, "overlay dev=%llu ino=%llu btime=%lld.%09u token='%s' path=",

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "domxml.h"
 #include "error.h"
+#include "gc.h"
 #include "ledger.h"
 #include "lifecycle.h"
 #include "overlay.h"
@@ -393,25 +394,65 @@ test_foreign_file (void **state_)
   ovl_domain_free (d);
 }
 
-/* Host B: its own ledger (state directory), the same storage. */
+/* Host NAME: its own ledger (state directory), the same storage. */
+static struct ovl_config *
+config_host (const char *name)
+{
+  char *text, *st;
+  struct ovl_config *c;
+
+  if (asprintf (&st, "%s/state-%s", dir, name) == -1)
+    abort ();
+  mkdir (st, 0700);
+  if (asprintf (&text, "qsd_socket = %s\nqsd_spawn = off\noverlay_dirs = %s\nbase_dirs = %s\n"
+                "state_dir = %s\nmanaged_save_dir = %s\npool_size = 0\n",
+                qsd.sock, img, img, st, dir) == -1)
+    abort ();
+  c = ovl_config_parse (name, text, strlen (text));
+  free (text);
+  free (st);
+  assert_non_null (c);
+  return c;
+}
+
 static struct ovl_config *
 config_b (void)
 {
-  char *text, *state_b;
-  struct ovl_config *c;
+  return config_host ("b");
+}
 
-  if (asprintf (&state_b, "%s/state-b", dir) == -1)
-    abort ();
-  mkdir (state_b, 0700);
-  if (asprintf (&text, "qsd_socket = %s\nqsd_spawn = off\noverlay_dirs = %s\nbase_dirs = %s\n"
-                "state_dir = %s\nmanaged_save_dir = %s\npool_size = 0\n",
-                qsd.sock, img, img, state_b, dir) == -1)
-    abort ();
-  c = ovl_config_parse ("test-b", text, strlen (text));
-  free (text);
-  free (state_b);
-  assert_non_null (c);
-  return c;
+/* Clean storage and ledgers, on every host. */
+static void
+fresh (void)
+{
+  unlink (overlay);
+  T_RUN ("rm -rf '%s/domains' '%s/state-b' '%s/state-c'", state, dir, dir);
+}
+
+static int
+gc_unknown (void *opaque, const char *uuid)
+{
+  return 0;
+}
+
+static int
+gc_unused (void *opaque, const char *path, const char **who)
+{
+  return 0;
+}
+
+static void
+gc_say (void *opaque, enum ovl_gc_action a, const char *kind, const char *path, const char *why)
+{
+}
+
+/* gc on host C, libvirt there knowing no domain. */
+static void
+gc_on (const struct ovl_config *c)
+{
+  const struct ovl_gc_ops gc_ops = { gc_unknown, gc_unused, gc_say, NULL };
+
+  assert_int_equal (ovl_gc (c, &gc_ops, false, ovl_now_ms () + 20000), 0);
 }
 
 static int
@@ -852,6 +893,110 @@ test_restore_in_use (void **state_)
   ovl_config_free (b);
 }
 
+/* A "restore begin" on B that never reached its prepare, on a host
+ * that once saved the domain: a live migration A -> B that then fails
+ * after B's prepare is no restore, and B gives the file back to A,
+ * whose domain runs on. */
+static void
+test_restore_mark_then_migration (void **state_)
+{
+  struct ovl_config *b;
+  struct ovl_domain *e = domain ("ephemeral");
+  char ta[33], now[33];
+  int lock;
+
+  fresh ();
+  b = config_b ();
+  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  step (b, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  restore_on (cfg, e, 0, "taken over");
+  token_of (overlay, ta);
+  lock = qemu_lock (overlay);   /* A's QEMU */
+  step (b, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);        /* and no prepare */
+  step (b, OVL_OP_MIGRATE, e, NULL, 0, 0, NULL);
+  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, "taken over from the migration's source");
+  step (b, OVL_OP_RELEASE, e, "failed", 0, 0, "handed back");
+  token_of (overlay, now);
+  assert_string_equal (now, ta);
+  close (lock);
+  step (cfg, OVL_OP_RELEASE, e, "destroyed", 0, 1, NULL);
+  ovl_domain_free (e);
+  ovl_config_free (b);
+}
+
+/* A state saved and restored on a host that then crashes while the
+ * restored domain runs (no release): gc there removes the overlay of
+ * the domain libvirt no longer knows, as after any crash. */
+static void
+test_restore_then_crash (void **state_)
+{
+  struct ovl_domain *e = domain ("ephemeral");
+
+  fresh ();
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  restore_on (cfg, e, 0, NULL);
+  gc_on (cfg);
+  assert_false (exists (overlay));
+  ovl_domain_free (e);
+}
+
+/* B saves; C's restore takes the file over and C crashes (its restore
+ * never ran); B's own state, restored on B, takes it back and fails.
+ * B keeps it for its saved state: gc on C does not remove it, and B's
+ * state is restored on it. */
+static void
+test_failed_restore_after_crashed_taker (void **state_)
+{
+  struct ovl_config *b, *c;
+  struct ovl_domain *e = domain ("ephemeral");
+  struct stat st0, st;
+
+  fresh ();
+  b = config_b ();
+  c = config_host ("c");
+  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  assert_int_equal (stat (overlay, &st0), 0);
+  step (b, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  restore_on (c, e, 0, "taken over");
+  restore_on (b, e, 0, "taken over");
+  step (b, OVL_OP_RELEASE, e, "failed", 0, 0, NULL);
+  gc_on (c);
+  assert_int_equal (stat (overlay, &st), 0);
+  assert_true (st.st_ino == st0.st_ino);
+  restore_on (b, e, 0, NULL);
+  assert_int_equal (stat (overlay, &st), 0);
+  assert_true (st.st_ino == st0.st_ino);
+  step (b, OVL_OP_RELEASE, e, "destroyed", 0, 1, NULL);
+  ovl_domain_free (e);
+  ovl_config_free (b);
+  ovl_config_free (c);
+}
+
+/* A saves; B restores it and saves again; A restores B's state and
+ * stops: the overlay goes (B's state is consumed), gc on B drops what
+ * B recorded, and a cold start on A works. */
+static void
+test_restore_back (void **state_)
+{
+  struct ovl_config *b;
+  struct ovl_domain *e = domain ("ephemeral");
+
+  fresh ();
+  b = config_b ();
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  restore_on (b, e, 0, "taken over");
+  step (b, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  restore_on (cfg, e, 0, "taken over");
+  step (cfg, OVL_OP_RELEASE, e, "destroyed", 0, 1, NULL);
+  gc_on (b);
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  step (cfg, OVL_OP_RELEASE, e, "destroyed", 0, 1, NULL);
+  ovl_domain_free (e);
+  ovl_config_free (b);
+}
+
 int
 main (void)
 {
@@ -872,6 +1017,10 @@ main (void)
     cmocka_unit_test (test_failed_restore),
     cmocka_unit_test (test_restore_elsewhere),
     cmocka_unit_test (test_restore_in_use),
+    cmocka_unit_test (test_restore_mark_then_migration),
+    cmocka_unit_test (test_restore_then_crash),
+    cmocka_unit_test (test_failed_restore_after_crashed_taker),
+    cmocka_unit_test (test_restore_back),
   };
   int r;
 
