@@ -853,18 +853,6 @@ test_pool (enum t_fault kind)
 
 static const struct ovl_config *gc_cfg;
 
-static int
-gc_unknown (void *opaque, const char *uuid)
-{
-  return 0;
-}
-
-static int
-gc_unused (void *opaque, const char *path, const char **who)
-{
-  return 0;
-}
-
 /* The first thing left becomes the error: with nothing failed, gc
  * leaves nothing here but the persistent overlay. */
 static void
@@ -886,7 +874,7 @@ static int
 gc_once (void)
 {
   bool left = false;
-  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note, &left };
+  const struct ovl_gc_ops ops = { t_gc_unknown, t_gc_unused, gc_note, &left };
 
   if (ovl_gc (gc_cfg, &ops, false, ovl_now_ms () + 20000) == -1)
     return -1;
@@ -994,7 +982,7 @@ test_gc_adopted (void **state_)
   CLEANUP_FREE char *vda = in_img ("vda.qcow2");
   char now[OVL_TOKEN_LEN + 1];
   int handed = 0;
-  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note_handed, &handed };
+  const struct ovl_gc_ops ops = { t_gc_unknown, t_gc_unused, gc_note_handed, &handed };
   struct ovl_outcome o;
 
   two_hosts ();
@@ -1050,7 +1038,7 @@ static struct gc_notes
 gc_on (const struct ovl_config *c, bool dry_run)
 {
   struct gc_notes n = { 0, 0 };
-  const struct ovl_gc_ops ops = { gc_unknown, gc_unused, gc_note_taken, &n };
+  const struct ovl_gc_ops ops = { t_gc_unknown, t_gc_unused, gc_note_taken, &n };
 
   assert_int_equal (ovl_gc (c, &ops, dry_run, ovl_now_ms () + 20000), 0);
   return n;

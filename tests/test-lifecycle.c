@@ -429,18 +429,6 @@ fresh (void)
   T_RUN ("rm -rf '%s/domains' '%s/state-b' '%s/state-c'", state, dir, dir);
 }
 
-static int
-gc_unknown (void *opaque, const char *uuid)
-{
-  return 0;
-}
-
-static int
-gc_unused (void *opaque, const char *path, const char **who)
-{
-  return 0;
-}
-
 static void
 gc_say (void *opaque, enum ovl_gc_action a, const char *kind, const char *path, const char *why)
 {
@@ -450,7 +438,7 @@ gc_say (void *opaque, enum ovl_gc_action a, const char *kind, const char *path, 
 static void
 gc_on (const struct ovl_config *c)
 {
-  const struct ovl_gc_ops gc_ops = { gc_unknown, gc_unused, gc_say, NULL };
+  const struct ovl_gc_ops gc_ops = { t_gc_unknown, t_gc_unused, gc_say, NULL };
 
   assert_int_equal (ovl_gc (c, &gc_ops, false, ovl_now_ms () + 20000), 0);
 }

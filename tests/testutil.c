@@ -139,6 +139,18 @@ t_rmtree (const char *dir)
     nftw (dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
+int
+t_gc_unknown (void *opaque, const char *uuid)
+{
+  return 0;
+}
+
+int
+t_gc_unused (void *opaque, const char *path, const char **who)
+{
+  return 0;
+}
+
 bool
 t_pid_alive (pid_t pid)
 {

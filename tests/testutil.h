@@ -37,6 +37,11 @@ struct t_qsd {
   int status;                   /* its wait status, once reaped */
   bool reaped;
 };
+/* gc's questions to libvirt (struct ovl_gc_ops), answered as by a
+ * libvirt that knows no domain. */
+int t_gc_unknown (void *opaque, const char *uuid);
+int t_gc_unused (void *opaque, const char *path, const char **who);
+
 /* Alive and not a zombie. */
 bool t_pid_alive (pid_t pid);
 int t_qsd_start (struct t_qsd *q, const char *dir);
