@@ -36,6 +36,7 @@ struct work {
   unsigned long seq;
   uint64_t create_id, dismiss_id;
   bool job_created, renamed;
+  bool settled;                 /* no job of ours can open fdpath any more */
   bool pooled;                  /* claimed from the supplier: no qsd work */
   void *claim;                  /* the supplier's handle */
   unsigned daemon;              /* which qsd makes it */
@@ -785,6 +786,7 @@ finish_batch (struct ovl_qmp *q, struct work *w, size_t n, unsigned d,
     if (!ev)
       return -1;
     ovl_json_free (ev);
+    w[i].settled = true;        /* the job closed the file before it concluded */
   }
 
   if (!(jobs_id = ovl_qmp_send (q, "query-jobs", NULL)))
@@ -879,6 +881,64 @@ name_jobs (const struct ovl_config *cfg, struct caller_lock *lock, struct work *
   return 0;
 }
 
+/* After an exchange with daemon D that broke off: a blockdev-create qsd
+ * got, or gets yet (it reads what was sent before it sees the end of
+ * the connection), opens /proc/OURPID/fd/N whenever its job starts, and
+ * a number closed meanwhile may name another of our files by then - a
+ * base, which qsd would truncate and format.  So ask qsd afresh (it
+ * serves one client at a time: once a new connection is answered, the
+ * old one is done with, each command on it run or dropped) until each
+ * such job has concluded (then it is dismissed) or does not exist.
+ * What is not settled so, free_work leaves open.  The error is kept. */
+static void
+settle_jobs (const struct ovl_config *cfg, struct work *w, size_t n, unsigned d,
+             int64_t deadline)
+{
+  CLEANUP_FREE char *error = strdup (ovl_error_msg ());
+  struct ovl_qmp *q = NULL;
+  size_t i, left = 0;
+  long pause_ms = 1;
+
+  for (i = 0; i < n; i++)
+    if (MINE (w[i], d) && w[i].create_id && !w[i].settled)
+      left++;
+  if (left && (q = ovl_qsd_connect (cfg, d, deadline)))
+    for (;;) {
+      CLEANUP_JSON struct ovl_json *jobs = ovl_qmp_command (q, "query-jobs", NULL, deadline);
+      struct timespec ts;
+
+      if (!jobs)
+        break;
+      for (i = 0; i < n; i++) {
+        const struct ovl_json *job;
+        const char *status;
+
+        if (!MINE (w[i], d) || !w[i].create_id || w[i].settled)
+          continue;
+        job = find_job (jobs, w[i].id);
+        status = job ? ovl_json_get_string (job, "status") : NULL;
+        if (job && (!status || strcmp (status, "concluded") != 0))
+          continue;
+        if (job) {
+          uint64_t id = send_dismiss (q, w[i].id);
+          if (id)
+            ovl_json_free (ovl_qmp_wait (q, id, deadline));
+        }
+        w[i].settled = true;
+        left--;
+      }
+      if (!left || ovl_ms_left (deadline) == 0)
+        break;
+      ts.tv_sec = 0;
+      ts.tv_nsec = pause_ms * 1000000L;
+      nanosleep (&ts, NULL);    /* waiting for qsd's job */
+      if (pause_ms < 16)
+        pause_ms *= 2;
+    }
+  ovl_qmp_close (q);
+  ovl_error ("%s", error ? error : "out of memory");
+}
+
 /* Spread the batch over the daemons (a single overlay goes to the
  * caller's pid modulo their number, so that concurrent callers spread
  * too), start every daemon on its share, then collect each.  They work
@@ -921,6 +981,7 @@ make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t dead
   /* Collect every daemon that got work, even after a failure elsewhere:
    * its jobs are dismissed that way. */
   for (d = 0; d < nd; d++) {
+    r = -1;
     if (sent[d]) {
       r = finish_batch (q[d], w, n, d, &lock, deadline);
       if (r == -1 && !first_error)
@@ -929,6 +990,12 @@ make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t dead
         ret = r;
     }
     ovl_qmp_close (q[d]);
+    /* An exchange that ran to its end settled every job it started. */
+    for (i = 0; i < n && r != -1; i++)
+      if (MINE (w[i], d))
+        w[i].settled = true;
+    if (r == -1)
+      settle_jobs (cfg, w, n, d, deadline);
   }
   caller_lock_release (&lock);
   if (ret == -1 && first_error)
@@ -1073,7 +1140,10 @@ free_work (struct work *w, size_t n, const struct ovl_supplier *sup)
   for (i = 0; i < n; i++) {
     if (w[i].dirfd >= 0)
       close (w[i].dirfd);
-    if (w[i].tmpfd >= 0)
+    /* A job that may still open it by its number (see settle_jobs): the
+     * descriptor stays open, so that the number names no other file, as
+     * long as this process lives. */
+    if (w[i].tmpfd >= 0 && (!w[i].create_id || w[i].settled))
       close (w[i].tmpfd);
     if (w[i].claim)
       sup->unclaim (sup->opaque, w[i].claim);

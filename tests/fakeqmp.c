@@ -167,11 +167,25 @@ write_all (int fd, const char *p, size_t len, bool split)
   }
 }
 
+/* The next client, within 10 s (a test that never connects fails
+ * rather than hangs): its descriptor, or -1 (errno set). */
+static int
+accept_client (struct fake_qmp *f)
+{
+  struct pollfd pfd = { .fd = f->listen_fd, .events = POLLIN };
+
+  if (poll (&pfd, 1, 10000) != 1) {
+    errno = ETIMEDOUT;
+    return -1;
+  }
+  return accept (f->listen_fd, NULL, NULL);
+}
+
 static void *
 fake_thread (void *arg)
 {
   struct fake_qmp *f = arg;
-  int fd = accept (f->listen_fd, NULL, NULL);
+  int fd = accept_client (f);
   size_t i;
   char *extra;
 
@@ -217,15 +231,16 @@ fake_thread (void *arg)
       free (line);
       goto out;
     case FAKE_DROP:
+    case FAKE_NEXT:
       /* Wait for the client's first bytes, then close without reading
        * them (the client gets a reset), and serve the next client. */
-      {
+      if (s->action == FAKE_DROP) {
         struct pollfd pfd = { .fd = fd, .events = POLLIN };
         poll (&pfd, 1, 2000);
       }
       close (fd);
       f->inlen = 0;
-      if ((fd = accept (f->listen_fd, NULL, NULL)) == -1) {
+      if ((fd = accept_client (f)) == -1) {
         fake_fail (f, "accept: %s", strerror (errno));
         free (line);
         return NULL;

@@ -18,6 +18,7 @@ enum fake_action {
   FAKE_STALL,                   /* send nothing more; wait for the client to leave */
   FAKE_CLOSE,                   /* close the connection */
   FAKE_DROP,                    /* close it unread, then serve the next client */
+  FAKE_NEXT,                    /* close it at once, then serve the next client */
 };
 
 struct fake_step {

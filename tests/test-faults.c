@@ -147,21 +147,6 @@ struct fault_case {
   void (*after) (int rc, bool failed);
 };
 
-/* How many descriptors are open. */
-static int
-open_fds (void)
-{
-  DIR *d = opendir ("/proc/self/fd");
-  struct dirent *e;
-  int n = 0;
-
-  assert_non_null (d);
-  while ((e = readdir (d)))
-    n += e->d_name[0] != '.';
-  closedir (d);
-  return n - 1;
-}
-
 int main (void);
 static enum t_fault fault_kind;  /* of the sweep under way */
 
@@ -194,7 +179,7 @@ sweep (const struct fault_case *c)
   assert_true (total > 0);
 
   for (n = 0; n < total; n++) {
-    int fds = open_fds ();
+    int fds = t_open_fds ();
 
     const char *fn;
 
@@ -204,9 +189,9 @@ sweep (const struct fault_case *c)
     t_fault_disarm ();
     fn = t_fault_failed () ? t_fault_failed () : "nothing";
     runs++;
-    if (open_fds () != fds)
+    if (t_open_fds () != fds)
       fail_msg ("%s: %s #%ld failed: %d descriptors open before, %d after (%s)",
-                c->name, fn, n, fds, open_fds (), rc ? ovl_error_msg () : "success");
+                c->name, fn, n, fds, t_open_fds (), rc ? ovl_error_msg () : "success");
     if (rc != 0) {
       const char *msg = ovl_error_msg ();
       errors++;

@@ -12,7 +12,12 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "config.h"
 #include "error.h"
+#include "overlay.h"
 #include "qmp.h"
 #include "util.h"
 #include "fakeqmp.h"
@@ -573,6 +578,83 @@ test_quit (void **state)
   assert_false (t_pid_alive (qsd.pid));
 }
 
+/* A creation whose connection breaks after its blockdev-create went
+ * out: qsd may still run the job, which opens /proc/OURPID/fd/N, and N
+ * must not name another file by then (a base, which qsd would format).
+ * The caller asks qsd afresh, on a new connection, whether the job is
+ * still to come; only then is N closed.  When it cannot tell (the new
+ * connection breaks too), N stays open, naming the unlinked temporary
+ * file and nothing else. */
+static void
+broken_create (bool can_tell)
+{
+  static const struct fake_step told[] = {
+    GREET, CAPS, { "blockdev-create", FAKE_NEXT, NULL },
+    GREET, CAPS, { "query-jobs", FAKE_SEND, "{\"return\": [], \"id\": $ID}\r\n" },
+  };
+  static const struct fake_step not_told[] = {
+    GREET, CAPS, { "blockdev-create", FAKE_NEXT, NULL },
+    { NULL, FAKE_CLOSE, NULL },
+  };
+  struct fake_qmp *f = can_tell ? fake_qmp_start (dir, told, 6) : fake_qmp_start (dir, not_told, 4);
+  char *img, *base, *text, *ov;
+  struct ovl_config *cfg;
+  struct ovl_request r = { 0 };
+  struct ovl_result res = { 0 };
+  int fd, before, after, i;
+  struct stat st;
+
+  assert_true (asprintf (&img, "%s/img-%d", dir, can_tell) > 0);
+  assert_true (asprintf (&base, "%s/base.raw", img) > 0);
+  assert_true (asprintf (&ov, "%s/ov.qcow2", img) > 0);
+  assert_int_equal (mkdir (img, 0755), 0);
+  fd = open (base, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  assert_true (fd >= 0);
+  assert_int_equal (ftruncate (fd, 1 << 20), 0);
+  close (fd);
+  assert_true (asprintf (&text, "qsd_socket = %s\nqsd_spawn = off\noverlay_dirs = %s\n"
+                         "base_dirs = %s\nstate_dir = %s\ntimeout_ms = 5000\n",
+                         fake_qmp_socket (f), img, img, dir) > 0);
+  cfg = ovl_config_parse ("broken", text, strlen (text));
+  assert_non_null (cfg);
+  ovl_request_defaults (&r, cfg);
+  r.base = base;
+  r.base_format = OVL_FMT_RAW;
+  r.overlay = ov;
+
+  before = t_open_fds ();
+  assert_int_equal (ovl_overlay_create (cfg, &r, &res, 1, ovl_now_ms () + 5000, NULL), -1);
+  after = t_open_fds ();
+  /* It failed at the broken connection, not before (else the fake server waits for ever). */
+  if (!strstr (ovl_error_msg (), "qemu-storage-daemon") && !strstr (ovl_error_msg (), "QMP"))
+    fail_msg ("failed before qsd: %s", ovl_error_msg ());
+  ovl_result_clear (&res);
+  finish (f);
+  assert_int_equal (after, before + (can_tell ? 0 : 1));
+  /* The one left open is the temporary file, unlinked. */
+  for (i = 3; !can_tell && i < 1024; i++)
+    if (fstat (i, &st) == 0 && S_ISREG (st.st_mode) && st.st_nlink == 0) {
+      close (i);
+      break;
+    }
+  assert_true (can_tell || i < 1024);
+  assert_false (access (ov, F_OK) == 0);
+  ovl_config_free (cfg);
+  free (img); free (base); free (text); free (ov);
+}
+
+static void
+test_broken_create_settles (void **state)
+{
+  broken_create (true);
+}
+
+static void
+test_broken_create_unsettled (void **state)
+{
+  broken_create (false);
+}
+
 int
 main (void)
 {
@@ -592,6 +674,8 @@ main (void)
     cmocka_unit_test (test_no_server),
     cmocka_unit_test (test_fake_catches_unexpected),
     cmocka_unit_test (test_fake_compares_arguments),
+    cmocka_unit_test (test_broken_create_settles),
+    cmocka_unit_test (test_broken_create_unsettled),
   };
   const struct CMUnitTest real[] = {
     cmocka_unit_test (test_version_and_jobs),

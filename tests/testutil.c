@@ -1,6 +1,7 @@
 /* Test helpers; see testutil.h. */
 #include <config.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -137,6 +138,21 @@ t_rmtree (const char *dir)
 {
   if (dir)
     nftw (dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+int
+t_open_fds (void)
+{
+  DIR *d = opendir ("/proc/self/fd");
+  struct dirent *e;
+  int n = 0;
+
+  if (!d)
+    abort ();
+  while ((e = readdir (d)))
+    n += e->d_name[0] != '.';
+  closedir (d);
+  return n - 1;                 /* opendir's own */
 }
 
 int

@@ -37,6 +37,9 @@ struct t_qsd {
   int status;                   /* its wait status, once reaped */
   bool reaped;
 };
+/* How many descriptors this process has open. */
+int t_open_fds (void);
+
 /* gc's questions to libvirt (struct ovl_gc_ops), answered as by a
  * libvirt that knows no domain. */
 int t_gc_unknown (void *opaque, const char *uuid);
