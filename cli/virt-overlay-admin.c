@@ -882,7 +882,7 @@ cmd_reset (int argc, char **argv)
              prog, name);
     goto out;
   }
-  if (l->saved || l->restore_pending) {
+  if (l->saved || ovl_migration_mark_fresh (l->restore_pending)) {
     fprintf (stderr, "%s: domain %s was saved to a file, whose state runs on these overlays: "
              "restore it, or start it afresh, first\n", prog, name);
     goto out;

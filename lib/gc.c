@@ -156,7 +156,7 @@ keeps_state (const struct gc_domain *g, const struct ovl_ledger *l)
   if (l->saved && holds_an_overlay (g, l))
     return "its domain stopped to be saved to a file (virsh save): the restore needs its "
       "overlays";
-  if (l->restore_pending)
+  if (ovl_migration_mark_fresh (l->restore_pending))
     return "a restore of its domain is under way";
   if (l->domain && (r = ovl_managed_save_exists (g->cfg, l->domain)) != 0)
     return r == 1 ? "a managed-save image of its domain exists" : ovl_error_msg ();
@@ -215,7 +215,7 @@ taken_elsewhere (struct gc_domain *g, const struct ovl_ledger_entry *e, bool dry
     ops->say (ops->opaque, OVL_GC_LEFT, "overlay", e->path, TAKEN_DRY);
     return 2;
   }
-  switch (ovl_lifecycle_let_go_taken (g->cfg, e, g->uuid, &now)) {
+  switch (ovl_lifecycle_let_go_taken (g->cfg, e, g->uuid, &now, false)) {
   case -1:
     return -1;
   case 0:
@@ -406,10 +406,10 @@ gc_domain (struct gc_domain *g, int64_t deadline)
     else
       ovl_ledger_remove (l, e);
   }
-  l->restore_pending = false;
+  l->restore_pending = 0;
   l->migration_pending = 0;
   l->saved = false;             /* nothing here a saved state needs (keeps_state) */
-  l->restoring = false;
+  l->restoring[0] = '\0';
   if (ovl_ledger_save (l) == -1) {
     ops->say (ops->opaque, OVL_GC_LEFT, "ledger", g->file, ovl_error_msg ());
     return 0;

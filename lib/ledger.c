@@ -233,9 +233,11 @@ parse_v2_object (struct ovl_ledger *l, const struct ovl_json *root)
     ovl_error ("ledger %s: corrupt: not a version 2 ledger", l->file);
     return -1;
   }
-  if ((dom && dom->type != OVL_JSON_STRING) || (rp && rp->type != OVL_JSON_BOOL) ||
+  if ((dom && dom->type != OVL_JSON_STRING) ||
+      (rp && rp->type != OVL_JSON_BOOL && rp->type != OVL_JSON_INT) ||
       (sv && sv->type != OVL_JSON_BOOL) ||
-      (rs && rs->type != OVL_JSON_BOOL) || !ov || ov->type != OVL_JSON_ARRAY) {
+      (rs && (rs->type != OVL_JSON_STRING || !ovl_boot_id_valid (rs->u.s))) ||
+      !ov || ov->type != OVL_JSON_ARRAY) {
     ovl_error ("ledger %s: corrupt: \"domain\", \"restore-pending\", \"saved\", \"restoring\" or "
                "\"overlays\" of the wrong type", l->file);
     return -1;
@@ -246,9 +248,17 @@ parse_v2_object (struct ovl_ledger *l, const struct ovl_json *root)
   }
   if (dom && !(l->domain = ovl_strdup (dom->u.s)))
     return -1;
-  l->restore_pending = rp && rp->u.b;
+  /* Once a flag: true says it came, not when (a mark long past). */
+  if (rp && rp->type == OVL_JSON_BOOL)
+    l->restore_pending = rp->u.b ? 1 : 0;
+  else if (rp && (ovl_json_get_int (root, "restore-pending", &l->restore_pending) == -1 ||
+                  l->restore_pending < 0)) {
+    ovl_error ("ledger %s: corrupt: bad \"restore-pending\"", l->file);
+    return -1;
+  }
   l->saved = sv && sv->u.b;
-  l->restoring = rs && rs->u.b;
+  if (rs)
+    strcpy (l->restoring, rs->u.s);
   if (mp && (ovl_json_get_int (root, "migration-pending", &l->migration_pending) == -1 ||
              l->migration_pending <= 0)) {
     ovl_error ("ledger %s: corrupt: bad \"migration-pending\"", l->file);
@@ -332,7 +342,7 @@ static int
 parse_v1_line (struct ovl_ledger *l, char *line)
 {
   if (strcmp (line, "restore-pending") == 0 && !l->restore_pending) {
-    l->restore_pending = true;
+    l->restore_pending = 1;     /* it came, not said when */
     return 0;
   }
   if (strncmp (line, "domain ", 7) == 0 && !l->domain)
@@ -493,7 +503,7 @@ ovl_ledger_same (const struct ovl_ledger *a, const struct ovl_ledger *b)
 
   if (a->n != b->n || a->restore_pending != b->restore_pending ||
       a->migration_pending != b->migration_pending || a->saved != b->saved ||
-      a->restoring != b->restoring ||
+      strcmp (a->restoring, b->restoring) != 0 ||
       (!a->domain) != (!b->domain) || (a->domain && strcmp (a->domain, b->domain) != 0))
     return false;
   for (i = 0; i < a->n; i++) {
@@ -510,7 +520,7 @@ bool
 ovl_ledger_is_empty (const struct ovl_ledger *l)
 {
   return l->n == 0 && !l->restore_pending && !l->migration_pending && !l->saved &&
-    !l->restoring;
+    !l->restoring[0];
 }
 
 static int
@@ -535,14 +545,16 @@ format_v2 (const struct ovl_ledger *l, struct ovl_buf *b)
   if (l->domain && (ovl_buf_printf (b, ",\"domain\":") == -1 ||
                     ovl_json_append_string (b, l->domain) == -1))
     return -1;
-  if (ovl_buf_printf (b, ",\"restore-pending\":%s", l->restore_pending ? "true" : "false") == -1)
+  if (l->restore_pending &&
+      ovl_buf_printf (b, ",\"restore-pending\":%lld", l->restore_pending) == -1)
     return -1;
   if (l->migration_pending &&
       ovl_buf_printf (b, ",\"migration-pending\":%lld", (long long) l->migration_pending) == -1)
     return -1;
   if (l->saved && ovl_buf_printf (b, ",\"saved\":true") == -1)
     return -1;
-  if (l->restoring && ovl_buf_printf (b, ",\"restoring\":true") == -1)
+  if (l->restoring[0] && (ovl_buf_printf (b, ",\"restoring\":") == -1 ||
+                          ovl_json_append_string (b, l->restoring) == -1))
     return -1;
   if (ovl_buf_printf (b, ",\"overlays\":[") == -1)
     return -1;

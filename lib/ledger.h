@@ -13,20 +13,22 @@
  * (version 2; optional keys may be absent, unknown keys are refused, so a
  * per-entry key can be added later without a format break):
  *
- *   {"virt-overlay-ledger":2,"domain":"NAME","restore-pending":false,
- *    "migration-pending":UNIX-SECONDS,"saved":true,"restoring":true,
+ *   {"virt-overlay-ledger":2,"domain":"NAME","restore-pending":UNIX-SECONDS,
+ *    "migration-pending":UNIX-SECONDS,"saved":true,"restoring":"BOOT-ID",
  *    "overlays":[{"path":"/abs","dev":N,"ino":N,"btime":[SEC,NSEC],
  *                 "token":"32 lowercase hex digits",
  *                 "mode":"persistent","from-pool":true,
  *                 "adopted-from":"32 lowercase hex digits","restored":true}]}
  *
- * "domain", "migration-pending", "saved", "restoring" and each "token" are left out
+ * "domain", "restore-pending", "migration-pending", "saved", "restoring" and
+ * each "token" are left out
  * when unknown or unset; "mode" is left out for an ephemeral overlay and
  * "from-pool" when false, "adopted-from" (the token an overlay an
  * incoming migration brought had on the source, before this host took
  * it) when there is none, "restored" (the take was a restore's, not a
  * migration's) when false (ledgers of releases that knew none of them
- * read the same).  Version 1 ledgers
+ * read the same; a "restore-pending" of older ones is true or false: true
+ * reads as a mark long past).  Version 1 ledgers
  * of older releases ("# virt-overlay ledger 1", then "domain NAME",
  * "restore-pending" and "ephemeral DEV INO BIRTH-SEC BIRTH-NSEC PATH"
  * lines) are still read; the next save writes version 2.  Anything
@@ -58,15 +60,18 @@ struct ovl_ledger {
   char *file;                   /* STATE_DIR/domains/UUID */
   int lockfd;                   /* STATE_DIR/domains/UUID.lock, held; or -1 */
   char *domain;
-  bool restore_pending;         /* restore begin came; the next prepare restores */
+  long long restore_pending;    /* when (unix seconds) "restore begin" came, the
+                                 * next prepare being the restore's; or 0 (1: it
+                                 * came, in a ledger that did not say when) */
   long long migration_pending;  /* when (unix seconds) an incoming migration's
                                  * migrate begin came, or 0 */
   bool saved;                   /* it stopped to be saved to a file ("virsh
                                  * save"): its overlays wait for the restore */
-  bool restoring;               /* a restore of a state saved here is under way:
-                                 * its prepare ran, its release has not come
-                                 * (a release "failed" keeps the overlays; gc
-                                 * does not read it) */
+  char restoring[OVL_BOOT_ID_LEN + 1];  /* the boot (its id) in which the
+                                 * prepare of a restore of a state saved here
+                                 * ran, its release not come yet; or "": a
+                                 * release "failed" in that boot keeps the
+                                 * overlays (gc does not read it) */
   struct ovl_ledger_entry *entries;
   size_t n, entries_cap;
 };

@@ -332,6 +332,16 @@ ovl_migration_mark_fresh (long long when)
     when - now <= OVL_MIGRATION_MARK_SECONDS;
 }
 
+/* Whether L says a restore of a state saved here is under way in this
+ * boot: after a crash, the restored domain may have run on. */
+static bool
+restoring_now (const struct ovl_ledger *l)
+{
+  char boot[OVL_BOOT_ID_LEN + 1];
+
+  return l->restoring[0] && ovl_boot_id (boot) == 0 && strcmp (boot, l->restoring) == 0;
+}
+
 /* The domain's facts; -1 (error set) when one cannot be told. */
 static int
 dom_facts (const struct ovl_config *cfg, const struct ovl_domain *dom,
@@ -343,14 +353,15 @@ dom_facts (const struct ovl_config *cfg, const struct ovl_domain *dom,
     return -1;
   memset (f, 0, sizeof *f);
   f->managed_save = ms == 1;
-  f->restore_pending = l && l->restore_pending;
+  f->restore_pending = l && ovl_migration_mark_fresh (l->restore_pending);
   f->migration_pending = l && ovl_migration_mark_fresh (l->migration_pending);
   /* Saved, or a restore of a state saved here failed (libvirt says
    * "failed"): the state still needs what it needed. */
   f->saved = reason && (strcmp (reason, "saved") == 0 ||
-                        (strcmp (reason, "failed") == 0 && l && l->restoring));
+                        (strcmp (reason, "failed") == 0 && l && restoring_now (l)));
   f->migrated = reason && strcmp (reason, "migrated") == 0;
   f->ran = reason && strcmp (reason, "failed") != 0;
+  f->failed = reason && strcmp (reason, "failed") == 0;
   return 0;
 }
 
@@ -369,7 +380,7 @@ owed_back_ours (const struct ovl_config *cfg, const struct ovl_ledger_entry *e)
 
 int
 ovl_lifecycle_let_go_taken (const struct ovl_config *cfg, const struct ovl_ledger_entry *e,
-                            const char *uuid, const struct ovl_file_id *found)
+                            const char *uuid, const struct ovl_file_id *found, bool ran)
 {
   /* A take recorded ahead that never happened (a crash), or a file
    * given back: still the source's. */
@@ -384,7 +395,8 @@ ovl_lifecycle_let_go_taken (const struct ovl_config *cfg, const struct ovl_ledge
    * hold it at its own stop. */
   if (!e->id.token[0])
     return 1;
-  return ovl_overlay_let_go (cfg, e->path, uuid, e->id.token, e->adopted_from);
+  return ovl_overlay_let_go (cfg, e->path, uuid, e->id.token,
+                             e->restored && ran ? NULL : e->adopted_from);
 }
 
 int
@@ -574,7 +586,7 @@ prepare_disk (struct prepare *p, const struct ovl_dom_facts *df, const struct ov
    * settled and the file may yet come back to its token: it is not
    * forgotten, and the migration is refused. */
   if (d.action == OVL_ACT_ADOPT && e) {
-    r = ovl_lifecycle_let_go_taken (p->cfg, e, p->dom->uuid, &found);
+    r = ovl_lifecycle_let_go_taken (p->cfg, e, p->dom->uuid, &found, false);
     if (r == -1) {
       say (p->o, "disk %s: %s", k->target, ovl_error_msg ());
       return -1;
@@ -697,8 +709,15 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
      * domain may have run on). */
     bool restoring = !df->migration_pending && (df->restore_pending || df->managed_save);
 
-    p->ledger->restoring = restoring && p->ledger->saved;
-    p->ledger->restore_pending = false;
+    /* Saved here, or a restore of it before that never ended (a crash
+     * in it: the state was never loaded). */
+    if (!restoring || (!p->ledger->saved && !p->ledger->restoring[0]))
+      p->ledger->restoring[0] = '\0';
+    else if (ovl_boot_id (p->ledger->restoring) == -1) {
+      say (p->o, "%s; should this restore fail, its overlays are not kept", ovl_error_msg ());
+      p->ledger->restoring[0] = '\0';
+    }
+    p->ledger->restore_pending = 0;
     p->ledger->migration_pending = 0;
     p->ledger->saved = false;
   }
@@ -746,13 +765,13 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
 /* Release: each ledger entry, one by one. */
 static void
 run_release (const struct ovl_config *cfg, struct ovl_ledger *l, const char *uuid,
-             const struct ovl_dom_facts *df, struct ovl_outcome *o)
+             const struct ovl_dom_facts *df, struct ovl_outcome *o, bool *kept_for_state)
 {
   size_t i;
 
-  l->restore_pending = false;
+  l->restore_pending = 0;
   l->migration_pending = 0;
-  l->restoring = false;
+  l->restoring[0] = '\0';
   for (i = l->n; i-- > 0; ) {
     struct ovl_ledger_entry *e = &l->entries[i];
     struct ovl_disk_facts f;
@@ -773,6 +792,15 @@ run_release (const struct ovl_config *cfg, struct ovl_ledger *l, const char *uui
      * than "failed"; without one it cannot be told). */
     if (f.adopted && e->restored && df->ran)
       f.adopted = false;
+    /* A failed restore's take of a file the saving host has let go of
+     * since (its gc ran meanwhile): no ledger there knows it any more,
+     * and the state still needs it.  Kept here, as a saved state's. */
+    if (df->failed && e->restored && !f.adopted && f.presence == OVL_OURS) {
+      *kept_for_state = true;
+      say_done (o, "ephemeral overlay '%s' kept for the saved state its restore failed to "
+                "load (the host it was taken from has let go of it)", e->path);
+      continue;
+    }
     d = ovl_lifecycle_decide (OVL_OP_RELEASE, df, &f);
     if (d.action == OVL_ACT_REMOVE) {
       r = ovl_overlay_remove_owned (cfg, e->path, &e->id);
@@ -799,7 +827,7 @@ run_release (const struct ovl_config *cfg, struct ovl_ledger *l, const char *uui
       say (o, "release: overlay '%s' is in use (a QEMU holds its image lock); left alone; "
            "its ledger entry is kept", e->path);
     else if (d.action == OVL_ACT_FORGET && f.presence == OVL_FOREIGN && f.made_for_domain) {
-      r = ovl_lifecycle_let_go_taken (cfg, e, uuid, &found);
+      r = ovl_lifecycle_let_go_taken (cfg, e, uuid, &found, df->ran);
       if (r == 0)
         say_done (o, "ephemeral overlay '%s' is not this host's (never taken over, or made "
                   "again since); left to the host whose token it carries", e->path);
@@ -865,10 +893,14 @@ ovl_lifecycle_run (const struct ovl_config *cfg, enum ovl_op op,
   case OVL_OP_RELEASE:
     if (!ledger)
       return 0;
-    run_release (cfg, ledger, dom->uuid, &df, o);
-    /* What a restore from a file needs stays: gc must tell it from a
-     * leftover. */
-    ledger->saved = df.saved && ledger->n > 0;
+    {
+      bool kept = false;
+
+      run_release (cfg, ledger, dom->uuid, &df, o, &kept);
+      /* What a restore from a file needs stays: gc must tell it from a
+       * leftover. */
+      ledger->saved = (df.saved || kept) && ledger->n > 0;
+    }
     if (ovl_ledger_save (ledger) == -1)
       say (o, "release: %s", ovl_error_msg ());
     return 0;                   /* libvirt ignores it, the domain is gone */
@@ -900,7 +932,7 @@ ovl_lifecycle_run (const struct ovl_config *cfg, enum ovl_op op,
     if (o->status || !ledger)
       return o->status;
     if (op == OVL_OP_RESTORE)
-      ledger->restore_pending = true;
+      ledger->restore_pending = (long long) time (NULL);
     else
       ledger->migration_pending = (long long) time (NULL);
     if (ovl_ledger_save (ledger) == -1)

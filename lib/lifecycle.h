@@ -64,7 +64,8 @@ enum ovl_op { OVL_OP_PREPARE, OVL_OP_RELEASE, OVL_OP_RESTORE, OVL_OP_MIGRATE };
  * migration within moments; a mark older than this belongs to a
  * migration that failed before its prepare. */
 #define OVL_MIGRATION_MARK_SECONDS 120
-/* A migration mark set at WHEN (unix seconds; 0: none) still holds. */
+/* A migration mark set at WHEN (unix seconds; 0: none) still holds; so
+ * does a restore's ("restore begin" and its prepare come as close). */
 bool ovl_migration_mark_fresh (long long when);
 
 struct ovl_dom_facts {
@@ -76,6 +77,7 @@ struct ovl_dom_facts {
   bool migrated;                /* release: the reason was "migrated" */
   bool ran;                     /* release: a reason other than "failed" (the
                                  * domain ran: a restore went through) */
+  bool failed;                  /* release: the reason was "failed" */
 };
 
 /* What is at a disk's overlay path, against the ledger's entry. */
@@ -142,11 +144,15 @@ int ovl_lifecycle_owed_back (const struct ovl_config *cfg, const struct ovl_ledg
  * was not settled, nor overwrites a later holder's), unless its token is
  * the one E was taken from (a take that never happened, or a file given
  * back: still the source's), or the file is not the one E names (a take
- * changes the token only).  1 let go: E can go; 0 not E's to let go of:
- * E can go; 2 not marked: E must stay, should the file come back to its
- * token; -1 (error set): E stays. */
+ * changes the token only).  RAN: the release says the domain ran on
+ * here (see ovl_dom_facts): a restore's take is settled then, the
+ * state saved on the host it was taken from being stale, and is let go
+ * of whatever the last mark (no later holder marks before this one).
+ * 1 let go: E can go; 0 not E's to let go of: E can go; 2 not marked:
+ * E must stay, should the file come back to its token; -1 (error
+ * set): E stays. */
 int ovl_lifecycle_let_go_taken (const struct ovl_config *cfg, const struct ovl_ledger_entry *e,
-                                const char *uuid, const struct ovl_file_id *found);
+                                const char *uuid, const struct ovl_file_id *found, bool ran);
 
 const char *ovl_op_name (enum ovl_op op);
 const char *ovl_action_name (enum ovl_action a);

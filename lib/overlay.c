@@ -383,7 +383,7 @@ ovl_overlay_let_go (const struct ovl_config *cfg, const char *path, const char *
    * one before must have let go to that holder.  Any other mark means
    * this host's claim was never settled, or a later holder's mark is
    * there: neither is overwritten. */
-  if (strcmp (cur, after) != 0)
+  if (after && strcmp (cur, after) != 0)
     return 2;
   if (fsetxattr (fd, OVL_RELEASED_XATTR, mine, strlen (mine), 0) == -1) {
     ovl_error ("overlay '%s': setting the " OVL_RELEASED_XATTR " attribute: %m", path);

@@ -170,7 +170,8 @@ int ovl_overlay_take (const struct ovl_config *cfg, const char *path, const char
  * it back).  Only if the mark there now is AFTER, the token MINE's
  * holder took it from ("" for none: it made the file), or MINE itself:
  * a claim whose own source never let go, or a later holder's mark, is
- * never marked over.  1 marked, 0 not such a file, 2 not marked (the
+ * never marked over.  AFTER NULL: whatever the mark (a take that is
+ * settled by itself; no later holder marks before MINE is there).  1 marked, 0 not such a file, 2 not marked (the
  * mark is another's), -1 error set. */
 int ovl_overlay_let_go (const struct ovl_config *cfg, const char *path, const char *owner,
                         const char *mine, const char *after);

@@ -544,3 +544,39 @@ ovl_reserve (void *ptrp, size_t *cap, size_t need, size_t elem, size_t min)
   ovl_error ("out of memory");
   return -1;
 }
+
+bool
+ovl_boot_id_valid (const char *s)
+{
+  size_t i;
+
+  for (i = 0; i < OVL_BOOT_ID_LEN; i++) {
+    bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+    if (dash ? s[i] != '-' : !((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+      return false;
+  }
+  return s[i] == '\0';
+}
+
+int
+ovl_boot_id (char out[OVL_BOOT_ID_LEN + 1])
+{
+  static const char path[] = "/proc/sys/kernel/random/boot_id";
+  CLEANUP_CLOSE int fd = open (path, O_RDONLY | O_CLOEXEC);
+  char buf[OVL_BOOT_ID_LEN + 2];
+  ssize_t n;
+
+  if (fd == -1 || (n = read (fd, buf, sizeof buf - 1)) == -1) {
+    ovl_error ("%s: %m", path);
+    return -1;
+  }
+  buf[n] = '\0';
+  if (n > 0 && buf[n - 1] == '\n')
+    buf[--n] = '\0';
+  if (!ovl_boot_id_valid (buf)) {
+    ovl_error ("%s: not a boot id: '%s'", path, buf);
+    return -1;
+  }
+  memcpy (out, buf, OVL_BOOT_ID_LEN + 1);
+  return 0;
+}

@@ -106,6 +106,14 @@ int ovl_file_xattr_is (int fd, const char *name, const char *value);
  * destination took: its own token, which it no longer claims. */
 #define OVL_RELEASED_XATTR "trusted.virt-overlay.released"
 
+/* This boot of the kernel: /proc/sys/kernel/random/boot_id, 36
+ * characters, into OUT.  A mark that says "in this boot" is stale after
+ * a crash.  0, or -1 with the error set. */
+#define OVL_BOOT_ID_LEN 36
+int ovl_boot_id (char out[OVL_BOOT_ID_LEN + 1]);
+/* Whether S looks like a boot id (8-4-4-4-12 lowercase hex digits). */
+bool ovl_boot_id_valid (const char *s);
+
 /* The whole of the file open as FD, at most MAX bytes, into *BUF (NUL-
  * terminated, LEN bytes): anything but a regular file is refused (a FIFO
  * would block for ever, a device never end), and so is a larger file.

@@ -109,10 +109,10 @@ test_rules (void **state)
             mode ? OVL_MODE_EPHEMERAL : OVL_MODE_PERSISTENT, (enum ovl_presence) pres,
             bits & 1, bits & 2, bits & 4, bits & 256,
           };
-          /* "ran" counts before the rules: it clears "adopted" for a
-           * restore's take (see run_release). */
+          /* "ran" and "failed" count before the rules, for a restore's
+           * take (see run_release). */
           struct ovl_dom_facts d = { bits & 8, bits & 16, bits & 32, bits & 64, bits & 128,
-                                     false };
+                                     false, false };
           const char *in[NIN] = {
             ops[op], modes[mode], presences[pres], yes_no (k.in_ledger), yes_no (k.adopted),
             yes_no (k.made_for_domain), yes_no (k.in_use),
@@ -985,6 +985,153 @@ test_restore_back (void **state_)
   ovl_config_free (b);
 }
 
+/* Host C's ledger of the domain, changed as a crash, a reboot or time
+ * would leave it: its restore mark AGE seconds old (if not 0), its
+ * "restoring" mark of another boot (if OTHER_BOOT). */
+static void
+age_ledger (const struct ovl_config *c, long long age, bool other_boot)
+{
+  struct ovl_ledger *l = ovl_ledger_open (c->state_dir, UUID, ovl_now_ms () + 20000);
+
+  assert_non_null (l);
+  if (age)
+    l->restore_pending = (long long) time (NULL) - age;
+  if (other_boot)
+    strcpy (l->restoring, "00000000-0000-4000-8000-000000000000");
+  assert_int_equal (ovl_ledger_save (l), 0);
+  ovl_ledger_free (l);
+}
+
+static bool
+ledger_of (const struct ovl_config *c)
+{
+  char *p;
+  bool r;
+
+  if (asprintf (&p, "%s/domains/" UUID, c->state_dir) == -1)
+    abort ();
+  r = exists (p);
+  free (p);
+  return r;
+}
+
+/* A "restore begin" that never reached its prepare (libvirt failed in
+ * between, or the host crashed) marks no later start as a restore: a
+ * cold start on B refuses A's saved overlay, and gc drops the mark. */
+static void
+test_restore_mark_stale (void **state_)
+{
+  struct ovl_config *b;
+  struct ovl_domain *e = domain ("ephemeral");
+
+  fresh ();
+  b = config_b ();
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  step (b, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
+  age_ledger (b, 3600, false);
+  gc_on (b);
+  assert_false (ledger_of (b));
+  step (b, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
+  age_ledger (b, 3600, false);
+  step (b, OVL_OP_PREPARE, e, NULL, 1, 0, "another host took it over");
+  step (b, OVL_OP_RELEASE, e, "failed", 0, 0, NULL);
+  restore_on (cfg, e, 0, NULL);
+  step (cfg, OVL_OP_RELEASE, e, "destroyed", 0, 1, NULL);
+  ovl_domain_free (e);
+  ovl_config_free (b);
+}
+
+/* A restore of a state saved here, and a crash: after the reboot, a
+ * release "failed" with no prepare before it (libvirt failed early) is
+ * no failed restore, and the overlay goes; a restore retried after a
+ * crash in the first one, which fails, keeps it, for the state was
+ * never loaded. */
+static void
+test_restore_across_reboot (void **state_)
+{
+  struct ovl_domain *e = domain ("ephemeral");
+
+  fresh ();
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  restore_on (cfg, e, 0, NULL);
+  age_ledger (cfg, 0, true);
+  step (cfg, OVL_OP_RELEASE, e, "failed", 0, 1, NULL);
+
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  restore_on (cfg, e, 0, NULL);
+  age_ledger (cfg, 0, true);
+  restore_on (cfg, e, 0, NULL);
+  step (cfg, OVL_OP_RELEASE, e, "failed", 0, 0, NULL);
+  assert_true (exists (overlay));
+  restore_on (cfg, e, 0, NULL);
+  step (cfg, OVL_OP_RELEASE, e, "destroyed", 0, 1, NULL);
+  ovl_domain_free (e);
+}
+
+/* Restored on B, then migrated B -> C: the restore's take is settled
+ * once the domain ran (B lets go whatever A did), so C removes the
+ * overlay at its stop, cold starts work again, and gc on A drops the
+ * ledger that said "saved". */
+static void
+test_restored_then_migrated (void **state_)
+{
+  struct ovl_config *b, *c;
+  struct ovl_domain *e = domain ("ephemeral");
+  int lock;
+
+  fresh ();
+  b = config_b ();
+  c = config_host ("c");
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  restore_on (b, e, 0, "taken over");
+  lock = qemu_lock (overlay);   /* B's QEMU */
+  step (c, OVL_OP_MIGRATE, e, NULL, 0, 0, NULL);
+  step (c, OVL_OP_PREPARE, e, NULL, 0, 0, "taken over from the migration's source");
+  step (b, OVL_OP_RELEASE, e, "migrated", 0, 0, "taken over by the host the domain runs on now");
+  close (lock);
+  step (c, OVL_OP_RELEASE, e, "shutdown", 0, 1, NULL);
+  gc_on (cfg);
+  assert_false (ledger_of (cfg));
+  step (c, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  step (c, OVL_OP_RELEASE, e, "shutdown", 0, 1, NULL);
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  step (cfg, OVL_OP_RELEASE, e, "shutdown", 0, 1, NULL);
+  ovl_domain_free (e);
+  ovl_config_free (b);
+  ovl_config_free (c);
+}
+
+/* gc on the saving host A while B's restore loads (A lets go of what B
+ * took, and drops its ledger); the restore fails: B keeps the overlay
+ * for the state, and A's restore of it then works. */
+static void
+test_restore_fails_after_gc (void **state_)
+{
+  struct ovl_config *b;
+  struct ovl_domain *e = domain ("ephemeral");
+
+  fresh ();
+  b = config_b ();
+  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
+  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  restore_on (b, e, 0, "taken over");
+  gc_on (cfg);
+  assert_false (ledger_of (cfg));
+  step (b, OVL_OP_RELEASE, e, "failed", 0, 0, "kept for the saved state");
+  gc_on (b);
+  assert_true (exists (overlay));
+  restore_on (cfg, e, 0, "taken over");
+  step (cfg, OVL_OP_RELEASE, e, "destroyed", 0, 1, NULL);
+  gc_on (b);
+  assert_false (ledger_of (b));
+  ovl_domain_free (e);
+  ovl_config_free (b);
+}
+
 int
 main (void)
 {
@@ -1009,6 +1156,10 @@ main (void)
     cmocka_unit_test (test_restore_then_crash),
     cmocka_unit_test (test_failed_restore_after_crashed_taker),
     cmocka_unit_test (test_restore_back),
+    cmocka_unit_test (test_restore_mark_stale),
+    cmocka_unit_test (test_restore_across_reboot),
+    cmocka_unit_test (test_restored_then_migrated),
+    cmocka_unit_test (test_restore_fails_after_gc),
   };
   int r;
 
