@@ -183,8 +183,19 @@ dispatch (struct ovl_qmp *q, struct ovl_json *msg)
   idv = ovl_json_get (msg, "id");
   if (q->caps_id && idv && idv->type == OVL_JSON_INT && (uint64_t) idv->u.i == q->caps_id) {
     struct ovl_json *ret;
+    const struct ovl_json *err = ovl_json_get (msg, "error");
+    const char *desc = err ? ovl_json_get_string (err, "desc") : NULL;
+
     p = find_pending (q, q->caps_id);
     q->caps_id = 0;
+    /* A session already in command mode: qsd keeps one monitor per
+     * socket, and the qmp_capabilities of a client that left may be run
+     * after the next client's greeting.  Negotiated all the same. */
+    if (desc && strstr (desc, "negotiation is already complete")) {
+      ovl_json_free (msg);
+      remove_pending (q, p);
+      return 0;
+    }
     ret = take_return (msg, "qmp_capabilities");
     remove_pending (q, p);
     if (!ret)

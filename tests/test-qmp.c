@@ -578,6 +578,30 @@ test_quit (void **state)
   assert_false (t_pid_alive (qsd.pid));
 }
 
+/* A session qsd left in command mode (an earlier client's
+ * qmp_capabilities, run after it left, landed on ours): the refusal of
+ * ours is no failure. */
+static void
+test_caps_already_done (void **state)
+{
+  static const struct fake_step script[] = {
+    GREET,
+    { "qmp_capabilities", FAKE_SEND,
+      "{\"error\": {\"class\": \"CommandNotFound\", \"desc\": \"Capabilities negotiation "
+      "is already complete, command ignored\"}, \"id\": $ID}\r\n" },
+    { "query-jobs", FAKE_SEND, "{\"return\": [], \"id\": $ID}\r\n" },
+  };
+  struct fake_qmp *f = fake_qmp_start (dir, script, 3);
+  struct ovl_qmp *q = connect_fake (f);
+  struct ovl_json *r = ovl_qmp_command (q, "query-jobs", NULL, ovl_now_ms () + 2000);
+
+  if (!r)
+    fail_msg ("query-jobs: %s", ovl_error_msg ());
+  ovl_json_free (r);
+  ovl_qmp_close (q);
+  finish (f);
+}
+
 /* A creation whose connection breaks after its blockdev-create went
  * out: qsd may still run the job, which opens /proc/OURPID/fd/N, and N
  * must not name another file by then (a base, which qsd would format).
@@ -674,6 +698,7 @@ main (void)
     cmocka_unit_test (test_no_server),
     cmocka_unit_test (test_fake_catches_unexpected),
     cmocka_unit_test (test_fake_compares_arguments),
+    cmocka_unit_test (test_caps_already_done),
     cmocka_unit_test (test_broken_create_settles),
     cmocka_unit_test (test_broken_create_unsettled),
   };
