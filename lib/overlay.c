@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -885,29 +886,34 @@ name_jobs (const struct ovl_config *cfg, struct caller_lock *lock, struct work *
  * got, or gets yet (it reads what was sent before it sees the end of
  * the connection), opens /proc/OURPID/fd/N whenever its job starts, and
  * a number closed meanwhile may name another of our files by then - a
- * base, which qsd would truncate and format.  So ask qsd afresh (it
- * serves one client at a time: once a new connection is answered, the
- * old one is done with, each command on it run or dropped) until each
- * such job has concluded (then it is dismissed) or does not exist.
- * What is not settled so, free_work leaves open.  The error is kept. */
+ * base, which qsd would truncate and format.  So ask that daemon (PEER,
+ * its pid) afresh (it serves one client at a time: once it has answered
+ * a new connection, every command of the old one has been run or
+ * dropped) until each such job has concluded (then it is dismissed) or
+ * does not exist.  A daemon that is gone runs no job; one started since
+ * in its place cannot tell, and none is started here.  What is not
+ * settled so, free_work leaves open.  The error is kept. */
 static void
 settle_jobs (const struct ovl_config *cfg, struct work *w, size_t n, unsigned d,
-             int64_t deadline)
+             long peer, int64_t deadline)
 {
   CLEANUP_FREE char *error = strdup (ovl_error_msg ());
+  CLEANUP_FREE char *sock = NULL;
   struct ovl_qmp *q = NULL;
   size_t i, left = 0;
   long pause_ms = 1;
+  bool gone = peer > 0 && kill ((pid_t) peer, 0) == -1 && errno == ESRCH;
 
   for (i = 0; i < n; i++)
     if (MINE (w[i], d) && w[i].create_id && !w[i].settled)
       left++;
-  if (left && (q = ovl_qsd_connect (cfg, d, deadline)))
+  if (left && !gone && (sock = ovl_qsd_socket (cfg, d)) &&
+      (q = ovl_qmp_connect_lazy (sock, deadline)))
     for (;;) {
       CLEANUP_JSON struct ovl_json *jobs = ovl_qmp_command (q, "query-jobs", NULL, deadline);
       struct timespec ts;
 
-      if (!jobs)
+      if (!jobs || jobs->type != OVL_JSON_ARRAY || ovl_qmp_peer_pid (q) != peer)
         break;
       for (i = 0; i < n; i++) {
         const struct ovl_json *job;
@@ -936,6 +942,10 @@ settle_jobs (const struct ovl_config *cfg, struct work *w, size_t n, unsigned d,
         pause_ms *= 2;
     }
   ovl_qmp_close (q);
+  if (!q && (gone || (peer > 0 && kill ((pid_t) peer, 0) == -1 && errno == ESRCH)))
+    for (i = 0; i < n; i++)
+      if (MINE (w[i], d))
+        w[i].settled = true;
   ovl_error ("%s", error ? error : "out of memory");
 }
 
@@ -961,6 +971,11 @@ make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t dead
   bool sent[OVL_QSD_DAEMONS_MAX] = { false };
   CLEANUP_FREE char *first_error = NULL;
   struct caller_lock lock = { .dirfd = -1, .fd = -1 };
+  /* The exchange ends a little before DEADLINE: an exchange that timed
+   * out leaves settle_jobs the rest, within the caller's budget. */
+  int budget = ovl_ms_left (deadline);
+  int64_t exchange_deadline = budget > 0 ? deadline - (budget / 5 < 250 ? budget / 5 : 250)
+    : deadline;
 
   for (d = 0; d < nd && ret == 0; d++) {
     for (i = 0; i < n && !MINE (w[i], d); i++)
@@ -968,10 +983,10 @@ make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t dead
     if (i == n)
       continue;                 /* nothing for this one */
     /* After the first connection: the socket's directory exists. */
-    if (!(q[d] = ovl_qsd_connect (cfg, d, deadline)) ||
+    if (!(q[d] = ovl_qsd_connect (cfg, d, exchange_deadline)) ||
         check_same_pidns (q[d]) == -1 ||
         (lock.fd == -1 && name_jobs (cfg, &lock, w, n) == -1) ||
-        send_batch (q[d], w, n, d, deadline) == -1)
+        send_batch (q[d], w, n, d, exchange_deadline) == -1)
       ret = -1;
     else
       sent[d] = true;
@@ -981,9 +996,11 @@ make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t dead
   /* Collect every daemon that got work, even after a failure elsewhere:
    * its jobs are dismissed that way. */
   for (d = 0; d < nd; d++) {
+    long peer = q[d] ? ovl_qmp_peer_pid (q[d]) : 0;
+
     r = -1;
     if (sent[d]) {
-      r = finish_batch (q[d], w, n, d, &lock, deadline);
+      r = finish_batch (q[d], w, n, d, &lock, exchange_deadline);
       if (r == -1 && !first_error)
         first_error = strdup (ovl_error_msg ());
       if (r != 0 && ret != -1)
@@ -995,7 +1012,7 @@ make_batch (const struct ovl_config *cfg, struct work *w, size_t n, int64_t dead
       if (MINE (w[i], d))
         w[i].settled = true;
     if (r == -1)
-      settle_jobs (cfg, w, n, d, deadline);
+      settle_jobs (cfg, w, n, d, peer, deadline);
   }
   caller_lock_release (&lock);
   if (ret == -1 && first_error)

@@ -230,6 +230,10 @@ fake_thread (void *arg)
     case FAKE_CLOSE:
       free (line);
       goto out;
+    case FAKE_STALL_NEXT:
+      while ((extra = read_command (f, fd)))
+        free (extra);
+      /* fall through */
     case FAKE_DROP:
     case FAKE_NEXT:
       /* Wait for the client's first bytes, then close without reading

@@ -19,6 +19,8 @@ enum fake_action {
   FAKE_CLOSE,                   /* close the connection */
   FAKE_DROP,                    /* close it unread, then serve the next client */
   FAKE_NEXT,                    /* close it at once, then serve the next client */
+  FAKE_STALL_NEXT,              /* send nothing more until the client leaves,
+                                 * then serve the next client */
 };
 
 struct fake_step {

@@ -609,8 +609,10 @@ test_caps_already_done (void **state)
  * still to come; only then is N closed.  When it cannot tell (the new
  * connection breaks too), N stays open, naming the unlinked temporary
  * file and nothing else. */
+enum broken { TOLD, NOT_TOLD, TIMED_OUT };
+
 static void
-broken_create (bool can_tell)
+broken_create (enum broken how)
 {
   static const struct fake_step told[] = {
     GREET, CAPS, { "blockdev-create", FAKE_NEXT, NULL },
@@ -620,15 +622,27 @@ broken_create (bool can_tell)
     GREET, CAPS, { "blockdev-create", FAKE_NEXT, NULL },
     { NULL, FAKE_CLOSE, NULL },
   };
-  struct fake_qmp *f = can_tell ? fake_qmp_start (dir, told, 6) : fake_qmp_start (dir, not_told, 4);
+  /* qsd stalls: the exchange times out, and the caller still has time
+   * to ask, within its budget. */
+  static const struct fake_step timed_out[] = {
+    GREET, CAPS, { "blockdev-create", FAKE_STALL_NEXT, NULL },
+    GREET, CAPS, { "query-jobs", FAKE_SEND, "{\"return\": [], \"id\": $ID}\r\n" },
+  };
+  bool can_tell = how != NOT_TOLD;
+  /* Counted before the fake server and after it is gone: its thread's
+   * descriptors are this process's too. */
+  int before = t_open_fds (), after;
+  struct fake_qmp *f = how == TOLD ? fake_qmp_start (dir, told, 6)
+    : how == NOT_TOLD ? fake_qmp_start (dir, not_told, 4) : fake_qmp_start (dir, timed_out, 6);
+  int64_t t0, took;
   char *img, *base, *text, *ov;
   struct ovl_config *cfg;
   struct ovl_request r = { 0 };
   struct ovl_result res = { 0 };
-  int fd, before, after, i;
+  int fd, i;
   struct stat st;
 
-  assert_true (asprintf (&img, "%s/img-%d", dir, can_tell) > 0);
+  assert_true (asprintf (&img, "%s/img-%d", dir, (int) how) > 0);
   assert_true (asprintf (&base, "%s/base.raw", img) > 0);
   assert_true (asprintf (&ov, "%s/ov.qcow2", img) > 0);
   assert_int_equal (mkdir (img, 0755), 0);
@@ -646,14 +660,18 @@ broken_create (bool can_tell)
   r.base_format = OVL_FMT_RAW;
   r.overlay = ov;
 
-  before = t_open_fds ();
-  assert_int_equal (ovl_overlay_create (cfg, &r, &res, 1, ovl_now_ms () + 5000, NULL), -1);
-  after = t_open_fds ();
+  t0 = ovl_now_ms ();
+  assert_int_equal (ovl_overlay_create (cfg, &r, &res, 1, t0 + 1500, NULL), -1);
+  took = ovl_now_ms () - t0;
+  /* Within the budget (the test's margin is for a loaded machine). */
+  if (took > 1500 + 1000)
+    fail_msg ("took %lld ms with a budget of 1500 ms", (long long) took);
   /* It failed at the broken connection, not before (else the fake server waits for ever). */
   if (!strstr (ovl_error_msg (), "qemu-storage-daemon") && !strstr (ovl_error_msg (), "QMP"))
     fail_msg ("failed before qsd: %s", ovl_error_msg ());
   ovl_result_clear (&res);
   finish (f);
+  after = t_open_fds ();
   assert_int_equal (after, before + (can_tell ? 0 : 1));
   /* The one left open is the temporary file, unlinked. */
   for (i = 3; !can_tell && i < 1024; i++)
@@ -670,13 +688,19 @@ broken_create (bool can_tell)
 static void
 test_broken_create_settles (void **state)
 {
-  broken_create (true);
+  broken_create (TOLD);
 }
 
 static void
 test_broken_create_unsettled (void **state)
 {
-  broken_create (false);
+  broken_create (NOT_TOLD);
+}
+
+static void
+test_broken_create_timed_out (void **state)
+{
+  broken_create (TIMED_OUT);
 }
 
 int
@@ -701,6 +725,7 @@ main (void)
     cmocka_unit_test (test_caps_already_done),
     cmocka_unit_test (test_broken_create_settles),
     cmocka_unit_test (test_broken_create_unsettled),
+    cmocka_unit_test (test_broken_create_timed_out),
   };
   const struct CMUnitTest real[] = {
     cmocka_unit_test (test_version_and_jobs),
