@@ -755,6 +755,15 @@ restore_on (const struct ovl_config *c, const struct ovl_domain *d, int want, co
   step (c, OVL_OP_PREPARE, d, NULL, want, 0, said);
 }
 
+/* D started afresh on host C and saved there (libvirt 10.5 and later
+ * say "saved"). */
+static void
+saved_on (const struct ovl_config *c, const struct ovl_domain *d)
+{
+  step (c, OVL_OP_PREPARE, d, NULL, 0, 0, "made");
+  step (c, OVL_OP_RELEASE, d, "saved", 0, 0, NULL);
+}
+
 /* A restore that fails (libvirt >= 10.5 says "failed") leaves the saved
  * state's overlay, and the ledger still says saved: the restore can be
  * tried again.  The stop after a restore that went through removes it. */
@@ -834,8 +843,7 @@ test_restore_elsewhere (void **state_)
 
   /* The restored domain ran on B and stopped: A's state is stale, B
    * removes the overlay; A's cold start makes a fresh one. */
-  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
-  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  saved_on (cfg, e);
   restore_on (b, e, 0, "taken over");
   step (b, OVL_OP_RELEASE, e, "destroyed", 0, 1, NULL);
   assert_false (exists (overlay));
@@ -895,8 +903,7 @@ test_restore_mark_then_migration (void **state_)
 
   fresh ();
   b = config_b ();
-  step (b, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
-  step (b, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  saved_on (b, e);
   restore_on (cfg, e, 0, "taken over");
   token_of (overlay, ta);
   lock = qemu_lock (overlay);   /* A's QEMU */
@@ -921,8 +928,7 @@ test_restore_then_crash (void **state_)
   struct ovl_domain *e = domain ("ephemeral");
 
   fresh ();
-  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
-  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  saved_on (cfg, e);
   restore_on (cfg, e, 0, NULL);
   gc_on (cfg);
   assert_false (exists (overlay));
@@ -972,8 +978,7 @@ test_restore_back (void **state_)
 
   fresh ();
   b = config_b ();
-  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
-  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  saved_on (cfg, e);
   restore_on (b, e, 0, "taken over");
   step (b, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
   restore_on (cfg, e, 0, "taken over");
@@ -1026,8 +1031,7 @@ test_restore_mark_stale (void **state_)
 
   fresh ();
   b = config_b ();
-  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
-  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  saved_on (cfg, e);
   step (b, OVL_OP_RESTORE, e, NULL, 0, 0, NULL);
   age_ledger (b, 3600, false);
   gc_on (b);
@@ -1053,14 +1057,12 @@ test_restore_across_reboot (void **state_)
   struct ovl_domain *e = domain ("ephemeral");
 
   fresh ();
-  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
-  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  saved_on (cfg, e);
   restore_on (cfg, e, 0, NULL);
   age_ledger (cfg, 0, true);
   step (cfg, OVL_OP_RELEASE, e, "failed", 0, 1, NULL);
 
-  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
-  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  saved_on (cfg, e);
   restore_on (cfg, e, 0, NULL);
   age_ledger (cfg, 0, true);
   restore_on (cfg, e, 0, NULL);
@@ -1085,8 +1087,7 @@ test_restored_then_migrated (void **state_)
   fresh ();
   b = config_b ();
   c = config_host ("c");
-  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
-  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  saved_on (cfg, e);
   restore_on (b, e, 0, "taken over");
   lock = qemu_lock (overlay);   /* B's QEMU */
   step (c, OVL_OP_MIGRATE, e, NULL, 0, 0, NULL);
@@ -1116,8 +1117,7 @@ test_restore_fails_after_gc (void **state_)
 
   fresh ();
   b = config_b ();
-  step (cfg, OVL_OP_PREPARE, e, NULL, 0, 0, "made");
-  step (cfg, OVL_OP_RELEASE, e, "saved", 0, 0, NULL);
+  saved_on (cfg, e);
   restore_on (b, e, 0, "taken over");
   gc_on (cfg);
   assert_false (ledger_of (cfg));
