@@ -464,7 +464,8 @@ struct prepare {
   const struct ovl_disk **adopt;  /* ephemeral overlays an incoming migration */
   struct ovl_file_id *adopt_id;   /* brings, as found, to take once every */
   size_t nadopt;                  /* disk has passed */
-  bool restoring;                 /* ... for a restore, not a migration */
+  bool restoring;                 /* a restore (restore begin came, or a managed
+                                   * save is there), not a migration */
 };
 
 /* Write ahead: every ephemeral overlay of the batch is in the ledger,
@@ -541,7 +542,7 @@ prepare_disk (struct prepare *p, const struct ovl_dom_facts *df, const struct ov
   struct ovl_file_id found = { 0 };
   /* Whether a file that is not ours was made for this domain: another
    * host's to take over, or (a cold start) to be refused as such. */
-  bool incoming = k->mode == OVL_MODE_EPHEMERAL;
+  bool ask_made_for = k->mode == OVL_MODE_EPHEMERAL;
   int r;
 
   /* An entry of the other mode is not this disk's: one left from when
@@ -553,7 +554,7 @@ prepare_disk (struct prepare *p, const struct ovl_dom_facts *df, const struct ov
       ovl_ledger_remove (p->ledger, e);
     e = NULL;
   }
-  if (disk_facts (p->cfg, k->mode, k->overlay, e, incoming ? p->dom->uuid : NULL, false,
+  if (disk_facts (p->cfg, k->mode, k->overlay, e, ask_made_for ? p->dom->uuid : NULL, false,
                   &f, &found) == -1) {
     say (p->o, "disk %s: %s", k->target, ovl_error_msg ());
     return -1;
@@ -696,7 +697,7 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
     free (p->ledger->domain);
     p->ledger->domain = name;
   }
-  p->restoring = !df->migration_pending;
+  p->restoring = !df->migration_pending && (df->restore_pending || df->managed_save);
   for (i = 0; i < p->dom->ndisks; i++)
     if (prepare_disk (p, df, &p->dom->disks[i]) == -1)
       bad = 1;
@@ -707,11 +708,9 @@ run_prepare (struct prepare *p, const struct ovl_dom_facts *df, int64_t deadline
      * that fails keeps its overlays: its release knows it by
      * "restoring", which gc does not read (after a crash, the restored
      * domain may have run on). */
-    bool restoring = !df->migration_pending && (df->restore_pending || df->managed_save);
-
     /* Saved here, or a restore of it before that never ended (a crash
      * in it: the state was never loaded). */
-    if (!restoring || (!p->ledger->saved && !p->ledger->restoring[0]))
+    if (!p->restoring || (!p->ledger->saved && !p->ledger->restoring[0]))
       p->ledger->restoring[0] = '\0';
     else if (ovl_boot_id (p->ledger->restoring) == -1) {
       say (p->o, "%s; should this restore fail, its overlays are not kept", ovl_error_msg ());
